@@ -1,0 +1,408 @@
+//! Conveniences on the WIT types: constructors for the rules a closure returns, conversions into
+//! [`Value`] and [`Ttl`], and the rendering of a value into a key.
+
+use std::fmt::Write as _;
+
+use crate::{Recache, RecacheTemplate, ReadRule, Ttl, TtlBucket, Value, WriteRule};
+
+impl Ttl {
+    /// The host's short bucket (`CACHE_TTL_SHORT`, 30 s by default): rate limits, sessions.
+    pub const SHORT: Ttl = Ttl::Bucket(TtlBucket::Short);
+    /// The host's default bucket (`CACHE_TTL_DEFAULT`, 300 s by default): most data. This is the
+    /// TTL of a read that sets none.
+    pub const DEFAULT: Ttl = Ttl::Bucket(TtlBucket::Default);
+    /// The host's long bucket (`CACHE_TTL_LONG`, 3600 s by default): configuration, static
+    /// content.
+    pub const LONG: Ttl = Ttl::Bucket(TtlBucket::Long);
+}
+
+/// Seconds; `0` means "do not cache".
+impl From<u32> for Ttl {
+    fn from(seconds: u32) -> Ttl {
+        Ttl::Seconds(seconds)
+    }
+}
+
+impl From<TtlBucket> for Ttl {
+    fn from(bucket: TtlBucket) -> Ttl {
+        Ttl::Bucket(bucket)
+    }
+}
+
+impl From<()> for Value {
+    fn from((): ()) -> Value {
+        Value::Null
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Boolean(b)
+    }
+}
+
+macro_rules! integer_into_value {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(i: $t) -> Value {
+                Value::Integer(i.into())
+            }
+        }
+    )*};
+}
+integer_into_value!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<f64> for Value {
+    fn from(f: f64) -> Value {
+        Value::Float(f)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Text(s.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Text(s)
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Value {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+impl Value {
+    /// The name of the value's case, for messages: `null`, `boolean`, `integer`, `float`,
+    /// `text` or `json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Boolean(_) => "boolean",
+            Value::Integer(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Text(_) => "text",
+            Value::Json(_) => "json",
+        }
+    }
+
+    /// Appends the value as a template placeholder renders it: an integer in decimal, a float
+    /// as its shortest round-trip decimal (Rust's `Display`: `0.5`, `1`, `1e21` is written out
+    /// in full), text as is, a boolean as `true`/`false`, null as `null`, JSON as its text.
+    pub(crate) fn render_into(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Integer(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) => {
+                let _ = write!(out, "{f}");
+            }
+            Value::Text(s) | Value::Json(s) => out.push_str(s),
+        }
+    }
+}
+
+impl ReadRule {
+    /// A rule for `key` with the defaults of a declared read: tagged with its key, the default
+    /// TTL bucket, no early refresh, no sliding expiry, no lock. For
+    /// [`ReadOp::rule_with`](crate::ReadOp::rule_with) closures.
+    ///
+    /// ```
+    /// use cachelet_guest::prelude::*;
+    ///
+    /// let rule = ReadRule::new("search:rust").tags(["search"]).ttl(120);
+    /// assert_eq!(rule.key, "search:rust");
+    /// assert_eq!(rule.tags, ["search"]);
+    /// assert_eq!(rule.ttl, Ttl::Seconds(120));
+    /// ```
+    pub fn new(key: impl Into<String>) -> ReadRule {
+        let key = key.into();
+        ReadRule {
+            tags: vec![key.clone()],
+            key,
+            ttl: Ttl::DEFAULT,
+            early_ttl: None,
+            refresh: false,
+            lock: false,
+        }
+    }
+
+    /// Replaces the tags (rendered strings, not templates). An empty list leaves the entry
+    /// untagged.
+    pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> ReadRule {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the TTL: seconds (`0`: do not cache) or a bucket such as [`Ttl::SHORT`].
+    pub fn ttl(mut self, ttl: impl Into<Ttl>) -> ReadRule {
+        self.ttl = ttl.into();
+        self
+    }
+
+    /// Age in seconds after which a hit reloads the entry in the background.
+    pub fn early_ttl(mut self, seconds: u32) -> ReadRule {
+        self.early_ttl = Some(seconds);
+        self
+    }
+
+    /// Sliding expiry: every hit gives the entry its full TTL again.
+    pub fn refresh(mut self, refresh: bool) -> ReadRule {
+        self.refresh = refresh;
+        self
+    }
+
+    /// Stampede control: concurrent misses run the loader once.
+    pub fn lock(mut self, lock: bool) -> ReadRule {
+        self.lock = lock;
+        self
+    }
+}
+
+impl WriteRule {
+    /// A rule that invalidates nothing and warms nothing yet. For
+    /// [`WriteOp::rule_with`](crate::WriteOp::rule_with) closures.
+    ///
+    /// ```
+    /// use cachelet_guest::prelude::*;
+    ///
+    /// let rule = WriteRule::new()
+    ///     .invalidate(["user:42"])
+    ///     .recache(Recache::new("get_user").arg("user_id", 42));
+    /// assert_eq!(rule.invalidate, ["user:42"]);
+    /// assert_eq!(rule.recache[0].args, [("user_id".to_string(), Value::Integer(42))]);
+    /// ```
+    pub fn new() -> WriteRule {
+        WriteRule {
+            invalidate: Vec::new(),
+            recache: Vec::new(),
+            recache_concurrency: None,
+        }
+    }
+
+    /// Adds tags to invalidate (rendered strings, not templates).
+    pub fn invalidate<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> WriteRule {
+        self.invalidate.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a read to warm again.
+    pub fn recache(mut self, recache: Recache) -> WriteRule {
+        self.recache.push(recache);
+        self
+    }
+
+    /// How many recache reads may run at once.
+    pub fn recache_max_concurrency(mut self, max: u32) -> WriteRule {
+        self.recache_concurrency = Some(max);
+        self
+    }
+}
+
+impl Default for WriteRule {
+    fn default() -> WriteRule {
+        WriteRule::new()
+    }
+}
+
+impl Recache {
+    /// A call of the read `op`, with no arguments yet.
+    pub fn new(op: impl Into<String>) -> Recache {
+        Recache {
+            op: op.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, name: impl Into<String>, value: impl Into<Value>) -> Recache {
+        self.args.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Declares a read to warm again after a write: the read `op`, called with the write's
+/// arguments. Refine which arguments with [`include`](RecacheTemplate::include),
+/// [`rename`](RecacheTemplate::rename) and [`extra`](RecacheTemplate::extra).
+///
+/// The arguments of the recache call are derived from the write's, in this order:
+/// 1. `include`: only the listed arguments pass (in the caller's order); a listed name the call
+///    lacks is skipped. Without `include`, every argument passes.
+/// 2. `rename`: an argument named like the first of a pair takes the second name (and replaces
+///    a passed argument that already had that name).
+/// 3. `extra`: each constant replaces the passed argument of its name, or is appended.
+///
+/// ```
+/// use cachelet_guest::prelude::*;
+///
+/// let r = recache("get_org_user").include(["org_id", "id"]).rename([("id", "user_id")]);
+/// assert_eq!(r.op, "get_org_user");
+/// let r = recache("get_user_details").include(["user_id"]).extra([("expand", true)]);
+/// assert_eq!(r.extra, [("expand".to_string(), Value::Boolean(true))]);
+/// ```
+pub fn recache(op: impl Into<String>) -> RecacheTemplate {
+    RecacheTemplate {
+        op: op.into(),
+        include: None,
+        rename: Vec::new(),
+        extra: Vec::new(),
+    }
+}
+
+impl RecacheTemplate {
+    /// Passes on only these arguments of the write (by their name in the write).
+    pub fn include<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.include
+            .get_or_insert_with(Vec::new)
+            .extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Renames passed arguments: `(name in the write, name in the read)`.
+    pub fn rename<A: Into<String>, B: Into<String>>(
+        mut self,
+        pairs: impl IntoIterator<Item = (A, B)>,
+    ) -> Self {
+        self.rename
+            .extend(pairs.into_iter().map(|(a, b)| (a.into(), b.into())));
+        self
+    }
+
+    /// Adds constant arguments to every recache call. For values of different types, convert
+    /// them first: `[("expand", Value::from(true)), ("depth", Value::from(2))]`.
+    pub fn extra<K: Into<String>, V: Into<Value>>(
+        mut self,
+        args: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.extra
+            .extend(args.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// The recache call for one write's arguments, following the steps documented on
+    /// [`recache`].
+    pub(crate) fn apply(&self, args: &[(String, Value)]) -> Recache {
+        let mut out: Vec<(String, Value)> = match &self.include {
+            None => args.to_vec(),
+            Some(names) => args
+                .iter()
+                .filter(|(n, _)| names.iter().any(|i| i == n))
+                .cloned()
+                .collect(),
+        };
+        for (from, to) in &self.rename {
+            if let Some(i) = out.iter().position(|(n, _)| n == from) {
+                out[i].0.clone_from(to);
+                let mut j = 0;
+                out.retain(|(n, _)| {
+                    let keep = n != to || j == i;
+                    j += 1;
+                    keep
+                });
+            }
+        }
+        for (name, value) in &self.extra {
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = value.clone(),
+                None => out.push((name.clone(), value.clone())),
+            }
+        }
+        Recache {
+            op: self.op.clone(),
+            args: out,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(v: Value) -> String {
+        let mut s = String::new();
+        v.render_into(&mut s);
+        s
+    }
+
+    fn args(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn values_render_as_the_wit_says() {
+        assert_eq!(render(Value::Integer(-42)), "-42");
+        assert_eq!(render(Value::Integer(i64::MAX)), "9223372036854775807");
+        assert_eq!(render(Value::Float(0.1)), "0.1");
+        assert_eq!(render(Value::Float(1.0)), "1");
+        assert_eq!(render(Value::Float(-2.5)), "-2.5");
+        assert_eq!(render(Value::Float(1.0 / 3.0)), "0.3333333333333333");
+        assert_eq!(render(Value::Text("a b:{c}".into())), "a b:{c}");
+        assert_eq!(render(Value::Boolean(true)), "true");
+        assert_eq!(render(Value::Boolean(false)), "false");
+        assert_eq!(render(Value::Null), "null");
+        assert_eq!(render(Value::Json("[1,2]".into())), "[1,2]");
+    }
+
+    #[test]
+    fn conversions() {
+        assert_eq!(Value::from(3u32), Value::Integer(3));
+        assert_eq!(Value::from("x"), Value::Text("x".into()));
+        assert_eq!(Value::from(None::<i64>), Value::Null);
+        assert_eq!(Value::from(()), Value::Null);
+        assert_eq!(Ttl::from(300), Ttl::Seconds(300));
+        assert_eq!(Ttl::from(TtlBucket::Long), Ttl::LONG);
+    }
+
+    #[test]
+    fn recache_include_rename_extra() {
+        let write = args(&[
+            ("org_id", Value::Integer(1)),
+            ("id", Value::Integer(2)),
+            ("data", Value::Json("{}".into())),
+        ]);
+        let all = recache("get_org_user").rename([("id", "user_id")]).apply(&write);
+        assert_eq!(
+            all.args,
+            args(&[
+                ("org_id", Value::Integer(1)),
+                ("user_id", Value::Integer(2)),
+                ("data", Value::Json("{}".into())),
+            ])
+        );
+        let some = recache("r")
+            .include(["id", "missing", "org_id"])
+            .extra([("expand", true)])
+            .apply(&write);
+        assert_eq!(
+            some.args,
+            args(&[
+                ("org_id", Value::Integer(1)),
+                ("id", Value::Integer(2)),
+                ("expand", Value::Boolean(true)),
+            ])
+        );
+        let replaced = recache("r")
+            .include(["id"])
+            .extra([("id", 9)])
+            .apply(&write);
+        assert_eq!(replaced.args, args(&[("id", Value::Integer(9))]));
+    }
+
+    #[test]
+    fn rename_replaces_an_argument_of_the_new_name() {
+        let write = args(&[("user_id", Value::Integer(1)), ("id", Value::Integer(2))]);
+        let r = recache("r").rename([("id", "user_id")]).apply(&write);
+        assert_eq!(r.args, args(&[("user_id", Value::Integer(2))]));
+        let none = recache("r").rename([("nope", "x")]).apply(&write);
+        assert_eq!(none.args, write);
+    }
+}

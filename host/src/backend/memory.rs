@@ -1,0 +1,185 @@
+//! The in-process backend: a bounded moka cache of entries, with versioned tags.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::ops::compute::Op;
+use moka::sync::Cache as Moka;
+use moka::Expiry;
+
+use crate::tags::{Fence, TagIndex};
+
+/// One cached value with what decides its freshness.
+pub(crate) struct Entry {
+    /// The serialized value (JSON by default).
+    pub value: Arc<[u8]>,
+    /// Tag versions read before the value was loaded.
+    pub fence: Fence,
+    /// When the value was stored (for `early_ttl`).
+    pub born: Instant,
+    pub ttl: Duration,
+    /// Age after which a hit refreshes the entry in the background.
+    pub early: Option<Duration>,
+    /// Sliding expiry.
+    pub refresh: bool,
+    /// Set by the one hit that starts the early refresh.
+    pub refreshing: AtomicBool,
+}
+
+impl Entry {
+    pub fn new(value: Arc<[u8]>, fence: Fence, ttl: Duration) -> Entry {
+        Entry {
+            value,
+            fence,
+            born: Instant::now(),
+            ttl,
+            early: None,
+            refresh: false,
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this hit is the one that must start an early refresh.
+    pub fn claim_early_refresh(&self) -> bool {
+        match self.early {
+            Some(early) if self.born.elapsed() >= early => {
+                !self.refreshing.swap(true, Ordering::AcqRel)
+            }
+            _ => false,
+        }
+    }
+}
+
+struct EntryExpiry;
+
+impl Expiry<String, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(&self, _: &String, e: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(e.ttl)
+    }
+    fn expire_after_read(
+        &self,
+        _: &String,
+        e: &Arc<Entry>,
+        _: Instant,
+        left: Option<Duration>,
+        _: Instant,
+    ) -> Option<Duration> {
+        if e.refresh {
+            Some(e.ttl)
+        } else {
+            left
+        }
+    }
+    fn expire_after_update(
+        &self,
+        _: &String,
+        e: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(e.ttl)
+    }
+}
+
+/// Bytes an entry is charged against the memory bound: key, value, fence and bookkeeping.
+fn weight(key: &str, e: &Entry) -> u32 {
+    let w = key.len() + e.value.len() + 24 * e.fence.len() + 160;
+    u32::try_from(w).unwrap_or(u32::MAX)
+}
+
+/// The memory backend. Keys are full (namespaced) keys.
+pub(crate) struct Memory {
+    entries: Moka<String, Arc<Entry>>,
+    pub tags: TagIndex,
+}
+
+impl Memory {
+    pub fn new(max_bytes: u64) -> Memory {
+        Memory {
+            entries: Moka::builder()
+                .max_capacity(max_bytes)
+                .weigher(|k: &String, e: &Arc<Entry>| weight(k, e))
+                .expire_after(EntryExpiry)
+                .build(),
+            tags: TagIndex::new(),
+        }
+    }
+
+    /// The entry under `key` if it is present and none of its tags was invalidated.
+    pub fn get_fresh(&self, key: &str) -> Option<Arc<Entry>> {
+        self.entries.get(key).filter(|e| e.fence.is_current())
+    }
+
+    pub fn insert(&self, key: &str, entry: Entry) {
+        self.insert_arc(key, Arc::new(entry));
+    }
+
+    pub fn insert_arc(&self, key: &str, entry: Arc<Entry>) {
+        self.entries.insert(key.into(), entry);
+    }
+
+    /// Stores `entry` unless a fresh entry is there; returns whether it was stored.
+    pub fn insert_if_absent(&self, key: &str, entry: Entry) -> bool {
+        let mut stored = false;
+        self.entries
+            .entry_by_ref(key)
+            .and_compute_with(|cur| match cur {
+                Some(c) if c.value().fence.is_current() => Op::Nop,
+                _ => {
+                    stored = true;
+                    Op::Put(Arc::new(entry))
+                }
+            });
+        stored
+    }
+
+    /// Atomically replaces the entry with `f(current fresh entry)`; `None` leaves it alone.
+    pub fn update<R>(&self, key: &str, f: impl FnOnce(Option<&Entry>) -> (Option<Entry>, R)) -> R {
+        let mut out = None;
+        self.entries.entry_by_ref(key).and_compute_with(|cur| {
+            let fresh = cur
+                .as_ref()
+                .map(|c| c.value())
+                .filter(|e| e.fence.is_current());
+            let (new, r) = f(fresh.map(|e| &**e));
+            out = Some(r);
+            match new {
+                Some(e) => Op::Put(Arc::new(e)),
+                None => Op::Nop,
+            }
+        });
+        out.expect("compute closure ran")
+    }
+
+    /// Removes `key`, returning the entry if it was fresh.
+    pub fn remove(&self, key: &str) -> Option<Arc<Entry>> {
+        self.entries.remove(key).filter(|e| e.fence.is_current())
+    }
+
+    /// Removes every key that starts with `prefix` and matches `pattern` (after the prefix).
+    pub fn remove_matching(&self, prefix: &str, pattern: &str) -> u64 {
+        let mut n = 0;
+        let doomed: Vec<Arc<String>> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(prefix)
+                    .is_some_and(|rest| super::glob_match(pattern.as_bytes(), rest.as_bytes()))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in doomed {
+            if self.entries.remove(&**k).is_some() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Entries held (including ones not yet swept after expiry).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}

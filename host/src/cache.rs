@@ -1,0 +1,456 @@
+//! The cache: settings, the store, the policies in force, and the direct operations.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::args::Args;
+use crate::config::{BackendUrl, Settings};
+use crate::policy::{PolicyLimits, PolicyReport, PolicySet, PolicySource};
+use crate::read::Flights;
+use crate::rules::{ReadRule, Ttl, WriteRule};
+use crate::store::Store;
+use crate::Error;
+
+/// A loader registered for an operation, used to warm reads again after a write (`recache`).
+pub(crate) type LoaderFn =
+    Arc<dyn Fn(Args) -> BoxFuture<'static, Result<serde_json::Value, String>> + Send + Sync>;
+
+/// A cache host: policies decide, the cache stores.
+///
+/// Cloning is cheap (the clones share everything).
+///
+/// ```
+/// # fn main() -> Result<(), cachelet::Error> {
+/// # let rt = tokio::runtime::Runtime::new().unwrap();
+/// # rt.block_on(async {
+/// let cache = cachelet::Cache::builder().url("mem://").prefix("docs").build()?;
+/// cache.set("greeting", &"hello", None).await?;
+/// assert_eq!(cache.get::<String>("greeting").await?, Some("hello".to_string()));
+/// assert_eq!(cache.incr("visits", 5).await?, 5);
+/// # Ok::<(), cachelet::Error>(())
+/// # })?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub settings: Settings,
+    pub store: Arc<Store>,
+    pub policies: ArcSwap<PolicySet>,
+    pub limits: PolicyLimits,
+    pub flights: Flights,
+    pub loaders: RwLock<HashMap<String, LoaderFn>>,
+    pub stats: Counters,
+    /// Operations already warned about (unknown op, missing loader): each is logged once.
+    warned: Mutex<HashSet<String>>,
+}
+
+/// Counters of what the cache did, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Reads served from the cache.
+    pub hits: u64,
+    /// Reads that found no fresh entry.
+    pub misses: u64,
+    /// Of the misses: an entry was there but one of its tags had been invalidated.
+    pub invalidated: u64,
+    /// Loader runs (misses, early refreshes and recache).
+    pub loads: u64,
+    /// Reads that waited for another task's load of the same key (`lock`).
+    pub coalesced: u64,
+    /// Early refreshes started in the background.
+    pub early_refreshes: u64,
+    /// Reads served without caching: TTL 0, a rule of `none`, an unknown operation, an error.
+    pub uncached: u64,
+    /// Policy errors (a guest's `Err`, a template missing an argument, bad arguments).
+    pub policy_errors: u64,
+    /// Guest faults (trap, deadline, memory cap); each discarded an instance.
+    pub guest_faults: u64,
+    /// Tags invalidated by writes and `invalidate`.
+    pub invalidations: u64,
+    /// Writes whose rule could not be computed: the whole namespace was invalidated instead.
+    pub namespace_flushes: u64,
+    /// Recache reads run after writes.
+    pub recaches: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub invalidated: AtomicU64,
+    pub loads: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub early_refreshes: AtomicU64,
+    pub uncached: AtomicU64,
+    pub policy_errors: AtomicU64,
+    pub invalidations: AtomicU64,
+    pub namespace_flushes: AtomicU64,
+    pub recaches: AtomicU64,
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Builds a [`Cache`]. Settings not given here come from the environment when
+/// [`CacheBuilder::build`] runs (see [`Settings::from_env`]).
+#[derive(Default)]
+pub struct CacheBuilder {
+    url: Option<String>,
+    prefix: Option<String>,
+    version: Option<String>,
+    ttl_short: Option<u32>,
+    ttl_default: Option<u32>,
+    ttl_long: Option<u32>,
+    mem_max_bytes: Option<u64>,
+    limits: PolicyLimits,
+    policies: Vec<PolicySource>,
+    settings: Option<Settings>,
+}
+
+impl CacheBuilder {
+    /// The backend URL (`mem://`, `redis://...`), instead of `CACHE_URL`.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+    /// The key prefix, instead of `CACHE_PREFIX`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+    /// The key version, instead of `CACHE_VERSION`.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+    /// The `short` bucket in seconds, instead of `CACHE_TTL_SHORT`.
+    pub fn ttl_short(mut self, secs: u32) -> Self {
+        self.ttl_short = Some(secs);
+        self
+    }
+    /// The `default` bucket in seconds, instead of `CACHE_TTL_DEFAULT`.
+    pub fn ttl_default(mut self, secs: u32) -> Self {
+        self.ttl_default = Some(secs);
+        self
+    }
+    /// The `long` bucket in seconds, instead of `CACHE_TTL_LONG`.
+    pub fn ttl_long(mut self, secs: u32) -> Self {
+        self.ttl_long = Some(secs);
+        self
+    }
+    /// The memory backend's bound in bytes, instead of `CACHE_MEM_MAX_BYTES`.
+    pub fn mem_max_bytes(mut self, bytes: u64) -> Self {
+        self.mem_max_bytes = Some(bytes);
+        self
+    }
+    /// Use these settings instead of reading the environment (builder values still apply).
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+    /// Limits for every policy instance.
+    pub fn policy_limits(mut self, limits: PolicyLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Loads a policy component file.
+    pub fn policy_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.policies.push(PolicySource::file(path));
+        self
+    }
+    /// Loads a policy from a source.
+    pub fn policy(mut self, source: PolicySource) -> Self {
+        self.policies.push(source);
+        self
+    }
+
+    /// Reads the environment for what was not set, checks everything, loads the policies.
+    pub fn build(self) -> Result<Cache, Error> {
+        let mut s = match self.settings {
+            Some(s) => s,
+            None => Settings::from_env()?,
+        };
+        if let Some(u) = self.url {
+            s.url = BackendUrl::parse(&u)?;
+        }
+        if let Some(p) = self.prefix {
+            s.prefix = p;
+        }
+        if let Some(v) = self.version {
+            s.version = v;
+        }
+        s.ttl.short = self.ttl_short.unwrap_or(s.ttl.short);
+        s.ttl.default = self.ttl_default.unwrap_or(s.ttl.default);
+        s.ttl.long = self.ttl_long.unwrap_or(s.ttl.long);
+        s.mem_max_bytes = self.mem_max_bytes.unwrap_or(s.mem_max_bytes);
+        s.validate()?;
+        if let BackendUrl::Redis(_) = &s.url {
+            return Err(Error::Unsupported(format!(
+                "{} names a Redis backend, which this release does not serve yet; use mem://",
+                s.url
+            )));
+        }
+        let store = Arc::new(Store::new(&s));
+        let policies = PolicySet::load(&self.policies, &store, self.limits)?;
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                settings: s,
+                store,
+                policies: ArcSwap::from_pointee(policies),
+                limits: self.limits,
+                flights: Flights::default(),
+                loaders: RwLock::new(HashMap::new()),
+                stats: Counters::default(),
+                warned: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+}
+
+impl Cache {
+    /// A builder; settings it is not given come from the environment.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Replaces the policies in force, while serving: the new set is loaded and checked first,
+    /// and swapped in whole only if every policy loads. Calls in flight finish on the old set.
+    pub fn replace_policies(
+        &self,
+        sources: impl IntoIterator<Item = PolicySource>,
+    ) -> Result<(), Error> {
+        let sources: Vec<_> = sources.into_iter().collect();
+        let set = PolicySet::load(&sources, &self.inner.store, self.inner.limits)?;
+        self.inner.policies.store(Arc::new(set));
+        Ok(())
+    }
+
+    /// What each loaded policy declares.
+    pub fn policies(&self) -> Vec<PolicyReport> {
+        self.inner
+            .policies
+            .load()
+            .policies()
+            .map(|p| p.report().clone())
+            .collect()
+    }
+
+    /// The read rule the policies give for one call (`None`: not cached).
+    ///
+    /// With `guest = true` the guest's own `read` is called even for an operation the host
+    /// renders natively, which shows whether both agree.
+    pub fn read_rule<A: Serialize + ?Sized>(
+        &self,
+        op: &str,
+        args: &A,
+        guest: bool,
+    ) -> Result<Option<ReadRule>, Error> {
+        let args = Args::from_serialize(args)?;
+        let set = self.inner.policies.load();
+        if guest {
+            set.guest_read_rule(op, &args)
+        } else {
+            set.read_rule(op, &args)
+        }
+    }
+
+    /// The write rule the policies give for one call; `result` is the write's return value.
+    pub fn write_rule<A: Serialize + ?Sized>(
+        &self,
+        op: &str,
+        args: &A,
+        result: Option<crate::Value>,
+        guest: bool,
+    ) -> Result<Option<WriteRule>, Error> {
+        let args = Args::from_serialize(args)?;
+        let set = self.inner.policies.load();
+        if guest {
+            set.guest_write_rule(op, &args, result.as_ref())
+        } else {
+            set.write_rule(op, &args, || result)
+        }
+    }
+
+    /// Registers the loader of a read operation, used to warm it again after a write that
+    /// lists it in `recache`. The arguments arrive as `A` (deserialized from the recache
+    /// arguments).
+    pub fn register_loader<A, T, E, F, Fut>(&self, op: &str, loader: F)
+    where
+        A: DeserializeOwned + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let loader = Arc::new(loader);
+        let f: LoaderFn = Arc::new(move |args: Args| {
+            let loader = loader.clone();
+            Box::pin(async move {
+                let a: A = serde_json::from_value(args.to_json())
+                    .map_err(|e| format!("recache arguments do not fit the loader: {e}"))?;
+                let v = loader(a).await.map_err(|e| e.to_string())?;
+                serde_json::to_value(v).map_err(|e| e.to_string())
+            })
+        });
+        self.inner
+            .loaders
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(op.to_string(), f);
+    }
+
+    /// Entries held by the memory backend (expired ones leave at its next maintenance).
+    pub fn entry_count(&self) -> u64 {
+        self.inner.store.mem.entry_count()
+    }
+
+    /// Counters since the cache was built.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.stats;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            hits: g(&c.hits),
+            misses: g(&c.misses),
+            invalidated: g(&c.invalidated),
+            loads: g(&c.loads),
+            coalesced: g(&c.coalesced),
+            early_refreshes: g(&c.early_refreshes),
+            uncached: g(&c.uncached),
+            policy_errors: g(&c.policy_errors),
+            guest_faults: self
+                .inner
+                .policies
+                .load()
+                .policies()
+                .map(|p| p.faults())
+                .sum(),
+            invalidations: g(&c.invalidations),
+            namespace_flushes: g(&c.namespace_flushes),
+            recaches: g(&c.recaches),
+        }
+    }
+
+    /// Logs `message` once per `what` (bounded: past 10,000 distinct names it stops remembering).
+    pub(crate) fn warn_once(&self, what: &str, message: std::fmt::Arguments<'_>) {
+        let mut w = self.inner.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() < 10_000 && w.insert(what.to_string()) {
+            tracing::warn!("{message}");
+        }
+    }
+
+    // ---- direct operations, confined to the namespace ----
+
+    /// The value under `key`, if present and fresh.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.inner
+            .store
+            .get(key)
+            .map(|b| decode(key, &b))
+            .transpose()
+    }
+
+    /// Stores `value` under `key` for `ttl` (the default bucket when `None`; 0 stores nothing).
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Ttl>,
+    ) -> Result<(), Error> {
+        let bytes = encode(key, value)?;
+        self.inner
+            .store
+            .set(key, bytes, self.inner.store.ttl(ttl), false);
+        Ok(())
+    }
+
+    /// Stores `value` only if `key` holds no fresh entry; returns whether it was stored.
+    pub async fn set_if_absent<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Ttl>,
+    ) -> Result<bool, Error> {
+        let bytes = encode(key, value)?;
+        Ok(self
+            .inner
+            .store
+            .set(key, bytes, self.inner.store.ttl(ttl), true))
+    }
+
+    /// Removes `key`; returns whether a fresh entry was there.
+    pub async fn delete(&self, key: &str) -> Result<bool, Error> {
+        Ok(self.inner.store.delete(key))
+    }
+
+    /// Whether `key` holds a fresh entry.
+    pub async fn exists(&self, key: &str) -> Result<bool, Error> {
+        Ok(self.inner.store.exists(key))
+    }
+
+    /// Removes `key` and returns its value (pop).
+    pub async fn get_delete<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.inner
+            .store
+            .get_delete(key)
+            .map(|b| decode(key, &b))
+            .transpose()
+    }
+
+    /// Adds `by` to the integer under `key` (absent counts as 0) and returns the new value.
+    pub async fn incr(&self, key: &str, by: i64) -> Result<i64, Error> {
+        self.inner.store.incr(key, by)
+    }
+
+    /// Deletes every key of the namespace matching a Redis-style glob (`user:*:profile`);
+    /// returns how many were deleted.
+    pub async fn delete_match(&self, pattern: &str) -> Result<u64, Error> {
+        Ok(self.inner.store.delete_match(pattern))
+    }
+
+    /// Invalidates tags: every entry carrying one of them is stale from now on. O(1) a tag.
+    pub async fn invalidate<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
+        self.inner.store.invalidate(tags);
+        self.inner
+            .stats
+            .invalidations
+            .fetch_add(tags.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checks that the backend answers.
+    pub async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+pub(crate) fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value).map_err(|e| Error::Value {
+        key: key.to_string(),
+        problem: format!("cannot be serialized: {e}"),
+    })
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Value {
+        key: key.to_string(),
+        problem: format!("stored value does not deserialize into the requested type: {e}"),
+    })
+}

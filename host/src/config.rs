@@ -1,0 +1,408 @@
+//! Settings: from the environment when a cache is built, or set in code.
+
+use std::fmt;
+
+use crate::Error;
+
+/// The TTL buckets a policy may name instead of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlBuckets {
+    /// `CACHE_TTL_SHORT`, 30 s by default.
+    pub short: u32,
+    /// `CACHE_TTL_DEFAULT`, 300 s by default.
+    pub default: u32,
+    /// `CACHE_TTL_LONG`, 3600 s by default.
+    pub long: u32,
+}
+
+impl Default for TtlBuckets {
+    fn default() -> Self {
+        TtlBuckets {
+            short: 30,
+            default: 300,
+            long: 3600,
+        }
+    }
+}
+
+/// Where entries live, parsed from a cache URL.
+///
+/// ```
+/// use cachelet::BackendUrl;
+/// assert_eq!(BackendUrl::parse("mem://").unwrap(), BackendUrl::Memory);
+/// let r = BackendUrl::parse("redis://app:s3cret@cache.internal:6379/2").unwrap();
+/// // Credentials never show up when a URL is printed or debugged.
+/// assert_eq!(r.to_string(), "redis://app:***@cache.internal:6379/2");
+/// assert!(!format!("{r:?}").contains("s3cret"));
+/// assert!(BackendUrl::parse("memcached://x").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub enum BackendUrl {
+    /// The in-process memory backend (`mem://`).
+    Memory,
+    /// A Redis server (`redis://`, `rediss://` for TLS) or, with several nodes, a Redis Cluster.
+    Redis(RedisUrl),
+}
+
+/// A parsed `redis://` / `rediss://` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// `rediss://`: TLS.
+    pub tls: bool,
+    /// User name, for ACL authentication.
+    pub username: Option<String>,
+    /// Password (never printed).
+    pub password: Option<String>,
+    /// `host:port` of each node; more than one means Redis Cluster.
+    pub nodes: Vec<(String, u16)>,
+    /// Database index (single node only).
+    pub db: Option<u32>,
+}
+
+impl RedisUrl {
+    /// Whether this URL names a cluster (several nodes).
+    pub fn is_cluster(&self) -> bool {
+        self.nodes.len() > 1
+    }
+}
+
+impl BackendUrl {
+    /// Parses a cache URL: `mem://`, `redis://[user:password@]host[:port][/db]`, `rediss://...`,
+    /// or `redis://host1:port1,host2:port2,...` for a cluster. Errors name the problem and never
+    /// repeat a password.
+    pub fn parse(url: &str) -> Result<BackendUrl, Error> {
+        let url = url.trim();
+        let shown = redact(url);
+        let bad = |problem: String| Error::Url {
+            url: shown.clone(),
+            problem,
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            bad("expected scheme://..., e.g. mem:// or redis://host:6379/0".into())
+        })?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "mem" | "memory" => {
+                if rest.is_empty() || rest == "/" {
+                    Ok(BackendUrl::Memory)
+                } else {
+                    Err(bad("mem:// takes no host or path".into()))
+                }
+            }
+            "redis" | "rediss" => {
+                let tls = scheme.eq_ignore_ascii_case("rediss");
+                let (auth, hosts) = match rest.rsplit_once('@') {
+                    Some((a, h)) => (Some(a), h),
+                    None => (None, rest),
+                };
+                let (username, password) = match auth {
+                    None => (None, None),
+                    Some(a) => match a.split_once(':') {
+                        Some((u, p)) => (
+                            (!u.is_empty()).then(|| percent_decode(u)),
+                            Some(percent_decode(p)),
+                        ),
+                        None => (None, Some(percent_decode(a))),
+                    },
+                };
+                let (hosts, db) = match hosts.split_once('/') {
+                    Some((h, "")) => (h, None),
+                    Some((h, d)) => (
+                        h,
+                        Some(d.parse::<u32>().map_err(|_| {
+                            bad(format!(
+                                "database {d:?} is not a number (redis://host:port/0)"
+                            ))
+                        })?),
+                    ),
+                    None => (hosts, None),
+                };
+                let mut nodes = Vec::new();
+                for node in hosts.split(',') {
+                    let node = node.trim();
+                    if node.is_empty() {
+                        return Err(bad("empty host in the node list".into()));
+                    }
+                    let (host, port) = match node.rsplit_once(':') {
+                        Some((h, p)) if !h.ends_with(']') || node.starts_with('[') => (
+                            h,
+                            p.parse::<u16>().map_err(|_| {
+                                bad(format!("port {p:?} of node {h:?} is not a port number"))
+                            })?,
+                        ),
+                        _ => (node, 6379),
+                    };
+                    if host.is_empty() {
+                        return Err(bad(format!("node {node:?} has no host")));
+                    }
+                    nodes.push((host.trim_matches(['[', ']']).to_string(), port));
+                }
+                if nodes.len() > 1 && db.is_some_and(|d| d != 0) {
+                    return Err(bad(
+                        "Redis Cluster has a single database: drop the /db index".into(),
+                    ));
+                }
+                Ok(BackendUrl::Redis(RedisUrl {
+                    tls,
+                    username,
+                    password,
+                    nodes,
+                    db,
+                }))
+            }
+            other => Err(bad(format!(
+                "unsupported scheme {other:?}: expected mem://, redis:// or rediss://"
+            ))),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL with any password replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let auth = &url[s + 3..at];
+            let user = auth.split_once(':').map(|(u, _)| u);
+            match user {
+                Some(u) => format!("{}{u}:***{}", &url[..s + 3], &url[at..]),
+                None => format!("{}***{}", &url[..s + 3], &url[at..]),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendUrl::Memory => f.write_str("mem://"),
+            BackendUrl::Redis(r) => {
+                f.write_str(if r.tls { "rediss://" } else { "redis://" })?;
+                match (&r.username, &r.password) {
+                    (Some(u), Some(_)) => write!(f, "{u}:***@")?,
+                    (None, Some(_)) => f.write_str("***@")?,
+                    (Some(u), None) => write!(f, "{u}@")?,
+                    (None, None) => {}
+                }
+                for (i, (h, p)) in r.nodes.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    if h.contains(':') {
+                        write!(f, "[{h}]:{p}")?;
+                    } else {
+                        write!(f, "{h}:{p}")?;
+                    }
+                }
+                if let Some(db) = r.db {
+                    write!(f, "/{db}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BackendUrl({self})")
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", BackendUrl::Redis(self.clone()))
+    }
+}
+
+/// Everything a cache is configured with. [`Settings::from_env`] reads the environment;
+/// every field can be set in code through [`crate::CacheBuilder`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `CACHE_URL`, else `REDIS_URL`, else `mem://`.
+    pub url: BackendUrl,
+    /// `CACHE_PREFIX` (`svc`): the first part of every key.
+    pub prefix: String,
+    /// `CACHE_VERSION` (`v1`): the second part; change it to start from an empty cache.
+    pub version: String,
+    /// `CACHE_TTL_SHORT` / `CACHE_TTL_DEFAULT` / `CACHE_TTL_LONG`.
+    pub ttl: TtlBuckets,
+    /// `CACHE_MEM_MAX_BYTES`: the memory backend's bound (256 MiB by default), counting keys,
+    /// values and per-entry overhead.
+    pub mem_max_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            url: BackendUrl::Memory,
+            prefix: "svc".into(),
+            version: "v1".into(),
+            ttl: TtlBuckets::default(),
+            mem_max_bytes: 256 << 20,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Settings, Error> {
+        Settings::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the settings through `get` (a stand-in for the environment).
+    ///
+    /// ```
+    /// use cachelet::Settings;
+    /// let s = Settings::from_lookup(|k| (k == "CACHE_TTL_SHORT").then(|| "15".to_string())).unwrap();
+    /// assert_eq!((s.ttl.short, s.ttl.default, s.prefix.as_str()), (15, 300, "svc"));
+    /// let e = Settings::from_lookup(|k| (k == "CACHE_TTL_LONG").then(|| "1h".to_string()));
+    /// assert!(e.unwrap_err().to_string().contains("CACHE_TTL_LONG"));
+    /// ```
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, Error> {
+        let d = Settings::default();
+        let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let url = match nonempty("CACHE_URL").or_else(|| nonempty("REDIS_URL")) {
+            Some(u) => BackendUrl::parse(&u)?,
+            None => BackendUrl::Memory,
+        };
+        let num = |k: &str, default: u64| -> Result<u64, Error> {
+            match nonempty(k) {
+                None => Ok(default),
+                Some(v) => v.trim().parse::<u64>().map_err(|_| Error::Setting {
+                    name: k.to_string(),
+                    problem: format!("{v:?} is not a whole number"),
+                }),
+            }
+        };
+        let secs = |k: &str, default: u32| -> Result<u32, Error> {
+            let v = num(k, u64::from(default))?;
+            u32::try_from(v).map_err(|_| Error::Setting {
+                name: k.to_string(),
+                problem: format!("{v} seconds is too long"),
+            })
+        };
+        Ok(Settings {
+            url,
+            prefix: nonempty("CACHE_PREFIX").unwrap_or(d.prefix),
+            version: nonempty("CACHE_VERSION").unwrap_or(d.version),
+            ttl: TtlBuckets {
+                short: secs("CACHE_TTL_SHORT", d.ttl.short)?,
+                default: secs("CACHE_TTL_DEFAULT", d.ttl.default)?,
+                long: secs("CACHE_TTL_LONG", d.ttl.long)?,
+            },
+            mem_max_bytes: num("CACHE_MEM_MAX_BYTES", d.mem_max_bytes)?,
+        })
+    }
+
+    /// Checks values that the environment or the builder may have got wrong.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        for (name, v) in [("prefix", &self.prefix), ("version", &self.version)] {
+            if v.is_empty() || v.contains(':') || v.chars().any(char::is_whitespace) {
+                return Err(Error::Setting {
+                    name: name.into(),
+                    problem: format!("{v:?} must be non-empty, without ':' or spaces"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn defaults_and_fallbacks() {
+        let s = Settings::from_lookup(env(&[])).unwrap();
+        assert_eq!(s, Settings::default());
+        let s = Settings::from_lookup(env(&[("REDIS_URL", "redis://h:1/0")])).unwrap();
+        assert!(matches!(s.url, BackendUrl::Redis(_)));
+        let s = Settings::from_lookup(env(&[
+            ("CACHE_URL", "mem://"),
+            ("REDIS_URL", "redis://h:1/0"),
+            ("CACHE_PREFIX", "app"),
+            ("CACHE_VERSION", "v2"),
+            ("CACHE_TTL_DEFAULT", "600"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (s.url, s.prefix.as_str(), s.version.as_str(), s.ttl.default),
+            (BackendUrl::Memory, "app", "v2", 600)
+        );
+    }
+
+    #[test]
+    fn a_ttl_that_is_not_a_number_is_named() {
+        let e = Settings::from_lookup(env(&[("CACHE_TTL_SHORT", "thirty")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CACHE_TTL_SHORT") && e.contains("thirty"), "{e}");
+    }
+
+    #[test]
+    fn redis_urls() {
+        let BackendUrl::Redis(r) = BackendUrl::parse("rediss://u:p%40ss@h:6380/3").unwrap() else {
+            panic!()
+        };
+        assert!(r.tls);
+        assert_eq!(r.username.as_deref(), Some("u"));
+        assert_eq!(r.password.as_deref(), Some("p@ss"));
+        assert_eq!(r.nodes, vec![("h".to_string(), 6380)]);
+        assert_eq!(r.db, Some(3));
+        let BackendUrl::Redis(c) = BackendUrl::parse("redis://n1:7000,n2:7001,n3:7002").unwrap()
+        else {
+            panic!()
+        };
+        assert!(c.is_cluster());
+        assert_eq!(c.nodes.len(), 3);
+        let BackendUrl::Redis(d) = BackendUrl::parse("redis://localhost").unwrap() else {
+            panic!()
+        };
+        assert_eq!(d.nodes, vec![("localhost".to_string(), 6379)]);
+    }
+
+    #[test]
+    fn bad_urls_are_named_without_secrets() {
+        for (url, want) in [
+            ("memcached://h", "unsupported scheme \"memcached\""),
+            ("localhost:6379", "expected scheme://"),
+            ("redis://h:notaport", "not a port number"),
+            ("redis://h:1/zero", "not a number"),
+            ("redis://a:1,,b:2", "empty host"),
+            ("redis://a:1,b:2/3", "single database"),
+            ("redis://user:hunter2@a:1,b:2/3", "single database"),
+        ] {
+            let e = BackendUrl::parse(url).unwrap_err().to_string();
+            assert!(e.contains(want), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+}

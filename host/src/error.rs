@@ -1,0 +1,114 @@
+//! The library's errors.
+
+/// What went wrong, and where the blame lies (the guest, the input, or the host).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A cache URL that cannot be used. The URL is shown with its password hidden.
+    #[error("invalid cache URL {url}: {problem}")]
+    Url {
+        /// The URL, password hidden.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A setting (environment variable or builder value) that cannot be used.
+    #[error("invalid setting {name}: {problem}")]
+    Setting {
+        /// The setting's name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A backend that this build cannot serve yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A key or tag template that does not parse.
+    #[error("invalid template {template:?}: {problem}")]
+    Template {
+        /// The template as written.
+        template: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A template names a parameter the call did not pass.
+    #[error("template {template:?} needs {{{param}}}, but the call passed no argument {param:?} (arguments: {})", given.join(", "))]
+    MissingArg {
+        /// The template as written.
+        template: String,
+        /// The missing placeholder.
+        param: String,
+        /// The arguments the call did pass.
+        given: Vec<String>,
+    },
+    /// Arguments that cannot be turned into named values.
+    #[error("invalid arguments: {0}")]
+    Args(String),
+    /// A component that cannot be loaded: not a component, another world, a bad description.
+    #[error("cannot load policy {source_name}: {problem}")]
+    Load {
+        /// The file name or label of the component.
+        source_name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Two loaded policies both declare an operation.
+    #[error("operation {op:?} is declared by both policy {first:?} and policy {second:?}")]
+    DuplicateOp {
+        /// The operation.
+        op: String,
+        /// The policy that declared it first.
+        first: String,
+        /// The policy that declared it again.
+        second: String,
+    },
+    /// The guest returned an error for a call (its own `Err`).
+    #[error("policy {policy:?} refused {op:?}: {message}")]
+    Policy {
+        /// The policy.
+        policy: String,
+        /// The operation.
+        op: String,
+        /// The guest's message.
+        message: String,
+    },
+    /// The guest trapped, ran past its deadline or its memory cap. Its instance was discarded.
+    #[error("policy {policy:?} faulted in {op:?}: {message}")]
+    Guest {
+        /// The policy.
+        policy: String,
+        /// The operation.
+        op: String,
+        /// The trap.
+        message: String,
+    },
+    /// No loaded policy declares the operation.
+    #[error("no loaded policy declares operation {0:?}")]
+    UnknownOp(String),
+    /// The operation is of the other kind (a write called as a read, or the reverse).
+    #[error("operation {op:?} is a {kind}, not a {wanted}")]
+    WrongKind {
+        /// The operation.
+        op: String,
+        /// What it is.
+        kind: &'static str,
+        /// What the call wanted.
+        wanted: &'static str,
+    },
+    /// A value that could not be (de)serialized.
+    #[error("value of {key:?}: {problem}")]
+    Value {
+        /// The key.
+        key: String,
+        /// The serde error.
+        problem: String,
+    },
+    /// An I/O error reading a component file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}

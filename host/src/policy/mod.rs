@@ -1,0 +1,709 @@
+//! Policies: loading components, checking them against the world, and calling them.
+//!
+//! A [`Policy`] is one compiled component with a pool of ready instances. Calls from many tasks
+//! take different instances from the pool (a lock-free queue), so they run in parallel. A call
+//! that traps, runs past its deadline or its memory cap loses its instance (its `Store` is
+//! dropped, since a trap poisons it); the pool builds a new one on demand.
+//!
+//! The operations a policy declares with templates are rendered by the host itself
+//! ([`crate::rules`]): only dynamic operations cost a Wasm call per request.
+
+mod bindings;
+mod runtime;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use wasmtime::component::Component;
+use wasmtime::Store as WasmStore;
+
+use self::bindings::cachelet::policy::types as wit;
+use self::bindings::{CachePolicy, CachePolicyPre};
+use self::runtime::{from_wit_ttl, runtime, HostState, TICK};
+use crate::args::{Args, Value};
+use crate::rules::{
+    ReadRule, ReadTemplate, Recache, RecacheTemplate, Template, WriteRule, WriteTemplate,
+};
+use crate::store::Store;
+use crate::Error;
+
+/// The WIT package this host implements.
+pub const WORLD: &str = "cachelet:policy/cache-policy@0.1.0";
+const POLICY_EXPORT: &str = "cachelet:policy/policy@0.1.0";
+const PACKAGE: &str = "cachelet:policy";
+const PACKAGE_VERSION: &str = "0.1.0";
+
+/// Limits every instance of a policy runs under.
+///
+/// ```
+/// use std::time::Duration;
+/// let limits = cachelet::PolicyLimits { deadline: Duration::from_millis(20), ..Default::default() };
+/// assert_eq!(limits.memory, 64 << 20);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyLimits {
+    /// Longest a single policy call may run (default 100 ms). Past it the call traps.
+    pub deadline: Duration,
+    /// Most linear memory one instance may hold (default 64 MiB). Growing past it traps.
+    pub memory: usize,
+    /// Idle instances kept ready per policy (default 16).
+    pub idle_instances: usize,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        PolicyLimits {
+            deadline: Duration::from_millis(100),
+            memory: 64 << 20,
+            idle_instances: 16,
+        }
+    }
+}
+
+/// Where a policy component comes from.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    /// A component file (`.wasm`).
+    File(std::path::PathBuf),
+    /// Component bytes, with a name for messages.
+    Bytes {
+        /// Shown in errors and logs.
+        name: String,
+        /// The component.
+        bytes: Vec<u8>,
+    },
+}
+
+impl PolicySource {
+    /// A component file.
+    pub fn file(path: impl AsRef<Path>) -> PolicySource {
+        PolicySource::File(path.as_ref().to_path_buf())
+    }
+
+    fn label(&self) -> String {
+        match self {
+            PolicySource::File(p) => p.display().to_string(),
+            PolicySource::Bytes { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// The kind of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    /// A cached read.
+    Read,
+    /// A write that invalidates.
+    Write,
+}
+
+/// One operation a policy declares.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpInfo {
+    /// The operation's name.
+    pub name: String,
+    /// Read or write.
+    pub kind: OpKind,
+    /// Declared parameters (empty when not declared).
+    pub params: Vec<String>,
+    /// Route for the HTTP proxy, e.g. `GET /users/{user_id}`.
+    pub route: Option<String>,
+    /// Whether the host renders the rule natively (`true`) or calls the guest per request.
+    pub native: bool,
+}
+
+/// What `cachelet check` reports about a component.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyReport {
+    /// The policy's name (from `describe`).
+    pub name: String,
+    /// The policy's version (from `describe`).
+    pub version: String,
+    /// Size of the component in bytes.
+    pub size: usize,
+    /// Time to compile the component.
+    pub compile_time: Duration,
+    /// Interfaces the component imports.
+    pub imports: Vec<String>,
+    /// The operations it declares.
+    pub ops: Vec<OpInfo>,
+}
+
+#[derive(Debug)]
+enum Rule {
+    Read(Option<ReadTemplate>),
+    Write(Option<WriteTemplate>),
+}
+
+struct Instance {
+    store: WasmStore<HostState>,
+    bindings: CachePolicy,
+}
+
+/// A loaded policy: a compiled component and a pool of instances.
+pub(crate) struct Policy {
+    name: Arc<str>,
+    pre: CachePolicyPre<HostState>,
+    pool: ArrayQueue<Instance>,
+    limits: PolicyLimits,
+    store: Arc<Store>,
+    faults: AtomicU64,
+    report: PolicyReport,
+    rules: Vec<(String, Rule)>,
+}
+
+impl Policy {
+    /// Compiles `source`, checks it against the world, instantiates it once and reads its
+    /// description.
+    pub fn load(
+        source: &PolicySource,
+        store: Arc<Store>,
+        limits: PolicyLimits,
+    ) -> Result<Policy, Error> {
+        let label = source.label();
+        let bad = |problem: String| Error::Load {
+            source_name: label.clone(),
+            problem,
+        };
+        let bytes = match source {
+            PolicySource::File(p) => std::fs::read(p).map_err(|e| Error::Io {
+                path: p.display().to_string(),
+                source: e,
+            })?,
+            PolicySource::Bytes { bytes, .. } => bytes.clone(),
+        };
+        check_header(&bytes).map_err(&bad)?;
+        let rt = runtime();
+        let t0 = Instant::now();
+        let component = Component::from_binary(&rt.engine, &bytes)
+            .map_err(|e| bad(format!("not a valid WebAssembly component: {e:#}")))?;
+        let compile_time = t0.elapsed();
+        let imports = check_world(&component).map_err(&bad)?;
+        let pre = rt
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| bad(format!("cannot link: {e:#}")))?;
+        let pre = CachePolicyPre::new(pre)
+            .map_err(|e| bad(format!("does not match world {WORLD}: {e:#}")))?;
+
+        let default_name = match source {
+            PolicySource::File(p) => p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| label.clone()),
+            PolicySource::Bytes { name, .. } => name.clone(),
+        };
+        let mut policy = Policy {
+            name: default_name.as_str().into(),
+            pre,
+            pool: ArrayQueue::new(limits.idle_instances.max(1)),
+            limits,
+            store,
+            faults: AtomicU64::new(0),
+            report: PolicyReport {
+                name: default_name,
+                version: String::new(),
+                size: bytes.len(),
+                compile_time,
+                imports,
+                ops: Vec::new(),
+            },
+            rules: Vec::new(),
+        };
+        let info = policy
+            .call("describe", |s, b| {
+                b.cachelet_policy_policy().call_describe(s)
+            })
+            .map_err(|e| bad(format!("describe() failed: {e}")))?;
+        if !info.name.is_empty() {
+            policy.name = info.name.as_str().into();
+            policy.report.name = info.name.clone();
+        }
+        policy.report.version = info.version.clone();
+        let mut seen = std::collections::HashSet::new();
+        for op in info.ops {
+            if !seen.insert(op.name.clone()) {
+                return Err(bad(format!("declares operation {:?} twice", op.name)));
+            }
+            let (rule, native) =
+                op_rule(&op).map_err(|e| bad(format!("operation {:?}: {e}", op.name)))?;
+            policy.report.ops.push(OpInfo {
+                name: op.name.clone(),
+                kind: match op.kind {
+                    wit::OpKind::Read => OpKind::Read,
+                    wit::OpKind::Write => OpKind::Write,
+                },
+                params: op.params.clone(),
+                route: op.route.clone(),
+                native,
+            });
+            policy.rules.push((op.name, rule));
+        }
+        Ok(policy)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn report(&self) -> &PolicyReport {
+        &self.report
+    }
+
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on an instance from the pool (or a new one). A trap discards the instance.
+    fn call<R>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut WasmStore<HostState>, &CachePolicy) -> wasmtime::Result<R>,
+    ) -> Result<R, Error> {
+        let mut inst = match self.pool.pop() {
+            Some(i) => i,
+            None => self.instantiate(op)?,
+        };
+        let ticks = (self.limits.deadline.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1;
+        inst.store.set_epoch_deadline(ticks);
+        match f(&mut inst.store, &inst.bindings) {
+            Ok(r) => {
+                let _ = self.pool.push(inst);
+                Ok(r)
+            }
+            Err(e) => Err(self.fault(op, e)),
+        }
+    }
+
+    fn instantiate(&self, op: &str) -> Result<Instance, Error> {
+        let state = HostState::new(self.store.clone(), self.name.clone(), self.limits.memory);
+        let mut store = WasmStore::new(&runtime().engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.limits.deadline.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        match self.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(Instance { store, bindings }),
+            Err(e) => Err(self.fault(op, e)),
+        }
+    }
+
+    fn fault(&self, op: &str, e: wasmtime::Error) -> Error {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        let message = match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => format!(
+                "ran past its deadline of {:?} and was stopped",
+                self.limits.deadline
+            ),
+            Some(wasmtime::Trap::OutOfFuel) => "ran out of fuel".to_string(),
+            _ => {
+                let text = format!("{e:#}");
+                if text.contains("memory") && text.contains("limit") || text.contains("grow") {
+                    format!(
+                        "exceeded its memory cap of {} bytes: {text}",
+                        self.limits.memory
+                    )
+                } else {
+                    text
+                }
+            }
+        };
+        tracing::warn!(
+            policy = &*self.name,
+            op,
+            "policy fault, instance discarded: {message}"
+        );
+        Error::Guest {
+            policy: self.name.to_string(),
+            op: op.to_string(),
+            message,
+        }
+    }
+
+    fn guest_read(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
+        let wargs = to_wit_args(args);
+        let out = self.call(op, |s, b| {
+            b.cachelet_policy_policy().call_read(s, op, &wargs)
+        })?;
+        match out {
+            Ok(rule) => Ok(rule.map(from_wit_read)),
+            Err(message) => Err(self.refused(op, message)),
+        }
+    }
+
+    fn guest_write(
+        &self,
+        op: &str,
+        args: &Args,
+        result: Option<&Value>,
+    ) -> Result<Option<WriteRule>, Error> {
+        let wargs = to_wit_args(args);
+        let wresult = result.map(to_wit_value);
+        let out = self.call(op, |s, b| {
+            b.cachelet_policy_policy()
+                .call_write(s, op, &wargs, wresult.as_ref())
+        })?;
+        match out {
+            Ok(rule) => Ok(rule.map(|r| WriteRule {
+                invalidate: r.invalidate,
+                recache: r
+                    .recache
+                    .into_iter()
+                    .map(|rc| Recache {
+                        op: rc.op,
+                        args: from_wit_args(rc.args),
+                    })
+                    .collect(),
+                recache_concurrency: r.recache_concurrency,
+            })),
+            Err(message) => Err(self.refused(op, message)),
+        }
+    }
+
+    fn refused(&self, op: &str, message: String) -> Error {
+        Error::Policy {
+            policy: self.name.to_string(),
+            op: op.to_string(),
+            message,
+        }
+    }
+}
+
+/// A clear word for bytes that are not a component at all.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err("this is a core WebAssembly module, not a \
+            component: build it for wasm32-wasip2, or wrap it with `wasm-tools component new`"
+            .into()),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        _ if bytes.is_empty() => Err("the file is empty".into()),
+        _ => Err("not a WebAssembly component (no `\\0asm` header)".into()),
+    }
+}
+
+/// Checks what the component exports and imports against what this host provides.
+fn check_world(component: &Component) -> Result<Vec<String>, String> {
+    let engine = &runtime().engine;
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let other_version = |names: &[String]| {
+        names.iter().find_map(|n| {
+            let (pkg, rest) = n.split_once('/')?;
+            let (_, ver) = rest.split_once('@')?;
+            (pkg == PACKAGE && ver != PACKAGE_VERSION).then(|| ver.to_string())
+        })
+    };
+    if let Some(v) = other_version(&exports).or_else(|| other_version(&imports)) {
+        return Err(format!(
+            "built for {PACKAGE}@{v}, but this host implements {PACKAGE}@{PACKAGE_VERSION}: \
+             rebuild the policy against the WIT of this release"
+        ));
+    }
+    if !exports.iter().any(|n| n == POLICY_EXPORT) {
+        return Err(format!(
+            "does not export {POLICY_EXPORT} (it exports: {}); a policy must target world {WORLD}",
+            if exports.is_empty() {
+                "nothing".into()
+            } else {
+                exports.join(", ")
+            }
+        ));
+    }
+    for n in &imports {
+        let ours = n.starts_with("cachelet:policy/");
+        let wasi = n.starts_with("wasi:");
+        if !ours && !wasi {
+            return Err(format!(
+                "imports {n}, which this host does not provide (it provides {PACKAGE}/store, \
+                 {PACKAGE}/log and WASI 0.2 with nothing granted)"
+            ));
+        }
+    }
+    Ok(imports)
+}
+
+fn op_rule(op: &wit::OpInfo) -> Result<(Rule, bool), Error> {
+    let check = |t: Template| -> Result<Template, Error> {
+        if !op.params.is_empty() {
+            if let Some(p) = t.params().find(|p| !op.params.iter().any(|d| d == p)) {
+                return Err(Error::Template {
+                    template: t.source().to_string(),
+                    problem: format!(
+                        "{{{p}}} is not a parameter of the operation (parameters: {})",
+                        op.params.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(t)
+    };
+    match op.kind {
+        wit::OpKind::Read => {
+            if op.write_template.is_some() {
+                return Err(Error::Args("a read declares a write template".into()));
+            }
+            let t = match &op.read_template {
+                None => None,
+                Some(r) => Some(ReadTemplate {
+                    key: check(Template::parse(&r.key)?)?,
+                    tags: r
+                        .tags
+                        .iter()
+                        .map(|t| Template::parse(t).and_then(check))
+                        .collect::<Result<_, _>>()?,
+                    ttl: from_wit_ttl(r.ttl),
+                    early_ttl: r.early_ttl,
+                    refresh: r.refresh,
+                    lock: r.lock,
+                }),
+            };
+            let native = t.is_some();
+            Ok((Rule::Read(t), native))
+        }
+        wit::OpKind::Write => {
+            if op.read_template.is_some() {
+                return Err(Error::Args("a write declares a read template".into()));
+            }
+            let t = match &op.write_template {
+                None => None,
+                Some(w) => Some(WriteTemplate {
+                    invalidate: w
+                        .invalidate
+                        .iter()
+                        .map(|t| Template::parse(t).and_then(check))
+                        .collect::<Result<_, _>>()?,
+                    recache: w
+                        .recache
+                        .iter()
+                        .map(|r| RecacheTemplate {
+                            op: r.op.clone(),
+                            include: r.include.clone(),
+                            rename: r.rename.clone(),
+                            extra: from_wit_args(r.extra.clone()),
+                        })
+                        .collect(),
+                    recache_concurrency: w.recache_concurrency,
+                }),
+            };
+            let native = t.is_some();
+            Ok((Rule::Write(t), native))
+        }
+    }
+}
+
+fn to_wit_value(v: &Value) -> wit::Value {
+    match v {
+        Value::Null => wit::Value::Null,
+        Value::Bool(b) => wit::Value::Boolean(*b),
+        Value::Int(i) => wit::Value::Integer(*i),
+        Value::Float(f) => wit::Value::Float(*f),
+        Value::Text(s) => wit::Value::Text(s.clone()),
+        Value::Json(s) => wit::Value::Json(s.clone()),
+    }
+}
+
+fn to_wit_args(a: &Args) -> Vec<(String, wit::Value)> {
+    a.iter()
+        .map(|(n, v)| (n.to_string(), to_wit_value(v)))
+        .collect()
+}
+
+fn from_wit_args(a: Vec<(String, wit::Value)>) -> Args {
+    a.into_iter()
+        .map(|(n, v)| {
+            let v = match v {
+                wit::Value::Null => Value::Null,
+                wit::Value::Boolean(b) => Value::Bool(b),
+                wit::Value::Integer(i) => Value::Int(i),
+                wit::Value::Float(f) => Value::Float(f),
+                wit::Value::Text(s) => Value::Text(s),
+                wit::Value::Json(s) => Value::Json(s),
+            };
+            (n, v)
+        })
+        .collect()
+}
+
+fn from_wit_read(r: wit::ReadRule) -> ReadRule {
+    ReadRule {
+        key: r.key,
+        ttl: from_wit_ttl(r.ttl),
+        tags: r.tags,
+        early_ttl: r.early_ttl,
+        refresh: r.refresh,
+        lock: r.lock,
+    }
+}
+
+/// Where an operation's rule comes from.
+enum Route {
+    Read {
+        policy: usize,
+        template: Option<ReadTemplate>,
+    },
+    Write {
+        policy: usize,
+        template: Option<WriteTemplate>,
+    },
+}
+
+/// The policies in force: swapped as a whole when policies are (re)loaded.
+pub(crate) struct PolicySet {
+    policies: Vec<Policy>,
+    routes: HashMap<String, Route>,
+}
+
+impl PolicySet {
+    pub fn empty() -> PolicySet {
+        PolicySet {
+            policies: Vec::new(),
+            routes: HashMap::new(),
+        }
+    }
+
+    /// Loads every source; any failure (or an operation declared twice) fails the whole set.
+    pub fn load(
+        sources: &[PolicySource],
+        store: &Arc<Store>,
+        limits: PolicyLimits,
+    ) -> Result<PolicySet, Error> {
+        let mut set = PolicySet::empty();
+        for src in sources {
+            let policy = Policy::load(src, store.clone(), limits)?;
+            let idx = set.policies.len();
+            let Policy { rules, .. } = &policy;
+            let mut routes = Vec::with_capacity(rules.len());
+            for (op, rule) in rules {
+                if let Some(first) = set.route_policy(op) {
+                    return Err(Error::DuplicateOp {
+                        op: op.clone(),
+                        first: first.to_string(),
+                        second: policy.name().to_string(),
+                    });
+                }
+                let route = match rule {
+                    Rule::Read(t) => Route::Read {
+                        policy: idx,
+                        template: t.clone(),
+                    },
+                    Rule::Write(t) => Route::Write {
+                        policy: idx,
+                        template: t.clone(),
+                    },
+                };
+                routes.push((op.clone(), route));
+            }
+            set.routes.extend(routes);
+            set.policies.push(policy);
+        }
+        Ok(set)
+    }
+
+    fn route_policy(&self, op: &str) -> Option<&str> {
+        self.routes.get(op).map(|r| match r {
+            Route::Read { policy, .. } | Route::Write { policy, .. } => {
+                self.policies[*policy].name()
+            }
+        })
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.iter()
+    }
+
+    /// The read rule for one call; `Ok(None)` when the call is not to be cached.
+    pub fn read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
+        match self.routes.get(op) {
+            None => Err(Error::UnknownOp(op.to_string())),
+            Some(Route::Read {
+                template: Some(t), ..
+            }) => t.render(args).map(Some),
+            Some(Route::Read {
+                policy,
+                template: None,
+            }) => self.policies[*policy].guest_read(op, args),
+            Some(Route::Write { .. }) => Err(Error::WrongKind {
+                op: op.to_string(),
+                kind: "write",
+                wanted: "read",
+            }),
+        }
+    }
+
+    /// The write rule for one call. `result` is computed only if the guest is called.
+    pub fn write_rule(
+        &self,
+        op: &str,
+        args: &Args,
+        result: impl FnOnce() -> Option<Value>,
+    ) -> Result<Option<WriteRule>, Error> {
+        match self.routes.get(op) {
+            None => Err(Error::UnknownOp(op.to_string())),
+            Some(Route::Write {
+                template: Some(t), ..
+            }) => t.render(args).map(Some),
+            Some(Route::Write {
+                policy,
+                template: None,
+            }) => self.policies[*policy].guest_write(op, args, result().as_ref()),
+            Some(Route::Read { .. }) => Err(Error::WrongKind {
+                op: op.to_string(),
+                kind: "read",
+                wanted: "write",
+            }),
+        }
+    }
+
+    /// Calls the guest's own `read` even for a templated operation (to compare both renders).
+    pub fn guest_read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
+        match self.routes.get(op) {
+            Some(Route::Read { policy, .. }) => self.policies[*policy].guest_read(op, args),
+            Some(Route::Write { .. }) => Err(Error::WrongKind {
+                op: op.to_string(),
+                kind: "write",
+                wanted: "read",
+            }),
+            None => Err(Error::UnknownOp(op.to_string())),
+        }
+    }
+
+    /// Calls the guest's own `write` even for a templated operation.
+    pub fn guest_write_rule(
+        &self,
+        op: &str,
+        args: &Args,
+        result: Option<&Value>,
+    ) -> Result<Option<WriteRule>, Error> {
+        match self.routes.get(op) {
+            Some(Route::Write { policy, .. }) => {
+                self.policies[*policy].guest_write(op, args, result)
+            }
+            Some(Route::Read { .. }) => Err(Error::WrongKind {
+                op: op.to_string(),
+                kind: "read",
+                wanted: "write",
+            }),
+            None => Err(Error::UnknownOp(op.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(check_header(b"\0asm\x01\0\0\0")
+            .unwrap_err()
+            .contains("core WebAssembly module"));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(check_header(b"").unwrap_err().contains("empty"));
+        assert!(check_header(b"hello world").unwrap_err().contains("\\0asm"));
+    }
+}

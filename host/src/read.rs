@@ -1,0 +1,329 @@
+//! The read path: rule, namespaced key, fenced lookup; on a miss the loader (once per key with
+//! `lock`), then a fill fenced by the tag versions read before the loader ran.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::args::Args;
+use crate::backend::memory::Entry;
+use crate::cache::{bump, decode, Cache};
+use crate::rules::{resolve_ttl, ReadRule};
+use crate::Error;
+
+/// How often a waiter of a `lock`ed key retries when the load it waited for was invalidated
+/// or failed, before it loads on its own without caching.
+const MAX_FLIGHT_ROUNDS: usize = 3;
+
+type Landing = Option<Result<Arc<Entry>, ()>>;
+
+/// Loads in flight, by full key (for `lock`).
+#[derive(Default)]
+pub(crate) struct Flights {
+    inflight: Mutex<HashMap<Box<str>, (u64, watch::Receiver<Landing>)>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+enum Joined {
+    Leader(FlightGuard),
+    Waiter(watch::Receiver<Landing>),
+}
+
+/// Held by the task that loads; removes the flight when dropped (also on cancellation).
+pub(crate) struct FlightGuard {
+    cache: Cache,
+    key: Box<str>,
+    id: u64,
+    tx: watch::Sender<Landing>,
+}
+
+impl FlightGuard {
+    fn land(self, landing: Result<Arc<Entry>, ()>) {
+        let _ = self.tx.send(Some(landing));
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        let mut map = self
+            .cache
+            .inner
+            .flights
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// A read rule with its TTL resolved and its key namespaced.
+struct Plan {
+    key: String,
+    tags: Vec<String>,
+    ttl: Duration,
+    early: Option<Duration>,
+    refresh: bool,
+    lock: bool,
+}
+
+impl Cache {
+    /// Reads through the cache.
+    ///
+    /// The policy gives the key, TTL and tags for `op` called with `args`. A fresh entry is
+    /// returned as is; otherwise `loader` runs and its value is stored, fenced by the versions
+    /// its tags had *before* the loader ran: if a write invalidates one of them meanwhile, the
+    /// value still goes back to this caller but is never served to anyone else.
+    ///
+    /// The cache never fails a read for its own reasons: an unknown operation, a policy error
+    /// or fault, TTL 0 or a value that does not serialize all serve the loader's value
+    /// uncached (logged and counted in [`Cache::stats`]). Errors are the loader's.
+    ///
+    /// The loader is `'static` because an `early_ttl` hit runs it in the background.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Runtime::new().unwrap();
+    /// # rt.block_on(async {
+    /// let cache = cachelet::Cache::builder().url("mem://").build().unwrap();
+    /// // No policy declares "get_user", so this read is not cached: the loader always runs.
+    /// let user: String = cache
+    ///     .read("get_user", &serde_json::json!({"user_id": 1}), || async {
+    ///         Ok::<_, std::io::Error>("ann".to_string())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(user, "ann");
+    /// # });
+    /// ```
+    pub async fn read<A, T, E, F, Fut>(&self, op: &str, args: &A, loader: F) -> Result<T, E>
+    where
+        A: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let Some(plan) = self.plan(op, args) else {
+            bump(&self.inner.stats.uncached);
+            return self.load(loader).await;
+        };
+        let mem = &self.inner.store.mem;
+        if let Some(entry) = mem.get_fresh(&plan.key) {
+            match decode::<T>(&plan.key, &entry.value) {
+                Ok(v) => {
+                    bump(&self.inner.stats.hits);
+                    if entry.claim_early_refresh() {
+                        self.refresh_early(entry, plan, loader);
+                    }
+                    return Ok(v);
+                }
+                Err(e) => tracing::warn!(op, "{e}; reloading"),
+            }
+        }
+        bump(&self.inner.stats.misses);
+        if plan.lock {
+            self.read_locked(op, plan, loader).await
+        } else {
+            self.load_and_fill(&plan, loader).await.map(|(v, _)| v)
+        }
+    }
+
+    /// The rule for a call, resolved; `None` when the call is not to be cached.
+    fn plan<A: Serialize + ?Sized>(&self, op: &str, args: &A) -> Option<Plan> {
+        let rule =
+            Args::from_serialize(args).and_then(|a| self.inner.policies.load().read_rule(op, &a));
+        let rule = match rule {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(Error::UnknownOp(_)) => {
+                self.warn_once(
+                    op,
+                    format_args!("operation {op:?} is declared by no policy: not cached"),
+                );
+                return None;
+            }
+            Err(e) => {
+                if !matches!(e, Error::Guest { .. }) {
+                    bump(&self.inner.stats.policy_errors);
+                }
+                tracing::warn!(op, "serving uncached: {e}");
+                return None;
+            }
+        };
+        let ReadRule {
+            key,
+            ttl,
+            tags,
+            early_ttl,
+            refresh,
+            lock,
+        } = rule;
+        let ttl = resolve_ttl(ttl, &self.inner.store.ttl);
+        if ttl.is_zero() {
+            return None;
+        }
+        Some(Plan {
+            key: self.inner.store.key(&key),
+            tags,
+            ttl,
+            early: early_ttl
+                .map(|s| Duration::from_secs(u64::from(s)))
+                .filter(|e| *e < ttl),
+            refresh,
+            lock,
+        })
+    }
+
+    async fn load<T, E, Fut>(&self, loader: impl FnOnce() -> Fut) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        bump(&self.inner.stats.loads);
+        loader().await
+    }
+
+    /// Fence, load, fill. Returns the value and the entry stored (if it could be serialized).
+    async fn load_and_fill<T, E, Fut>(
+        &self,
+        plan: &Plan,
+        loader: impl FnOnce() -> Fut,
+    ) -> Result<(T, Option<Arc<Entry>>), E>
+    where
+        T: Serialize,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let fence = self.inner.store.fence(&plan.tags);
+        let value = self.load(loader).await?;
+        let entry = match serde_json::to_vec(&value) {
+            Ok(bytes) => {
+                let mut e = Entry::new(bytes.into(), fence, plan.ttl);
+                e.early = plan.early;
+                e.refresh = plan.refresh;
+                let e = Arc::new(e);
+                self.inner.store.mem.insert_arc(&plan.key, e.clone());
+                Some(e)
+            }
+            Err(err) => {
+                tracing::warn!(
+                    key = plan.key,
+                    "value not cached, it does not serialize: {err}"
+                );
+                None
+            }
+        };
+        Ok((value, entry))
+    }
+
+    /// Stampede control: the first miss of a key loads; the others wait for its entry and use
+    /// it if it is still fresh when it lands.
+    async fn read_locked<T, E, F, Fut>(&self, op: &str, plan: Plan, loader: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        for _ in 0..MAX_FLIGHT_ROUNDS {
+            match self.join(&plan.key) {
+                Joined::Leader(guard) => {
+                    // Another flight may have filled the key between our lookup and the join.
+                    if let Some(e) = self.inner.store.mem.get_fresh(&plan.key) {
+                        if let Ok(v) = decode::<T>(&plan.key, &e.value) {
+                            guard.land(Ok(e));
+                            return Ok(v);
+                        }
+                    }
+                    return match self.load_and_fill(&plan, loader).await {
+                        Ok((v, Some(e))) => {
+                            guard.land(Ok(e));
+                            Ok(v)
+                        }
+                        Ok((v, None)) => {
+                            guard.land(Err(()));
+                            Ok(v)
+                        }
+                        Err(e) => {
+                            guard.land(Err(()));
+                            Err(e)
+                        }
+                    };
+                }
+                Joined::Waiter(mut rx) => {
+                    bump(&self.inner.stats.coalesced);
+                    let landed = rx
+                        .wait_for(Option::is_some)
+                        .await
+                        .ok()
+                        .and_then(|l| l.clone());
+                    if let Some(Ok(entry)) = landed {
+                        if entry.fence.is_current() {
+                            if let Ok(v) = decode::<T>(&plan.key, &entry.value) {
+                                return Ok(v);
+                            }
+                        }
+                    }
+                    // The load failed, was cancelled, or was invalidated while in flight: go
+                    // again (a new flight, or the fresh entry another one stored).
+                    if let Some(e) = self.inner.store.mem.get_fresh(&plan.key) {
+                        if let Ok(v) = decode::<T>(&plan.key, &e.value) {
+                            return Ok(v);
+                        }
+                    }
+                }
+            }
+        }
+        tracing::warn!(
+            op,
+            key = plan.key,
+            "lock: no fresh load after {MAX_FLIGHT_ROUNDS} rounds, loading uncached"
+        );
+        bump(&self.inner.stats.uncached);
+        self.load(loader).await
+    }
+
+    fn join(&self, key: &str) -> Joined {
+        let flights = &self.inner.flights;
+        let mut map = flights.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, rx)) = map.get(key) {
+            return Joined::Waiter(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        let id = flights.next_id.fetch_add(1, Ordering::Relaxed);
+        map.insert(key.into(), (id, rx));
+        Joined::Leader(FlightGuard {
+            cache: self.clone(),
+            key: key.into(),
+            id,
+            tx,
+        })
+    }
+
+    /// Runs the loader in the background and stores its value, fenced as any fill. If it fails,
+    /// the next hit in the early window tries again.
+    fn refresh_early<T, E, F, Fut>(&self, old: Arc<Entry>, plan: Plan, loader: F)
+    where
+        T: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            old.refreshing.store(false, Ordering::Release);
+            return;
+        };
+        bump(&self.inner.stats.early_refreshes);
+        let cache = self.clone();
+        rt.spawn(async move {
+            if let Err(e) = cache.load_and_fill(&plan, loader).await {
+                tracing::warn!(key = plan.key, "early refresh failed: {e}");
+                old.refreshing.store(false, Ordering::Release);
+            }
+        });
+    }
+}

@@ -1,0 +1,429 @@
+//! Rules: what a policy decides for one call, and templates the host renders natively.
+//!
+//! A policy answers a read with a [`ReadRule`] and a write with a [`WriteRule`]. When a policy
+//! declares an operation's rule as templates (`op-info.read-template`), the host keeps the parsed
+//! [`Template`]s and renders the rule itself on every call: the hit path then costs no Wasm call.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::args::{Args, Value};
+use crate::Error;
+
+/// A named TTL, resolved from the cache's settings when a rule is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TtlBucket {
+    /// `CACHE_TTL_SHORT` (30 s by default).
+    Short,
+    /// `CACHE_TTL_DEFAULT` (300 s by default).
+    Default,
+    /// `CACHE_TTL_LONG` (3600 s by default).
+    Long,
+}
+
+/// How long an entry lives: seconds, or a bucket. Zero seconds means "do not cache".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ttl {
+    /// Exactly this many seconds; 0 = do not cache.
+    Seconds(u32),
+    /// A bucket from the settings.
+    Bucket(TtlBucket),
+}
+
+/// How to cache one call of a read operation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadRule {
+    /// The key, relative to the cache's namespace.
+    pub key: String,
+    /// How long the entry lives.
+    pub ttl: Ttl,
+    /// The entry's tags (relative).
+    pub tags: Vec<String>,
+    /// Age after which a hit reloads the entry in the background (once per key).
+    pub early_ttl: Option<u32>,
+    /// Sliding expiry: a hit gives the entry its full TTL again.
+    pub refresh: bool,
+    /// Concurrent misses of the key run the loader once.
+    pub lock: bool,
+}
+
+/// One read to warm again after a write.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recache {
+    /// The read operation.
+    pub op: String,
+    /// Its arguments.
+    #[serde(serialize_with = "ser_args")]
+    pub args: Args,
+}
+
+fn ser_args<S: serde::Serializer>(a: &Args, s: S) -> Result<S::Ok, S::Error> {
+    a.to_json().serialize(s)
+}
+
+/// What a successful write does to the cache.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct WriteRule {
+    /// Tags to invalidate (relative).
+    pub invalidate: Vec<String>,
+    /// Reads to warm again afterwards.
+    pub recache: Vec<Recache>,
+    /// How many recache reads may run at once.
+    pub recache_concurrency: Option<u32>,
+}
+
+/// A `{param}` template, parsed once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Lit(String),
+    Param(String),
+}
+
+impl Template {
+    /// Parses `{name}` placeholders (letters, digits and `_`); `{{` and `}}` are literal braces.
+    ///
+    /// ```
+    /// use cachelet::{Args, Template};
+    /// let t = Template::parse("org:{org_id}:user:{user_id}").unwrap();
+    /// let args = Args::new().with("org_id", 7).with("user_id", 42);
+    /// assert_eq!(t.render(&args).unwrap(), "org:7:user:42");
+    /// assert!(Template::parse("user:{user_id").is_err());
+    /// ```
+    pub fn parse(source: &str) -> Result<Template, Error> {
+        let bad = |why: &str| Error::Template {
+            template: source.to_string(),
+            problem: why.to_string(),
+        };
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = source.char_indices().peekable();
+        while let Some((_, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '}' => return Err(bad("a `}` with no `{` (write `}}` for a literal brace)")),
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some((_, '}')) => break,
+                            Some((_, ch)) if ch.is_ascii_alphanumeric() || ch == '_' => {
+                                name.push(ch)
+                            }
+                            Some((_, ch)) => {
+                                return Err(bad(&format!(
+                                    "placeholder names take letters, digits and `_`, found {ch:?}"
+                                )))
+                            }
+                            None => return Err(bad("a `{` that is never closed")),
+                        }
+                    }
+                    if name.is_empty() {
+                        return Err(bad("an empty placeholder `{}`"));
+                    }
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    }
+                    parts.push(Part::Param(name));
+                }
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        Ok(Template {
+            source: source.to_string(),
+            parts,
+        })
+    }
+
+    /// The template as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The placeholder names, in order.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Param(n) => Some(n.as_str()),
+            Part::Lit(_) => None,
+        })
+    }
+
+    /// Renders with `args`; a placeholder with no argument of that name is an error.
+    pub fn render(&self, args: &Args) -> Result<String, Error> {
+        let mut out = String::with_capacity(self.source.len() + 8);
+        self.render_into(args, &mut out)?;
+        Ok(out)
+    }
+
+    /// Renders, appending to `out`.
+    pub(crate) fn render_into(&self, args: &Args, out: &mut String) -> Result<(), Error> {
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Param(name) => match args.get(name) {
+                    Some(v) => v.render_into(out),
+                    None => {
+                        return Err(Error::MissingArg {
+                            template: self.source.clone(),
+                            param: name.clone(),
+                            given: args.iter().map(|(n, _)| n.to_string()).collect(),
+                        })
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// A read rule whose key and tags are templates.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadTemplate {
+    pub key: Template,
+    pub tags: Vec<Template>,
+    pub ttl: Ttl,
+    pub early_ttl: Option<u32>,
+    pub refresh: bool,
+    pub lock: bool,
+}
+
+impl ReadTemplate {
+    pub fn render(&self, args: &Args) -> Result<ReadRule, Error> {
+        Ok(ReadRule {
+            key: self.key.render(args)?,
+            ttl: self.ttl,
+            tags: self
+                .tags
+                .iter()
+                .map(|t| t.render(args))
+                .collect::<Result<_, _>>()?,
+            early_ttl: self.early_ttl,
+            refresh: self.refresh,
+            lock: self.lock,
+        })
+    }
+}
+
+/// A recache entry derived from a write's arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct RecacheTemplate {
+    pub op: String,
+    pub include: Option<Vec<String>>,
+    pub rename: Vec<(String, String)>,
+    pub extra: Args,
+}
+
+impl RecacheTemplate {
+    /// The read's arguments: the included write arguments, renamed, plus the extras.
+    pub fn args(&self, write_args: &Args) -> Result<Args, Error> {
+        let mut out = Args::new();
+        match &self.include {
+            Some(names) => {
+                for n in names {
+                    let v = write_args.get(n).ok_or_else(|| Error::MissingArg {
+                        template: format!("recache {} include [{}]", self.op, names.join(", ")),
+                        param: n.clone(),
+                        given: write_args.iter().map(|(n, _)| n.to_string()).collect(),
+                    })?;
+                    out.set(n.clone(), v.clone());
+                }
+            }
+            None => {
+                for (n, v) in write_args.iter() {
+                    out.set(n.to_string(), v.clone());
+                }
+            }
+        }
+        let mut renamed = Args::new();
+        for (n, v) in out.iter() {
+            let to = self
+                .rename
+                .iter()
+                .find(|(from, _)| from == n)
+                .map_or(n, |(_, to)| to.as_str());
+            renamed.set(to.to_string(), v.clone());
+        }
+        for (n, v) in self.extra.iter() {
+            renamed.set(n.to_string(), v.clone());
+        }
+        Ok(renamed)
+    }
+}
+
+/// A write rule whose tags are templates.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteTemplate {
+    pub invalidate: Vec<Template>,
+    pub recache: Vec<RecacheTemplate>,
+    pub recache_concurrency: Option<u32>,
+}
+
+impl WriteTemplate {
+    pub fn render(&self, args: &Args) -> Result<WriteRule, Error> {
+        Ok(WriteRule {
+            invalidate: self
+                .invalidate
+                .iter()
+                .map(|t| t.render(args))
+                .collect::<Result<_, _>>()?,
+            recache: self
+                .recache
+                .iter()
+                .map(|r| {
+                    Ok(Recache {
+                        op: r.op.clone(),
+                        args: r.args(args)?,
+                    })
+                })
+                .collect::<Result<_, Error>>()?,
+            recache_concurrency: self.recache_concurrency,
+        })
+    }
+}
+
+/// Seconds of a TTL, buckets resolved with the settings.
+pub(crate) fn resolve_ttl(ttl: Ttl, buckets: &crate::config::TtlBuckets) -> Duration {
+    Duration::from_secs(u64::from(match ttl {
+        Ttl::Seconds(s) => s,
+        Ttl::Bucket(TtlBucket::Short) => buckets.short,
+        Ttl::Bucket(TtlBucket::Default) => buckets.default,
+        Ttl::Bucket(TtlBucket::Long) => buckets.long,
+    }))
+}
+
+/// Parses `name=value` as the CLI and tests take it: integers, floats, `true`/`false`, `null`
+/// and JSON lists/objects are typed; anything else is text (`name:=text` forces text).
+pub fn parse_arg(s: &str) -> Result<(String, Value), Error> {
+    let bad = || Error::Args(format!("argument {s:?} is not of the form name=value"));
+    if let Some((n, v)) = s.split_once(":=") {
+        if !n.is_empty() && !n.contains('=') {
+            return Ok((n.to_string(), Value::Text(v.to_string())));
+        }
+    }
+    let (n, v) = s.split_once('=').ok_or_else(bad)?;
+    if n.is_empty() {
+        return Err(bad());
+    }
+    let value = if let Ok(i) = v.parse::<i64>() {
+        Value::Int(i)
+    } else if v == "true" || v == "false" {
+        Value::Bool(v == "true")
+    } else if v == "null" {
+        Value::Null
+    } else if v.starts_with('{') || v.starts_with('[') {
+        let j: serde_json::Value = serde_json::from_str(v)
+            .map_err(|e| Error::Args(format!("argument {n}: invalid JSON {v:?}: {e}")))?;
+        Value::Json(j.to_string())
+    } else if let Ok(f) = v.parse::<f64>() {
+        if f.is_finite() {
+            Value::Float(f)
+        } else {
+            Value::Text(v.to_string())
+        }
+    } else {
+        Value::Text(v.to_string())
+    };
+    Ok((n.to_string(), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_and_escape() {
+        let t = Template::parse("{{literal}}:{a}-{b_2}").unwrap();
+        let args = Args::new().with("a", "x").with("b_2", 3);
+        assert_eq!(t.render(&args).unwrap(), "{literal}:x-3");
+        assert_eq!(t.params().collect::<Vec<_>>(), ["a", "b_2"]);
+    }
+
+    #[test]
+    fn malformed_templates_name_the_problem() {
+        for (src, want) in [
+            ("user:{id", "never closed"),
+            ("user:id}", "no `{`"),
+            ("user:{}", "empty placeholder"),
+            ("user:{user id}", "found ' '"),
+        ] {
+            let e = Template::parse(src).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(src), "{src}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_argument_names_the_placeholder_and_what_was_given() {
+        let t = Template::parse("user:{user_id}").unwrap();
+        let e = t
+            .render(&Args::new().with("usr_id", 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("{user_id}") && e.contains("user:{user_id}") && e.contains("usr_id"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn recache_args_include_rename_extra() {
+        let r = RecacheTemplate {
+            op: "get_org_user".into(),
+            include: Some(vec!["org_id".into(), "id".into()]),
+            rename: vec![("id".into(), "user_id".into())],
+            extra: Args::new().with("expand", true),
+        };
+        let w = Args::new()
+            .with("org_id", 1)
+            .with("id", 2)
+            .with("data", "x");
+        assert_eq!(
+            r.args(&w).unwrap(),
+            Args::new()
+                .with("org_id", 1)
+                .with("user_id", 2)
+                .with("expand", true)
+        );
+        let all = RecacheTemplate { include: None, ..r };
+        assert_eq!(all.args(&w).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn cli_arguments_are_typed() {
+        assert_eq!(parse_arg("a=1").unwrap().1, Value::Int(1));
+        assert_eq!(parse_arg("a=1.5").unwrap().1, Value::Float(1.5));
+        assert_eq!(parse_arg("a=true").unwrap().1, Value::Bool(true));
+        assert_eq!(parse_arg("a=x=y").unwrap().1, Value::Text("x=y".into()));
+        assert_eq!(parse_arg("a:=12").unwrap().1, Value::Text("12".into()));
+        assert_eq!(
+            parse_arg("a=[1, 2]").unwrap().1,
+            Value::Json("[1,2]".into())
+        );
+        assert!(parse_arg("novalue").is_err());
+        assert!(parse_arg("a={bad").is_err());
+    }
+}

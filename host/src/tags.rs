@@ -1,0 +1,178 @@
+//! Versioned tags for the in-process backend.
+//!
+//! Every tag is a [`TagCell`] holding a version counter. An entry keeps a pointer to each of its
+//! tags' cells together with the version it read *before its loader ran* (the fence); the entry is
+//! fresh only while every one of those versions is still current. Invalidating a tag bumps one
+//! counter: O(1), whatever the number of entries that carry it.
+//!
+//! The index from tag names to cells holds weak pointers: a cell lives exactly as long as an entry
+//! (or a fill in flight) holds it, so the index never outgrows the entries. Dead slots are swept
+//! when a shard doubles. Because entries point at cells rather than naming tags, a tag whose cell
+//! was dropped and created again can never make an old entry valid again.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// One tag's version.
+#[derive(Debug, Default)]
+pub(crate) struct TagCell {
+    version: AtomicU64,
+}
+
+impl TagCell {
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn bump(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The versions an entry was filled under.
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    seen: Vec<(Arc<TagCell>, u64)>,
+}
+
+impl Fence {
+    /// Whether no tag of the fence was invalidated since it was taken.
+    pub fn is_current(&self) -> bool {
+        self.seen.iter().all(|(c, v)| c.version() == *v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+const SHARDS: usize = 64;
+
+struct Shard {
+    cells: HashMap<Box<str>, Weak<TagCell>>,
+    /// Size after the last sweep; the next sweep runs when the shard has doubled.
+    swept_at: usize,
+}
+
+/// Tag name -> cell, sharded so that tasks touching different tags do not contend.
+pub(crate) struct TagIndex {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    /// Carried by every entry: bumping it invalidates the whole namespace.
+    epoch: Arc<TagCell>,
+}
+
+impl TagIndex {
+    pub fn new() -> TagIndex {
+        TagIndex {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        cells: HashMap::new(),
+                        swept_at: 16,
+                    })
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            epoch: Arc::new(TagCell::default()),
+        }
+    }
+
+    fn shard(&self, tag: &str) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(tag) as usize) % SHARDS]
+    }
+
+    /// The current versions of `tags` (each a namespaced tag), creating cells as needed.
+    /// Taken before a loader runs, it fences the fill.
+    pub fn fence<'a>(&self, tags: impl IntoIterator<Item = &'a str>) -> Fence {
+        let mut seen = vec![(self.epoch.clone(), self.epoch.version())];
+        for tag in tags {
+            let cell = self.cell(tag);
+            let v = cell.version();
+            seen.push((cell, v));
+        }
+        Fence { seen }
+    }
+
+    fn cell(&self, tag: &str) -> Arc<TagCell> {
+        let mut shard = self.shard(tag).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = shard.cells.get(tag).and_then(Weak::upgrade) {
+            return c;
+        }
+        let cell = Arc::new(TagCell::default());
+        shard.cells.insert(tag.into(), Arc::downgrade(&cell));
+        if shard.cells.len() >= shard.swept_at * 2 {
+            shard.cells.retain(|_, w| w.strong_count() > 0);
+            shard.swept_at = shard.cells.len().max(16);
+        }
+        cell
+    }
+
+    /// Invalidates a namespaced tag. A tag no live entry carries has nothing to invalidate.
+    pub fn invalidate(&self, tag: &str) {
+        let shard = self.shard(tag).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = shard.cells.get(tag).and_then(Weak::upgrade) {
+            c.bump();
+        }
+    }
+
+    /// Invalidates every entry of the namespace.
+    pub fn invalidate_all(&self) {
+        self.epoch.bump();
+    }
+
+    /// Number of slots in the index (live or awaiting a sweep).
+    #[cfg(test)]
+    pub fn slots(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).cells.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalidation_breaks_only_fences_that_hold_the_tag() {
+        let idx = TagIndex::new();
+        let a = idx.fence(["t:a"]);
+        let ab = idx.fence(["t:a", "t:b"]);
+        let b = idx.fence(["t:b"]);
+        idx.invalidate("t:a");
+        assert!(!a.is_current() && !ab.is_current());
+        assert!(b.is_current());
+        idx.invalidate_all();
+        assert!(!b.is_current());
+    }
+
+    #[test]
+    fn a_dropped_cell_never_revalidates_an_old_fence() {
+        let idx = TagIndex::new();
+        let old = idx.fence(["t"]);
+        idx.invalidate("t");
+        assert!(!old.is_current());
+        drop(old);
+        // The cell is gone; a new one starts at version 0 again, but no old fence points to it.
+        let new = idx.fence(["t"]);
+        assert!(new.is_current());
+    }
+
+    #[test]
+    fn the_index_does_not_outgrow_live_entries() {
+        let idx = TagIndex::new();
+        let live: Vec<Fence> = (0..100)
+            .map(|i| idx.fence([format!("keep:{i}").as_str()]))
+            .collect();
+        for i in 0..200_000 {
+            drop(idx.fence([format!("gone:{i}").as_str()]));
+        }
+        // Live tags plus at most one unswept generation per shard.
+        assert!(idx.slots() < 100 + SHARDS * 64, "{} slots", idx.slots());
+        assert!(live.iter().all(Fence::is_current));
+    }
+}
