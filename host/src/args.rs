@@ -166,6 +166,19 @@ impl Args {
     }
 }
 
+/// Serializes as a map from names to JSON values, so `Args` can be passed wherever arguments
+/// are taken.
+impl Serialize for Args {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.items.len()))?;
+        for (n, v) in &self.items {
+            m.serialize_entry(n.as_ref(), &v.to_json())?;
+        }
+        m.end()
+    }
+}
+
 impl<N: Into<Cow<'static, str>>, V: Into<Value>> FromIterator<(N, V)> for Args {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let mut a = Args::new();

@@ -30,7 +30,7 @@ pub(crate) type LoaderFn =
 /// # fn main() -> Result<(), cachelet::Error> {
 /// # let rt = tokio::runtime::Runtime::new().unwrap();
 /// # rt.block_on(async {
-/// let cache = cachelet::Cache::builder().url("mem://").prefix("docs").build()?;
+/// let cache = cachelet::Cache::builder().url("mem://").prefix("docs").build().await?;
 /// cache.set("greeting", &"hello", None).await?;
 /// assert_eq!(cache.get::<String>("greeting").await?, Some("hello".to_string()));
 /// assert_eq!(cache.incr("visits", 5).await?, 5);
@@ -178,7 +178,7 @@ impl CacheBuilder {
     }
 
     /// Reads the environment for what was not set, checks everything, loads the policies.
-    pub fn build(self) -> Result<Cache, Error> {
+    pub async fn build(self) -> Result<Cache, Error> {
         let mut s = match self.settings {
             Some(s) => s,
             None => Settings::from_env()?,
@@ -204,7 +204,7 @@ impl CacheBuilder {
             )));
         }
         let store = Arc::new(Store::new(&s));
-        let policies = PolicySet::load(&self.policies, &store, self.limits)?;
+        let policies = PolicySet::load(&self.policies, &store, self.limits).await?;
         Ok(Cache {
             inner: Arc::new(Inner {
                 settings: s,
@@ -233,12 +233,12 @@ impl Cache {
 
     /// Replaces the policies in force, while serving: the new set is loaded and checked first,
     /// and swapped in whole only if every policy loads. Calls in flight finish on the old set.
-    pub fn replace_policies(
+    pub async fn replace_policies(
         &self,
         sources: impl IntoIterator<Item = PolicySource>,
     ) -> Result<(), Error> {
         let sources: Vec<_> = sources.into_iter().collect();
-        let set = PolicySet::load(&sources, &self.inner.store, self.inner.limits)?;
+        let set = PolicySet::load(&sources, &self.inner.store, self.inner.limits).await?;
         self.inner.policies.store(Arc::new(set));
         Ok(())
     }
@@ -257,7 +257,7 @@ impl Cache {
     ///
     /// With `guest = true` the guest's own `read` is called even for an operation the host
     /// renders natively, which shows whether both agree.
-    pub fn read_rule<A: Serialize + ?Sized>(
+    pub async fn read_rule<A: Serialize + ?Sized>(
         &self,
         op: &str,
         args: &A,
@@ -266,14 +266,14 @@ impl Cache {
         let args = Args::from_serialize(args)?;
         let set = self.inner.policies.load();
         if guest {
-            set.guest_read_rule(op, &args)
+            set.guest_read_rule(op, &args).await
         } else {
-            set.read_rule(op, &args)
+            set.read_rule(op, &args).await
         }
     }
 
     /// The write rule the policies give for one call; `result` is the write's return value.
-    pub fn write_rule<A: Serialize + ?Sized>(
+    pub async fn write_rule<A: Serialize + ?Sized>(
         &self,
         op: &str,
         args: &A,
@@ -283,9 +283,9 @@ impl Cache {
         let args = Args::from_serialize(args)?;
         let set = self.inner.policies.load();
         if guest {
-            set.guest_write_rule(op, &args, result.as_ref())
+            set.guest_write_rule(op, &args, result.as_ref()).await
         } else {
-            set.write_rule(op, &args, || result)
+            set.write_rule(op, &args, || result).await
         }
     }
 

@@ -13,7 +13,7 @@
 //! struct UserId { user_id: u64 }
 //!
 //! // Settings come from CACHE_URL, CACHE_PREFIX, ... unless given here.
-//! let cache = Cache::builder().policy_file("policy.wasm").build()?;
+//! let cache = Cache::builder().policy_file("policy.wasm").build().await?;
 //!
 //! // A miss runs the loader and caches its value under the policy's key and tags.
 //! let name: String = cache

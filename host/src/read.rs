@@ -91,7 +91,7 @@ impl Cache {
     /// ```
     /// # let rt = tokio::runtime::Runtime::new().unwrap();
     /// # rt.block_on(async {
-    /// let cache = cachelet::Cache::builder().url("mem://").build().unwrap();
+    /// let cache = cachelet::Cache::builder().url("mem://").build().await.unwrap();
     /// // No policy declares "get_user", so this read is not cached: the loader always runs.
     /// let user: String = cache
     ///     .read("get_user", &serde_json::json!({"user_id": 1}), || async {
@@ -110,7 +110,7 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let Some(plan) = self.plan(op, args) else {
+        let Some(plan) = self.plan(op, args).await else {
             bump(&self.inner.stats.uncached);
             return self.load(loader).await;
         };
@@ -136,9 +136,11 @@ impl Cache {
     }
 
     /// The rule for a call, resolved; `None` when the call is not to be cached.
-    fn plan<A: Serialize + ?Sized>(&self, op: &str, args: &A) -> Option<Plan> {
-        let rule =
-            Args::from_serialize(args).and_then(|a| self.inner.policies.load().read_rule(op, &a));
+    async fn plan<A: Serialize + ?Sized>(&self, op: &str, args: &A) -> Option<Plan> {
+        let rule = match Args::from_serialize(args) {
+            Ok(a) => self.inner.policies.load().read_rule(op, &a).await,
+            Err(e) => Err(e),
+        };
         let rule = match rule {
             Ok(Some(r)) => r,
             Ok(None) => return None,

@@ -29,7 +29,7 @@ impl Cache {
     /// ```
     /// # let rt = tokio::runtime::Runtime::new().unwrap();
     /// # rt.block_on(async {
-    /// let cache = cachelet::Cache::builder().url("mem://").build().unwrap();
+    /// let cache = cachelet::Cache::builder().url("mem://").build().await.unwrap();
     /// let saved = cache
     ///     .write("update_user", &serde_json::json!({"user_id": 1}), || async {
     ///         Ok::<_, std::io::Error>(true)
@@ -48,14 +48,18 @@ impl Cache {
     {
         let args = Args::from_serialize(args);
         let result = action().await?;
-        let rule = args.and_then(|args| {
-            let rule = self.inner.policies.load().write_rule(op, &args, || {
-                serde_json::to_value(&result)
-                    .ok()
-                    .map(|v| Value::from_json(&v))
-            });
-            rule
-        });
+        let rule = match args {
+            Ok(args) => {
+                let set = self.inner.policies.load();
+                set.write_rule(op, &args, || {
+                    serde_json::to_value(&result)
+                        .ok()
+                        .map(|v| Value::from_json(&v))
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match rule {
             Ok(Some(rule)) => self.apply(rule).await,
             Ok(None) => {}
@@ -116,9 +120,8 @@ impl Cache {
         };
         bump(&self.inner.stats.recaches);
         let args = rc.args.clone();
-        let out: Result<serde_json::Value, String> = self
-            .read(&rc.op, &args.to_json(), move || loader(rc.args))
-            .await;
+        let out: Result<serde_json::Value, String> =
+            self.read(&rc.op, &args, move || loader(rc.args)).await;
         if let Err(e) = out {
             tracing::warn!(op = rc.op, "recache failed: {e}");
         }

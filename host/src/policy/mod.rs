@@ -160,7 +160,7 @@ pub(crate) struct Policy {
 impl Policy {
     /// Compiles `source`, checks it against the world, instantiates it once and reads its
     /// description.
-    pub fn load(
+    pub async fn load(
         source: &PolicySource,
         store: Arc<Store>,
         limits: PolicyLimits,
@@ -215,10 +215,17 @@ impl Policy {
             },
             rules: Vec::new(),
         };
+        let mut inst = policy
+            .take("describe")
+            .await
+            .map_err(|e| bad(format!("cannot instantiate: {e}")))?;
+        let out = inst
+            .bindings
+            .cachelet_policy_policy()
+            .call_describe(&mut inst.store)
+            .await;
         let info = policy
-            .call("describe", |s, b| {
-                b.cachelet_policy_policy().call_describe(s)
-            })
+            .give_back("describe", inst, out)
             .map_err(|e| bad(format!("describe() failed: {e}")))?;
         if !info.name.is_empty() {
             policy.name = info.name.as_str().into();
@@ -259,19 +266,29 @@ impl Policy {
         self.faults.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on an instance from the pool (or a new one). A trap discards the instance.
-    fn call<R>(
-        &self,
-        op: &str,
-        f: impl FnOnce(&mut WasmStore<HostState>, &CachePolicy) -> wasmtime::Result<R>,
-    ) -> Result<R, Error> {
+    /// An instance from the pool (or a new one), armed with the call deadline.
+    async fn take(&self, op: &str) -> Result<Instance, Error> {
         let mut inst = match self.pool.pop() {
             Some(i) => i,
-            None => self.instantiate(op)?,
+            None => {
+                let state =
+                    HostState::new(self.store.clone(), self.name.clone(), self.limits.memory);
+                let mut store = WasmStore::new(&runtime().engine, state);
+                store.limiter(|s| &mut s.limits);
+                store.set_epoch_deadline(self.deadline_ticks());
+                match self.pre.instantiate_async(&mut store).await {
+                    Ok(bindings) => Instance { store, bindings },
+                    Err(e) => return Err(self.fault(op, e)),
+                }
+            }
         };
-        let ticks = (self.limits.deadline.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1;
-        inst.store.set_epoch_deadline(ticks);
-        match f(&mut inst.store, &inst.bindings) {
+        inst.store.set_epoch_deadline(self.deadline_ticks());
+        Ok(inst)
+    }
+
+    /// Returns a healthy instance to the pool; a trapped one is dropped with its `Store`.
+    fn give_back<R>(&self, op: &str, inst: Instance, out: wasmtime::Result<R>) -> Result<R, Error> {
+        match out {
             Ok(r) => {
                 let _ = self.pool.push(inst);
                 Ok(r)
@@ -280,16 +297,8 @@ impl Policy {
         }
     }
 
-    fn instantiate(&self, op: &str) -> Result<Instance, Error> {
-        let state = HostState::new(self.store.clone(), self.name.clone(), self.limits.memory);
-        let mut store = WasmStore::new(&runtime().engine, state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = (self.limits.deadline.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        match self.pre.instantiate(&mut store) {
-            Ok(bindings) => Ok(Instance { store, bindings }),
-            Err(e) => Err(self.fault(op, e)),
-        }
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.deadline.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1
     }
 
     fn fault(&self, op: &str, e: wasmtime::Error) -> Error {
@@ -299,12 +308,12 @@ impl Policy {
                 "ran past its deadline of {:?} and was stopped",
                 self.limits.deadline
             ),
-            Some(wasmtime::Trap::OutOfFuel) => "ran out of fuel".to_string(),
-            _ => {
-                let text = format!("{e:#}");
-                if text.contains("memory") && text.contains("limit") || text.contains("grow") {
+            Some(trap) => format!("{trap}"),
+            None => {
+                let text = e.root_cause().to_string();
+                if text.contains("grow") || text.contains("memory") {
                     format!(
-                        "exceeded its memory cap of {} bytes: {text}",
+                        "exceeded its memory cap of {} bytes ({text})",
                         self.limits.memory
                     )
                 } else {
@@ -324,18 +333,22 @@ impl Policy {
         }
     }
 
-    fn guest_read(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
+    async fn guest_read(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
         let wargs = to_wit_args(args);
-        let out = self.call(op, |s, b| {
-            b.cachelet_policy_policy().call_read(s, op, &wargs)
-        })?;
+        let mut inst = self.take(op).await?;
+        let out = inst
+            .bindings
+            .cachelet_policy_policy()
+            .call_read(&mut inst.store, op, &wargs)
+            .await;
+        let out = self.give_back(op, inst, out)?;
         match out {
             Ok(rule) => Ok(rule.map(from_wit_read)),
             Err(message) => Err(self.refused(op, message)),
         }
     }
 
-    fn guest_write(
+    async fn guest_write(
         &self,
         op: &str,
         args: &Args,
@@ -343,10 +356,13 @@ impl Policy {
     ) -> Result<Option<WriteRule>, Error> {
         let wargs = to_wit_args(args);
         let wresult = result.map(to_wit_value);
-        let out = self.call(op, |s, b| {
-            b.cachelet_policy_policy()
-                .call_write(s, op, &wargs, wresult.as_ref())
-        })?;
+        let mut inst = self.take(op).await?;
+        let out = inst
+            .bindings
+            .cachelet_policy_policy()
+            .call_write(&mut inst.store, op, &wargs, wresult.as_ref())
+            .await;
+        let out = self.give_back(op, inst, out)?;
         match out {
             Ok(rule) => Ok(rule.map(|r| WriteRule {
                 invalidate: r.invalidate,
@@ -567,14 +583,14 @@ impl PolicySet {
     }
 
     /// Loads every source; any failure (or an operation declared twice) fails the whole set.
-    pub fn load(
+    pub async fn load(
         sources: &[PolicySource],
         store: &Arc<Store>,
         limits: PolicyLimits,
     ) -> Result<PolicySet, Error> {
         let mut set = PolicySet::empty();
         for src in sources {
-            let policy = Policy::load(src, store.clone(), limits)?;
+            let policy = Policy::load(src, store.clone(), limits).await?;
             let idx = set.policies.len();
             let Policy { rules, .. } = &policy;
             let mut routes = Vec::with_capacity(rules.len());
@@ -617,7 +633,7 @@ impl PolicySet {
     }
 
     /// The read rule for one call; `Ok(None)` when the call is not to be cached.
-    pub fn read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
+    pub async fn read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
         match self.routes.get(op) {
             None => Err(Error::UnknownOp(op.to_string())),
             Some(Route::Read {
@@ -626,7 +642,7 @@ impl PolicySet {
             Some(Route::Read {
                 policy,
                 template: None,
-            }) => self.policies[*policy].guest_read(op, args),
+            }) => self.policies[*policy].guest_read(op, args).await,
             Some(Route::Write { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "write",
@@ -636,7 +652,7 @@ impl PolicySet {
     }
 
     /// The write rule for one call. `result` is computed only if the guest is called.
-    pub fn write_rule(
+    pub async fn write_rule(
         &self,
         op: &str,
         args: &Args,
@@ -650,7 +666,11 @@ impl PolicySet {
             Some(Route::Write {
                 policy,
                 template: None,
-            }) => self.policies[*policy].guest_write(op, args, result().as_ref()),
+            }) => {
+                self.policies[*policy]
+                    .guest_write(op, args, result().as_ref())
+                    .await
+            }
             Some(Route::Read { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "read",
@@ -660,9 +680,9 @@ impl PolicySet {
     }
 
     /// Calls the guest's own `read` even for a templated operation (to compare both renders).
-    pub fn guest_read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
+    pub async fn guest_read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
         match self.routes.get(op) {
-            Some(Route::Read { policy, .. }) => self.policies[*policy].guest_read(op, args),
+            Some(Route::Read { policy, .. }) => self.policies[*policy].guest_read(op, args).await,
             Some(Route::Write { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "write",
@@ -673,7 +693,7 @@ impl PolicySet {
     }
 
     /// Calls the guest's own `write` even for a templated operation.
-    pub fn guest_write_rule(
+    pub async fn guest_write_rule(
         &self,
         op: &str,
         args: &Args,
@@ -681,7 +701,7 @@ impl PolicySet {
     ) -> Result<Option<WriteRule>, Error> {
         match self.routes.get(op) {
             Some(Route::Write { policy, .. }) => {
-                self.policies[*policy].guest_write(op, args, result)
+                self.policies[*policy].guest_write(op, args, result).await
             }
             Some(Route::Read { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),

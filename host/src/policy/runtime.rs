@@ -31,7 +31,7 @@ pub(crate) fn runtime() -> &'static Runtime {
         let mut linker = Linker::new(&engine);
         // WASI 0.2 is linked so that components built with a language's default imports
         // instantiate; the context grants nothing (see `HostState::new`).
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links once");
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("WASI links once");
         CachePolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .expect("the policy world links once");
         let weak = engine.weak();

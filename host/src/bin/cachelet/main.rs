@@ -1,1 +1,149 @@
-fn main() {}
+//! The `cachelet` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use cachelet::{Args, Cache, PolicySource, Settings};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "cachelet",
+    version,
+    about = "A cache host whose policies are WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a policy component: the operations it declares, its imports, size, compile time.
+    Check {
+        /// The component (.wasm).
+        policy: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a policy for the rule of one call and print it as JSON.
+    Call {
+        /// The component (.wasm).
+        policy: PathBuf,
+        /// Read or write.
+        kind: Kind,
+        /// The operation.
+        op: String,
+        /// Arguments, `name=value` (integers, floats, true/false, null and JSON are typed;
+        /// `name:=value` forces text).
+        args: Vec<String>,
+        /// Call the guest's own read/write even where the host renders the rule natively.
+        #[arg(long)]
+        guest: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Read,
+    Write,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A memory cache with default settings that holds just this policy.
+async fn cache_with(policy: &PathBuf) -> Result<Cache> {
+    Cache::builder()
+        .settings(Settings::default())
+        .policy(PolicySource::file(policy))
+        .build()
+        .await
+        .with_context(|| format!("{} is not a usable policy", policy.display()))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Check { policy, json } => {
+            let cache = cache_with(&policy).await?;
+            let report = cache.policies().pop().context("no policy loaded")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            println!(
+                "{}: policy {} {} (world {})",
+                policy.display(),
+                report.name,
+                report.version,
+                cachelet::WORLD
+            );
+            println!(
+                "  size {} bytes, compiled in {:.1} ms",
+                report.size,
+                report.compile_time.as_secs_f64() * 1e3
+            );
+            println!("  imports:");
+            for i in &report.imports {
+                println!("    {i}");
+            }
+            println!("  operations ({}):", report.ops.len());
+            for op in &report.ops {
+                println!(
+                    "    {:<5} {:<28} {}{}",
+                    format!("{:?}", op.kind).to_lowercase(),
+                    op.name,
+                    if op.native {
+                        "rule rendered by the host"
+                    } else {
+                        "rule computed by the guest per call"
+                    },
+                    op.route
+                        .as_ref()
+                        .map(|r| format!(", route {r}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Call {
+            policy,
+            kind,
+            op,
+            args,
+            guest,
+        } => {
+            let cache = cache_with(&policy).await?;
+            let args: Args = args
+                .iter()
+                .map(|a| cachelet::parse_arg(a))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .collect();
+            let json = match kind {
+                Kind::Read => serde_json::to_value(cache.read_rule(&op, &args, guest).await?)?,
+                Kind::Write => {
+                    serde_json::to_value(cache.write_rule(&op, &args, None, guest).await?)?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(())
+        }
+    }
+}
