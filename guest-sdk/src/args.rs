@@ -149,7 +149,10 @@ mod tests {
             a.boolean("n"),
             Err("argument `n` is null, not boolean".into())
         );
-        assert_eq!(a.integer("j"), Err("argument `j` is json, not integer".into()));
+        assert_eq!(
+            a.integer("j"),
+            Err("argument `j` is json, not integer".into())
+        );
         assert_eq!(a.result(), Some(&Value::Integer(7)));
         assert_eq!(
             a.render("{i}/{f}/{b}/{n}/{j}"),

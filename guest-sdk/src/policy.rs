@@ -1,6 +1,6 @@
 //! The declaration of a policy: [`Policy`] and the builders of its operations.
 
-use crate::{Args, Recache, RecacheTemplate, ReadRule, Ttl, WriteRule};
+use crate::{Args, ReadRule, Recache, RecacheTemplate, Ttl, WriteRule};
 
 pub(crate) type ReadFn = dyn Fn(&Args) -> Result<Option<ReadRule>, String>;
 pub(crate) type TagsFn = dyn Fn(&Args) -> Result<Vec<String>, String>;

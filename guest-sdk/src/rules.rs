@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{Recache, RecacheTemplate, ReadRule, Ttl, TtlBucket, Value, WriteRule};
+use crate::{ReadRule, Recache, RecacheTemplate, Ttl, TtlBucket, Value, WriteRule};
 
 impl Ttl {
     /// The host's short bucket (`CACHE_TTL_SHORT`, 30 s by default): rate limits, sessions.
@@ -231,12 +231,13 @@ impl Recache {
 /// arguments. Refine which arguments with [`include`](RecacheTemplate::include),
 /// [`rename`](RecacheTemplate::rename) and [`extra`](RecacheTemplate::extra).
 ///
-/// The arguments of the recache call are derived from the write's, in this order:
-/// 1. `include`: only the listed arguments pass (in the caller's order); a listed name the call
-///    lacks is skipped. Without `include`, every argument passes.
-/// 2. `rename`: an argument named like the first of a pair takes the second name (and replaces
-///    a passed argument that already had that name).
-/// 3. `extra`: each constant replaces the passed argument of its name, or is appended.
+/// The arguments of the recache call are derived from the write's, in this order (the host's
+/// native rendering of a static write does exactly the same):
+/// 1. `include`: the listed arguments, in the listed order; a listed name the call lacks is an
+///    error (the write's rule fails). Without `include`, every argument, in the caller's order.
+/// 2. `rename`: an argument named like the first of a pair takes the second name; if an earlier
+///    argument already has that name, its value is replaced.
+/// 3. `extra`: each constant replaces the value of the argument of its name, or is appended.
 ///
 /// ```
 /// use cachelet_guest::prelude::*;
@@ -286,37 +287,48 @@ impl RecacheTemplate {
     }
 
     /// The recache call for one write's arguments, following the steps documented on
-    /// [`recache`].
-    pub(crate) fn apply(&self, args: &[(String, Value)]) -> Recache {
-        let mut out: Vec<(String, Value)> = match &self.include {
-            None => args.to_vec(),
-            Some(names) => args
-                .iter()
-                .filter(|(n, _)| names.iter().any(|i| i == n))
-                .cloned()
-                .collect(),
-        };
-        for (from, to) in &self.rename {
-            if let Some(i) = out.iter().position(|(n, _)| n == from) {
-                out[i].0.clone_from(to);
-                let mut j = 0;
-                out.retain(|(n, _)| {
-                    let keep = n != to || j == i;
-                    j += 1;
-                    keep
-                });
+    /// [`recache`] (the host's native rendering does the same).
+    pub(crate) fn apply(&self, args: &[(String, Value)]) -> Result<Recache, String> {
+        let mut passed = Vec::with_capacity(args.len());
+        match &self.include {
+            Some(names) => {
+                for name in names {
+                    let (_, value) = args.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                        format!("recache of `{}`: no argument `{name}` to include", self.op)
+                    })?;
+                    set(&mut passed, name, value);
+                }
             }
+            None => {
+                for (name, value) in args {
+                    set(&mut passed, name, value);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(passed.len() + self.extra.len());
+        for (name, value) in &passed {
+            let to = self
+                .rename
+                .iter()
+                .find(|(from, _)| from == name)
+                .map_or(name, |(_, to)| to);
+            set(&mut out, to, value);
         }
         for (name, value) in &self.extra {
-            match out.iter_mut().find(|(n, _)| n == name) {
-                Some(slot) => slot.1 = value.clone(),
-                None => out.push((name.clone(), value.clone())),
-            }
+            set(&mut out, name, value);
         }
-        Recache {
+        Ok(Recache {
             op: self.op.clone(),
             args: out,
-        }
+        })
+    }
+}
+
+/// Sets the argument `name`, replacing the value of one of that name.
+fn set(args: &mut Vec<(String, Value)>, name: &str, value: &Value) {
+    match args.iter_mut().find(|(n, _)| n == name) {
+        Some(slot) => slot.1 = value.clone(),
+        None => args.push((name.to_owned(), value.clone())),
     }
 }
 
@@ -369,7 +381,10 @@ mod tests {
             ("id", Value::Integer(2)),
             ("data", Value::Json("{}".into())),
         ]);
-        let all = recache("get_org_user").rename([("id", "user_id")]).apply(&write);
+        let all = recache("get_org_user")
+            .rename([("id", "user_id")])
+            .apply(&write)
+            .unwrap();
         assert_eq!(
             all.args,
             args(&[
@@ -379,30 +394,48 @@ mod tests {
             ])
         );
         let some = recache("r")
-            .include(["id", "missing", "org_id"])
+            .include(["id", "org_id"])
             .extra([("expand", true)])
-            .apply(&write);
+            .apply(&write)
+            .unwrap();
         assert_eq!(
             some.args,
             args(&[
-                ("org_id", Value::Integer(1)),
                 ("id", Value::Integer(2)),
+                ("org_id", Value::Integer(1)),
                 ("expand", Value::Boolean(true)),
             ])
         );
         let replaced = recache("r")
             .include(["id"])
             .extra([("id", 9)])
-            .apply(&write);
+            .apply(&write)
+            .unwrap();
         assert_eq!(replaced.args, args(&[("id", Value::Integer(9))]));
+        assert_eq!(
+            recache("r")
+                .include(["id", "nope"])
+                .apply(&write)
+                .unwrap_err(),
+            "recache of `r`: no argument `nope` to include"
+        );
     }
 
     #[test]
-    fn rename_replaces_an_argument_of_the_new_name() {
+    fn rename_onto_a_taken_name_replaces_its_value() {
         let write = args(&[("user_id", Value::Integer(1)), ("id", Value::Integer(2))]);
-        let r = recache("r").rename([("id", "user_id")]).apply(&write);
+        let r = recache("r")
+            .rename([("id", "user_id")])
+            .apply(&write)
+            .unwrap();
         assert_eq!(r.args, args(&[("user_id", Value::Integer(2))]));
-        let none = recache("r").rename([("nope", "x")]).apply(&write);
+        let write = args(&[("id", Value::Integer(2)), ("user_id", Value::Integer(1))]);
+        let r = recache("r")
+            .rename([("id", "user_id")])
+            .apply(&write)
+            .unwrap();
+        assert_eq!(r.args, args(&[("user_id", Value::Integer(1))]));
+        let none = recache("r").rename([("nope", "x")]).apply(&write).unwrap();
         assert_eq!(none.args, write);
     }
 }

@@ -108,18 +108,6 @@ impl Template {
         })
     }
 
-    /// A template that renders `text` literally (its braces escaped).
-    pub(crate) fn literal(text: &str) -> Template {
-        Template {
-            text: escape(text),
-            segments: if text.is_empty() {
-                Vec::new()
-            } else {
-                vec![Segment::Literal(text.to_owned())]
-            },
-        }
-    }
-
     /// The template as written.
     pub(crate) fn text(&self) -> &str {
         &self.text
@@ -159,10 +147,7 @@ impl Template {
 
 /// Whether `name` can be a placeholder's name.
 pub(crate) fn is_param_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `text` with its braces doubled, so that it renders as itself.
@@ -188,12 +173,22 @@ mod tests {
 
     #[test]
     fn renders_placeholders() {
-        assert_eq!(render("user:{user_id}", &[("user_id", "42")]).unwrap(), "user:42");
         assert_eq!(
-            render("org:{org_id}:user:{user_id}", &[("user_id", "7"), ("org_id", "3")]).unwrap(),
+            render("user:{user_id}", &[("user_id", "42")]).unwrap(),
+            "user:42"
+        );
+        assert_eq!(
+            render(
+                "org:{org_id}:user:{user_id}",
+                &[("user_id", "7"), ("org_id", "3")]
+            )
+            .unwrap(),
             "org:3:user:7"
         );
-        assert_eq!(render("{a}{a}{b}", &[("a", "x"), ("b", "y")]).unwrap(), "xxy");
+        assert_eq!(
+            render("{a}{a}{b}", &[("a", "x"), ("b", "y")]).unwrap(),
+            "xxy"
+        );
         assert_eq!(render("static", &[]).unwrap(), "static");
         assert_eq!(render("", &[]).unwrap(), "");
         assert_eq!(render("é:{x}:ü", &[("x", "1")]).unwrap(), "é:1:ü");
@@ -240,11 +235,10 @@ mod tests {
     }
 
     #[test]
-    fn literal_escapes() {
-        let t = Template::literal("a{b}c");
-        assert_eq!(t.text(), "a{{b}}c");
-        assert_eq!(Template::parse(t.text()).unwrap(), t);
-        assert_eq!(render(t.text(), &[]).unwrap(), "a{b}c");
+    fn escape_renders_as_itself() {
+        let text = escape("a{b}c");
+        assert_eq!(text, "a{{b}}c");
+        assert_eq!(render(&text, &[]).unwrap(), "a{b}c");
     }
 
     #[test]

@@ -291,16 +291,22 @@ impl WriteTemplate {
                 .iter()
                 .map(|t| t.render(args))
                 .collect::<Result<_, _>>()?,
+            // A recache entry that cannot get its arguments is skipped (and logged): warming is
+            // an optimisation, and it must never cost the write its invalidation.
             recache: self
                 .recache
                 .iter()
-                .map(|r| {
-                    Ok(Recache {
+                .filter_map(|r| match r.args(args) {
+                    Ok(a) => Some(Recache {
                         op: r.op.clone(),
-                        args: r.args(args)?,
-                    })
+                        args: a,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(recache = r.op, "recache skipped: {e}");
+                        None
+                    }
                 })
-                .collect::<Result<_, Error>>()?,
+                .collect(),
             recache_concurrency: self.recache_concurrency,
         })
     }

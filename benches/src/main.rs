@@ -1,0 +1,401 @@
+//! cachelet's benchmarks, side by side with their baselines in one run.
+//!
+//! `scripts/bench.sh` runs this with the seed policy and passes the modelled library's figures
+//! (from its own benchmark, run just before on the same machine) as `--anchor FILE`.
+//!
+//! Sections:
+//! - policy: one rule through Wasm (a dynamic op), a host-rendered template, a native function
+//! - hit: warm reads on mem:// at 1 and 64 tasks, beside a bare moka get + deserialize
+//! - invalidation: one tag over 1 ... 100,000 entries
+//! - memory: RSS per cached 1 KB entry at 100,000 entries
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use cachelet::{Args, Cache, ReadRule, Settings, Ttl};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Row {
+    id: u64,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct UserId {
+    user_id: u64,
+}
+
+struct Report {
+    lines: Vec<String>,
+    json: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    fn line(&mut self, s: String) {
+        println!("{s}");
+        self.lines.push(s);
+    }
+    fn figure(&mut self, key: &str, value: f64) {
+        self.json.insert(key.into(), json!(value));
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+async fn cache(policy: &PathBuf, settings: Settings) -> Result<Cache> {
+    Cache::builder()
+        .settings(settings)
+        .policy_file(policy)
+        .build()
+        .await
+        .context("load the seed policy")
+}
+
+/// Median ns of `f`, timed in batches of 100 calls (timer overhead amortised).
+async fn per_call<F, Fut>(rounds: usize, mut f: F) -> f64
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(rounds);
+    let mut i = 0u64;
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            f(i).await;
+            i += 1;
+        }
+        samples.push(t0.elapsed().as_nanos() as f64 / 100.0);
+    }
+    median(samples)
+}
+
+fn native_search_rule(args: &Args) -> Option<ReadRule> {
+    let q = match args.get("q")? {
+        cachelet::Value::Text(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if q.is_empty() {
+        return None;
+    }
+    Some(ReadRule {
+        key: format!("search:{q}"),
+        ttl: Ttl::Seconds(120),
+        tags: vec!["search".into()],
+        early_ttl: None,
+        refresh: false,
+        lock: false,
+    })
+}
+
+async fn bench_policy(r: &mut Report, policy: &PathBuf) -> Result<()> {
+    let c = cache(policy, Settings::default()).await?;
+    let args = json!({"q": "rust wasm"});
+    let a = Args::from_serialize(&args)?;
+    // Warm the instance pool.
+    for _ in 0..1000 {
+        c.read_rule("get_search", &args, false).await?;
+    }
+    let wasm = per_call(2000, |_| async {
+        std::hint::black_box(c.read_rule("get_search", &args, false).await.unwrap());
+    })
+    .await;
+    let template = per_call(2000, |_| async {
+        std::hint::black_box(
+            c.read_rule("get_user", &json!({"user_id": 42}), false)
+                .await
+                .unwrap(),
+        );
+    })
+    .await;
+    let native = per_call(2000, |_| async {
+        std::hint::black_box(native_search_rule(std::hint::black_box(&a)));
+    })
+    .await;
+    r.line("## Policy call (median per call, 1 task)".into());
+    r.line(format!(
+        "dynamic rule through Wasm (get_search)      {wasm:>8.0} ns   (target <= 700 ns)"
+    ));
+    r.line(format!(
+        "template rule rendered by the host (get_user){template:>7.0} ns"
+    ));
+    r.line(format!(
+        "native Rust function, same rule as get_search {native:>6.0} ns"
+    ));
+    r.figure("policy_wasm_ns", wasm);
+    r.figure("policy_template_ns", template);
+    r.figure("policy_native_ns", native);
+    Ok(())
+}
+
+async fn hits_per_sec(c: &Cache, tasks: u64, per_task: u64) -> f64 {
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let c = c.clone();
+        handles.push(tokio::spawn(async move {
+            let key = UserId { user_id: t };
+            for _ in 0..per_task {
+                let row: Row = c
+                    .read("get_user", &key, || async {
+                        Err::<Row, _>("benchmark hits must not load")
+                    })
+                    .await
+                    .unwrap();
+                std::hint::black_box(row);
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    (tasks * per_task) as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn bare_moka_per_sec(tasks: u64, per_task: u64) -> f64 {
+    let m: Arc<moka::sync::Cache<String, Arc<[u8]>>> = Arc::new(moka::sync::Cache::new(10_000));
+    for t in 0..tasks.max(1) {
+        let v = serde_json::to_vec(&Row {
+            id: t,
+            name: "x".repeat(32),
+        })
+        .unwrap();
+        m.insert(format!("svc:v1:user:{t}"), v.into());
+    }
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..tasks.min(2))
+        .map(|w| {
+            let m = m.clone();
+            let per_worker = per_task * tasks / tasks.min(2);
+            std::thread::spawn(move || {
+                for i in 0..per_worker {
+                    let k = (w + i) % tasks;
+                    let v = m.get(&format!("svc:v1:user:{k}")).unwrap();
+                    let row: Row = serde_json::from_slice(&v).unwrap();
+                    std::hint::black_box(row);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    (tasks * per_task) as f64 / t0.elapsed().as_secs_f64()
+}
+
+async fn bench_hits(r: &mut Report, policy: &PathBuf, anchor: &serde_json::Value) -> Result<()> {
+    let c = cache(policy, Settings::default()).await?;
+    for t in 0..64u64 {
+        let _: Row = c
+            .read("get_user", &UserId { user_id: t }, move || async move {
+                Ok::<_, std::io::Error>(Row {
+                    id: t,
+                    name: "x".repeat(32),
+                })
+            })
+            .await?;
+    }
+    hits_per_sec(&c, 1, 100_000).await; // warm-up
+    let one = hits_per_sec(&c, 1, 1_000_000).await;
+    let many = hits_per_sec(&c, 64, 20_000).await;
+    let moka_one = bare_moka_per_sec(1, 1_000_000);
+    let moka_many = bare_moka_per_sec(64, 20_000);
+    let a_one = anchor_figure(anchor, "a", "svc cache_read(static tags): 1 task");
+    let a_many = anchor_figure(
+        anchor,
+        "a",
+        "svc cache_read(static tags): 64 tasks, 64 distinct hot keys",
+    );
+    r.line("\n## Hit path on mem:// (read of a warm key, policy included)".into());
+    r.line("| | 1 task | 64 tasks |".into());
+    r.line("|---|---|---|".into());
+    r.line(format!(
+        "| cachelet read | {one:.0}/s ({:.0} ns) | {many:.0}/s |",
+        1e9 / one
+    ));
+    r.line(format!(
+        "| bare moka get + serde_json::from_slice | {moka_one:.0}/s ({:.0} ns) | {moka_many:.0}/s (2 threads) |",
+        1e9 / moka_one
+    ));
+    if let (Some(a1), Some(am)) = (a_one, a_many) {
+        r.line(format!(
+            "| svc-infra cache_read (anchor) | {a1:.0}/s | {am:.0}/s |"
+        ));
+        r.line(format!(
+            "| cachelet / anchor | {:.1}x | {:.1}x | (target >= 30x)",
+            one / a1,
+            many / am
+        ));
+        r.figure("hit_vs_anchor_1", one / a1);
+        r.figure("hit_vs_anchor_64", many / am);
+    } else {
+        r.line("| svc-infra cache_read (anchor) | not run | not run |".into());
+    }
+    r.line(format!(
+        "| bare moka / cachelet | {:.2}x | {:.2}x | (target <= 3x)",
+        moka_one / one,
+        moka_many / many
+    ));
+    r.figure("hit_1_per_s", one);
+    r.figure("hit_64_per_s", many);
+    r.figure("moka_1_per_s", moka_one);
+    r.figure("moka_64_per_s", moka_many);
+    Ok(())
+}
+
+fn anchor_figure(anchor: &serde_json::Value, section: &str, name: &str) -> Option<f64> {
+    anchor["results"][section]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_f64()
+}
+
+async fn bench_invalidation(
+    r: &mut Report,
+    policy: &PathBuf,
+    anchor: &serde_json::Value,
+) -> Result<()> {
+    r.line("\n## Invalidation of one tag (write returning after the bump)".into());
+    r.line("| entries carrying the tag | cachelet | svc-infra (anchor) |".into());
+    r.line("|---|---|---|".into());
+    for n in [1u64, 100, 10_000, 100_000] {
+        let c = cache(policy, Settings::default()).await?;
+        // get_org_user carries org:{org_id}:users; fill n entries of one org.
+        for u in 0..n {
+            let _: u64 = c
+                .read(
+                    "get_org_user",
+                    &json!({"org_id": 1, "user_id": u}),
+                    move || async move { Ok::<_, std::io::Error>(u) },
+                )
+                .await?;
+        }
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            c.write(
+                "update_user_org",
+                &json!({"org_id": 1, "user_id": 0}),
+                || async { Ok::<_, std::io::Error>(()) },
+            )
+            .await?;
+            times.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        // Check it really invalidated every entry.
+        let mut reloaded = 0;
+        for u in (0..n).step_by((n as usize / 100).max(1)) {
+            let _: u64 = c
+                .read(
+                    "get_org_user",
+                    &json!({"org_id": 1, "user_id": u}),
+                    move || async move { Ok::<_, std::io::Error>(u + 1) },
+                )
+                .await?;
+            reloaded += 1;
+        }
+        anyhow::ensure!(
+            c.stats().loads >= n + reloaded,
+            "invalidation missed entries"
+        );
+        let med = median(times);
+        let anchor_ms = anchor_figure(
+            anchor,
+            "c",
+            &format!("cache_write(tags=[one tag]) covering N={n}"),
+        );
+        r.line(format!(
+            "| {n} | {med:.1} us | {} |",
+            anchor_ms.map_or("—".to_string(), |ms| format!("{ms:.1} ms"))
+        ));
+        r.figure(&format!("invalidate_{n}_us"), med);
+    }
+    Ok(())
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+async fn bench_memory(r: &mut Report, policy: &PathBuf) -> Result<()> {
+    let c = cache(
+        policy,
+        Settings {
+            mem_max_bytes: 4 << 30,
+            ..Settings::default()
+        },
+    )
+    .await?;
+    let value = "x".repeat(1000);
+    let before = rss_bytes();
+    let n = 100_000u64;
+    for u in 0..n {
+        let v = value.clone();
+        let _: String = c
+            .read("get_user", &UserId { user_id: u }, move || async move {
+                Ok::<_, std::io::Error>(v)
+            })
+            .await?;
+    }
+    let after = rss_bytes();
+    let per = (after.saturating_sub(before)) as f64 / n as f64;
+    r.line("\n## Memory".into());
+    r.line(format!(
+        "RSS per cached 1 KB entry at {n} entries: {per:.0} bytes ({} entries held)",
+        c.entry_count()
+    ));
+    r.figure("rss_per_1kb_entry", per);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let mut policy = None;
+    let mut anchor = serde_json::Value::Null;
+    let mut out = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--anchor" => {
+                let f = args.next().context("--anchor FILE")?;
+                anchor = serde_json::from_str(&std::fs::read_to_string(&f)?)?;
+            }
+            "--json" => out = Some(args.next().context("--json FILE")?),
+            p => policy = Some(PathBuf::from(p)),
+        }
+    }
+    let policy =
+        policy.context("usage: cachelet-bench POLICY.wasm [--anchor FILE] [--json FILE]")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut r = Report {
+        lines: vec![],
+        json: serde_json::Map::new(),
+    };
+    rt.block_on(async {
+        bench_policy(&mut r, &policy).await?;
+        bench_hits(&mut r, &policy, &anchor).await?;
+        bench_invalidation(&mut r, &policy, &anchor).await?;
+        bench_memory(&mut r, &policy).await?;
+        anyhow::Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(10));
+    if let Some(out) = out {
+        std::fs::write(out, serde_json::to_string_pretty(&r.json)?)?;
+    }
+    Ok(())
+}
