@@ -322,7 +322,8 @@ async fn recache_warms_reads_with_include_rename_and_extra() {
             }
         });
     }
-    let cases: Vec<(&str, Json, Vec<(&str, Json)>)> = vec![
+    type Warmed = Vec<(&'static str, Json)>;
+    let cases: Vec<(&str, Json, Warmed)> = vec![
         (
             "update_user",
             json!({"user_id": 5, "data": "x"}),

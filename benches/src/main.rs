@@ -115,6 +115,11 @@ async fn bench_policy(r: &mut Report, policy: &PathBuf) -> Result<()> {
         );
     })
     .await;
+    let conv = per_call(2000, |_| async {
+        std::hint::black_box(Args::from_serialize(std::hint::black_box(&args)).unwrap());
+    })
+    .await;
+    eprintln!("(args conversion from a JSON map alone: {conv:.0} ns)");
     let native = per_call(2000, |_| async {
         std::hint::black_box(native_search_rule(std::hint::black_box(&a)));
     })
@@ -386,11 +391,23 @@ fn main() -> Result<()> {
         lines: vec![],
         json: serde_json::Map::new(),
     };
+    // Sections to run (all by default): memory first, before other sections' freed memory
+    // can hide its growth.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
     rt.block_on(async {
-        bench_policy(&mut r, &policy).await?;
-        bench_hits(&mut r, &policy, &anchor).await?;
-        bench_invalidation(&mut r, &policy, &anchor).await?;
-        bench_memory(&mut r, &policy).await?;
+        if run("memory") {
+            bench_memory(&mut r, &policy).await?;
+        }
+        if run("policy") {
+            bench_policy(&mut r, &policy).await?;
+        }
+        if run("hit") {
+            bench_hits(&mut r, &policy, &anchor).await?;
+        }
+        if run("invalidation") {
+            bench_invalidation(&mut r, &policy, &anchor).await?;
+        }
         anyhow::Ok(())
     })?;
     std::thread::sleep(Duration::from_millis(10));

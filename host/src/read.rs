@@ -22,11 +22,12 @@ use crate::Error;
 const MAX_FLIGHT_ROUNDS: usize = 3;
 
 type Landing = Option<Result<Arc<Entry>, ()>>;
+type Flight = (u64, watch::Receiver<Landing>);
 
 /// Loads in flight, by full key (for `lock`).
 #[derive(Default)]
 pub(crate) struct Flights {
-    inflight: Mutex<HashMap<Box<str>, (u64, watch::Receiver<Landing>)>>,
+    inflight: Mutex<HashMap<Box<str>, Flight>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
