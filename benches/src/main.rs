@@ -119,7 +119,6 @@ async fn bench_policy(r: &mut Report, policy: &PathBuf) -> Result<()> {
         std::hint::black_box(Args::from_serialize(std::hint::black_box(&args)).unwrap());
     })
     .await;
-    eprintln!("(args conversion from a JSON map alone: {conv:.0} ns)");
     let native = per_call(2000, |_| async {
         std::hint::black_box(native_search_rule(std::hint::black_box(&a)));
     })
@@ -208,10 +207,17 @@ async fn bench_hits(r: &mut Report, policy: &PathBuf, anchor: &serde_json::Value
             .await?;
     }
     hits_per_sec(&c, 1, 100_000).await; // warm-up
-    let one = hits_per_sec(&c, 1, 1_000_000).await;
-    let many = hits_per_sec(&c, 64, 20_000).await;
-    let moka_one = bare_moka_per_sec(1, 1_000_000);
-    let moka_many = bare_moka_per_sec(64, 20_000);
+    // Each figure is the median of three runs, interleaved so that noise from the shared
+    // machine falls on both sides alike.
+    let (mut one, mut many, mut moka_one, mut moka_many) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..3 {
+        one.push(hits_per_sec(&c, 1, 1_000_000).await);
+        moka_one.push(bare_moka_per_sec(1, 1_000_000));
+        many.push(hits_per_sec(&c, 64, 20_000).await);
+        moka_many.push(bare_moka_per_sec(64, 20_000));
+    }
+    let (one, many, moka_one, moka_many) =
+        (median(one), median(many), median(moka_one), median(moka_many));
     let a_one = anchor_figure(anchor, "a", "svc cache_read(static tags): 1 task");
     let a_many = anchor_figure(
         anchor,
@@ -318,7 +324,7 @@ async fn bench_invalidation(
         );
         r.line(format!(
             "| {n} | {med:.1} us | {} |",
-            anchor_ms.map_or("—".to_string(), |ms| format!("{ms:.1} ms"))
+            anchor_ms.map_or("—".to_string(), |ms| format!("{ms:.2} ms"))
         ));
         r.figure(&format!("invalidate_{n}_us"), med);
     }
