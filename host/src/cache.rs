@@ -83,6 +83,8 @@ pub struct Stats {
     pub namespace_flushes: u64,
     /// Recache reads run after writes.
     pub recaches: u64,
+    /// Commands sent to Redis (0 on the memory backend).
+    pub redis_commands: u64,
 }
 
 #[derive(Default)]
@@ -197,13 +199,7 @@ impl CacheBuilder {
         s.ttl.long = self.ttl_long.unwrap_or(s.ttl.long);
         s.mem_max_bytes = self.mem_max_bytes.unwrap_or(s.mem_max_bytes);
         s.validate()?;
-        if let BackendUrl::Redis(_) = &s.url {
-            return Err(Error::Unsupported(format!(
-                "{} names a Redis backend, which this release does not serve yet; use mem://",
-                s.url
-            )));
-        }
-        let store = Arc::new(Store::new(&s));
+        let store = Arc::new(Store::open(&s).await?);
         let policies = PolicySet::load(&self.policies, &store, self.limits).await?;
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -317,9 +313,10 @@ impl Cache {
             .insert(op.to_string(), f);
     }
 
-    /// Entries held by the memory backend (expired ones leave at its next maintenance).
-    pub fn entry_count(&self) -> u64 {
-        self.inner.store.mem.entry_count()
+    /// Entries held by the memory backend (expired ones leave at its next maintenance);
+    /// `None` on Redis.
+    pub fn entry_count(&self) -> Option<u64> {
+        self.inner.store.entry_count()
     }
 
     /// Counters since the cache was built.
@@ -345,6 +342,7 @@ impl Cache {
             invalidations: g(&c.invalidations),
             namespace_flushes: g(&c.namespace_flushes),
             recaches: g(&c.recaches),
+            redis_commands: self.inner.store.redis_commands().unwrap_or(0),
         }
     }
 
@@ -363,6 +361,7 @@ impl Cache {
         self.inner
             .store
             .get(key)
+            .await?
             .map(|b| decode(key, &b))
             .transpose()
     }
@@ -377,7 +376,8 @@ impl Cache {
         let bytes = encode(key, value)?;
         self.inner
             .store
-            .set(key, bytes, self.inner.store.ttl(ttl), false);
+            .set(key, bytes, self.inner.store.ttl(ttl), false)
+            .await?;
         Ok(())
     }
 
@@ -389,20 +389,20 @@ impl Cache {
         ttl: Option<Ttl>,
     ) -> Result<bool, Error> {
         let bytes = encode(key, value)?;
-        Ok(self
-            .inner
+        self.inner
             .store
-            .set(key, bytes, self.inner.store.ttl(ttl), true))
+            .set(key, bytes, self.inner.store.ttl(ttl), true)
+            .await
     }
 
     /// Removes `key`; returns whether a fresh entry was there.
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
-        Ok(self.inner.store.delete(key))
+        self.inner.store.delete(key).await
     }
 
     /// Whether `key` holds a fresh entry.
     pub async fn exists(&self, key: &str) -> Result<bool, Error> {
-        Ok(self.inner.store.exists(key))
+        self.inner.store.exists(key).await
     }
 
     /// Removes `key` and returns its value (pop).
@@ -410,24 +410,25 @@ impl Cache {
         self.inner
             .store
             .get_delete(key)
+            .await?
             .map(|b| decode(key, &b))
             .transpose()
     }
 
     /// Adds `by` to the integer under `key` (absent counts as 0) and returns the new value.
     pub async fn incr(&self, key: &str, by: i64) -> Result<i64, Error> {
-        self.inner.store.incr(key, by)
+        self.inner.store.incr(key, by).await
     }
 
     /// Deletes every key of the namespace matching a Redis-style glob (`user:*:profile`);
     /// returns how many were deleted.
     pub async fn delete_match(&self, pattern: &str) -> Result<u64, Error> {
-        Ok(self.inner.store.delete_match(pattern))
+        self.inner.store.delete_match(pattern).await
     }
 
     /// Invalidates tags: every entry carrying one of them is stale from now on. O(1) a tag.
     pub async fn invalidate<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
-        self.inner.store.invalidate(tags);
+        self.inner.store.invalidate(tags).await;
         self.inner
             .stats
             .invalidations
@@ -437,7 +438,7 @@ impl Cache {
 
     /// Checks that the backend answers.
     pub async fn ping(&self) -> Result<(), Error> {
-        Ok(())
+        self.inner.store.ping().await
     }
 }
 

@@ -1,6 +1,8 @@
 //! Settings: from the environment when a cache is built, or set in code.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::Error;
 
@@ -248,6 +250,39 @@ pub struct Settings {
     /// `CACHE_MEM_MAX_BYTES`: the memory backend's bound (256 MiB by default), counting keys,
     /// values and per-entry overhead.
     pub mem_max_bytes: u64,
+    /// How the Redis backend talks to its server (ignored on `mem://`).
+    pub redis: RedisOptions,
+}
+
+/// Settings of the Redis backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `CACHE_REDIS_TIMEOUT_MS` (250): longest a cache operation waits for Redis before the
+    /// read falls through to its loader.
+    pub timeout: Duration,
+    /// `CACHE_REDIS_COOLDOWN_MS` (1000): after Redis failed, how long the circuit stays open
+    /// (reads go straight to their loaders) before one request probes it again.
+    pub cooldown: Duration,
+    /// `CACHE_LOCK_TTL_MS` (10000): a `lock` held by a host that died expires after this long.
+    pub lock_ttl: Duration,
+    /// `CACHE_TLS_CA_FILE`: PEM file of the CA that signed the server's certificate, for
+    /// `rediss://` with a private CA (the system's roots otherwise).
+    pub tls_ca_file: Option<PathBuf>,
+    /// `CACHE_TLS_CERT_FILE` and `CACHE_TLS_KEY_FILE`: a client certificate and its key, for
+    /// servers that require mutual TLS.
+    pub tls_client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            timeout: Duration::from_millis(250),
+            cooldown: Duration::from_millis(1000),
+            lock_ttl: Duration::from_secs(10),
+            tls_ca_file: None,
+            tls_client_cert: None,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -258,6 +293,7 @@ impl Default for Settings {
             version: "v1".into(),
             ttl: TtlBuckets::default(),
             mem_max_bytes: 256 << 20,
+            redis: RedisOptions::default(),
         }
     }
 }
@@ -310,11 +346,52 @@ impl Settings {
                 long: secs("CACHE_TTL_LONG", d.ttl.long)?,
             },
             mem_max_bytes: num("CACHE_MEM_MAX_BYTES", d.mem_max_bytes)?,
+            redis: RedisOptions {
+                timeout: Duration::from_millis(num(
+                    "CACHE_REDIS_TIMEOUT_MS",
+                    d.redis.timeout.as_millis() as u64,
+                )?),
+                cooldown: Duration::from_millis(num(
+                    "CACHE_REDIS_COOLDOWN_MS",
+                    d.redis.cooldown.as_millis() as u64,
+                )?),
+                lock_ttl: Duration::from_millis(num(
+                    "CACHE_LOCK_TTL_MS",
+                    d.redis.lock_ttl.as_millis() as u64,
+                )?),
+                tls_ca_file: nonempty("CACHE_TLS_CA_FILE").map(PathBuf::from),
+                tls_client_cert: match (
+                    nonempty("CACHE_TLS_CERT_FILE"),
+                    nonempty("CACHE_TLS_KEY_FILE"),
+                ) {
+                    (Some(c), Some(k)) => Some((c.into(), k.into())),
+                    (None, None) => None,
+                    _ => {
+                        return Err(Error::Setting {
+                            name: "CACHE_TLS_CERT_FILE".into(),
+                            problem: "a client certificate needs both CACHE_TLS_CERT_FILE and \
+                                      CACHE_TLS_KEY_FILE"
+                                .into(),
+                        })
+                    }
+                },
+            },
         })
     }
 
     /// Checks values that the environment or the builder may have got wrong.
     pub(crate) fn validate(&self) -> Result<(), Error> {
+        for (name, d) in [
+            ("CACHE_REDIS_TIMEOUT_MS", self.redis.timeout),
+            ("CACHE_LOCK_TTL_MS", self.redis.lock_ttl),
+        ] {
+            if d.is_zero() {
+                return Err(Error::Setting {
+                    name: name.into(),
+                    problem: "must be more than 0".into(),
+                });
+            }
+        }
         for (name, v) in [("prefix", &self.prefix), ("version", &self.version)] {
             if v.is_empty() || v.contains(':') || v.chars().any(char::is_whitespace) {
                 return Err(Error::Setting {

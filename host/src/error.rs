@@ -20,9 +20,18 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
-    /// A backend that this build cannot serve yet.
-    #[error("{0}")]
-    Unsupported(String),
+    /// A backend that cannot be used: unreachable, refusing the credentials, failing TLS.
+    /// The URL is shown with its password hidden.
+    #[error("cache backend {url}: {problem}")]
+    Backend {
+        /// The URL, password hidden.
+        url: String,
+        /// What went wrong.
+        problem: String,
+    },
+    /// The backend did not answer an operation (down, hung, or the circuit is open).
+    #[error("cache backend unavailable: {0}")]
+    Unavailable(String),
     /// A key or tag template that does not parse.
     #[error("invalid template {template:?}: {problem}")]
     Template {

@@ -42,7 +42,7 @@ mod write;
 
 pub use args::{Args, Value};
 pub use cache::{Cache, CacheBuilder, Stats};
-pub use config::{BackendUrl, RedisUrl, Settings, TtlBuckets};
+pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
 pub use error::Error;
 pub use policy::{OpInfo, OpKind, PolicyLimits, PolicyReport, PolicySource, WORLD};
 pub use rules::{parse_arg, ReadRule, Recache, Template, Ttl, TtlBucket, WriteRule};

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -12,16 +12,18 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::args::Args;
-use crate::backend::memory::Entry;
 use crate::cache::{bump, decode, Cache};
 use crate::rules::{resolve_ttl, ReadRule};
+use crate::store::Lookup;
 use crate::Error;
 
 /// How often a waiter of a `lock`ed key retries when the load it waited for was invalidated
 /// or failed, before it loads on its own without caching.
 const MAX_FLIGHT_ROUNDS: usize = 3;
 
-type Landing = Option<Result<Arc<Entry>, ()>>;
+/// A finished flight: waiters look the key up again (the landed entry is only theirs if it
+/// is still fresh, which the lookup checks).
+type Landing = Option<()>;
 type Flight = (u64, watch::Receiver<Landing>);
 
 /// Loads in flight, by full key (for `lock`).
@@ -36,7 +38,8 @@ enum Joined {
     Waiter(watch::Receiver<Landing>),
 }
 
-/// Held by the task that loads; removes the flight when dropped (also on cancellation).
+/// Held by the task that loads; removes the flight and wakes the waiters when dropped (also
+/// on cancellation).
 pub(crate) struct FlightGuard {
     cache: Cache,
     key: Box<str>,
@@ -44,24 +47,21 @@ pub(crate) struct FlightGuard {
     tx: watch::Sender<Landing>,
 }
 
-impl FlightGuard {
-    fn land(self, landing: Result<Arc<Entry>, ()>) {
-        let _ = self.tx.send(Some(landing));
-    }
-}
-
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        let mut map = self
-            .cache
-            .inner
-            .flights
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
-            map.remove(&self.key);
+        {
+            let mut map = self
+                .cache
+                .inner
+                .flights
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+                map.remove(&self.key);
+            }
         }
+        let _ = self.tx.send(Some(()));
     }
 }
 
@@ -73,6 +73,13 @@ struct Plan {
     early: Option<Duration>,
     refresh: bool,
     lock: bool,
+}
+
+impl Plan {
+    /// The TTL a hit gives the entry again, for sliding expiry.
+    fn sliding(&self) -> Option<Duration> {
+        self.refresh.then_some(self.ttl)
+    }
 }
 
 impl Cache {
@@ -115,13 +122,21 @@ impl Cache {
             bump(&self.inner.stats.uncached);
             return self.load(loader).await;
         };
-        let mem = &self.inner.store.mem;
-        if let Some(entry) = mem.get_fresh(&plan.key) {
-            match decode::<T>(&plan.key, &entry.value) {
+        let store = &self.inner.store;
+        let seen = match store.lookup(&plan.key, &plan.tags, plan.sliding()).await {
+            Ok(seen) => seen,
+            Err(e) => {
+                tracing::debug!(op, "{e}; serving uncached");
+                bump(&self.inner.stats.uncached);
+                return self.load(loader).await;
+            }
+        };
+        if let Some(hit) = &seen.hit {
+            match decode::<T>(&plan.key, &hit.value) {
                 Ok(v) => {
                     bump(&self.inner.stats.hits);
-                    if entry.claim_early_refresh() {
-                        self.refresh_early(entry, plan, loader);
+                    if hit.early_due {
+                        self.refresh_early(seen, plan, loader);
                     }
                     return Ok(v);
                 }
@@ -132,7 +147,7 @@ impl Cache {
         if plan.lock {
             self.read_locked(op, plan, loader).await
         } else {
-            self.load_and_fill(&plan, loader).await.map(|(v, _)| v)
+            self.load_and_fill(&plan, Some(&seen), loader).await
         }
     }
 
@@ -192,100 +207,113 @@ impl Cache {
         loader().await
     }
 
-    /// Fence, load, fill. Returns the value and the entry stored (if it could be serialized).
+    /// Fence, load, fill. The fence is taken before the loader runs; `seen` (a lookup just
+    /// made) saves reading tag versions twice. If the backend fails, the value is still
+    /// returned, uncached.
     async fn load_and_fill<T, E, Fut>(
         &self,
         plan: &Plan,
+        seen: Option<&Lookup>,
         loader: impl FnOnce() -> Fut,
-    ) -> Result<(T, Option<Arc<Entry>>), E>
+    ) -> Result<T, E>
     where
         T: Serialize,
         Fut: Future<Output = Result<T, E>>,
     {
-        let fence = self.inner.store.fence(&plan.tags);
+        let store = &self.inner.store;
+        let fence = store.fence(&plan.tags, seen, plan.ttl).await;
         let value = self.load(loader).await?;
-        let entry = match serde_json::to_vec(&value) {
+        let fence = match fence {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(key = plan.key, "not cached: {e}");
+                return Ok(value);
+            }
+        };
+        match serde_json::to_vec(&value) {
             Ok(bytes) => {
-                let mut e = Entry::new(bytes.into(), fence, plan.ttl);
-                e.early = plan.early;
-                e.refresh = plan.refresh;
-                let e = Arc::new(e);
-                self.inner.store.mem.insert_arc(&plan.key, e.clone());
-                Some(e)
+                if let Err(e) = store
+                    .fill(&plan.key, bytes, fence, plan.ttl, plan.early, plan.refresh)
+                    .await
+                {
+                    tracing::debug!(key = plan.key, "not cached: {e}");
+                }
             }
             Err(err) => {
                 tracing::warn!(
                     key = plan.key,
                     "value not cached, it does not serialize: {err}"
                 );
-                None
             }
-        };
-        Ok((value, entry))
+        }
+        Ok(value)
     }
 
-    /// Stampede control: the first miss of a key loads; the others wait for its entry and use
-    /// it if it is still fresh when it lands.
+    /// Stampede control: in this process, the first miss of a key loads and the others wait
+    /// for it; across hosts, the loader is the one that takes the key's lock in the backend,
+    /// and the others look again with a growing pause (a few commands each, not a busy poll)
+    /// until its value lands or the lock expires. A waiter only takes a landed value if it is
+    /// still fresh, so a write during the load is never hidden from it.
     async fn read_locked<T, E, F, Fut>(&self, op: &str, plan: Plan, loader: F) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let store = &self.inner.store;
         for _ in 0..MAX_FLIGHT_ROUNDS {
             match self.join(&plan.key) {
-                Joined::Leader(guard) => {
-                    // Another flight may have filled the key between our lookup and the join.
-                    if let Some(e) = self.inner.store.mem.get_fresh(&plan.key) {
-                        if let Ok(v) = decode::<T>(&plan.key, &e.value) {
-                            guard.land(Ok(e));
+                Joined::Leader(_guard) => {
+                    let deadline = tokio::time::Instant::now() + store.lock_ttl();
+                    let mut pause = Duration::from_millis(5);
+                    loop {
+                        // Another task or host may have filled the key since our lookup.
+                        let seen = match store.lookup(&plan.key, &plan.tags, None).await {
+                            Ok(seen) => seen,
+                            Err(_) => break,
+                        };
+                        if let Some(v) = seen
+                            .hit
+                            .as_ref()
+                            .and_then(|h| decode::<T>(&plan.key, &h.value).ok())
+                        {
                             return Ok(v);
                         }
+                        match store.try_lock(&plan.key).await {
+                            Ok(Some(owner)) => {
+                                let out = self.load_and_fill(&plan, Some(&seen), loader).await;
+                                store.unlock(&plan.key, owner).await;
+                                return out;
+                            }
+                            Ok(None) => {}
+                            Err(_) => break,
+                        }
+                        if tokio::time::Instant::now() + pause > deadline {
+                            break;
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
                     }
-                    return match self.load_and_fill(&plan, loader).await {
-                        Ok((v, Some(e))) => {
-                            guard.land(Ok(e));
-                            Ok(v)
-                        }
-                        Ok((v, None)) => {
-                            guard.land(Err(()));
-                            Ok(v)
-                        }
-                        Err(e) => {
-                            guard.land(Err(()));
-                            Err(e)
-                        }
-                    };
+                    break;
                 }
                 Joined::Waiter(mut rx) => {
                     bump(&self.inner.stats.coalesced);
-                    let landed = rx
-                        .wait_for(Option::is_some)
-                        .await
-                        .ok()
-                        .and_then(|l| l.clone());
-                    if let Some(Ok(entry)) = landed {
-                        if entry.fence.is_current() {
-                            if let Ok(v) = decode::<T>(&plan.key, &entry.value) {
-                                return Ok(v);
-                            }
+                    let _ = rx.wait_for(Option::is_some).await;
+                    if let Ok(seen) = store.lookup(&plan.key, &plan.tags, None).await {
+                        if let Some(v) = seen
+                            .hit
+                            .as_ref()
+                            .and_then(|h| decode::<T>(&plan.key, &h.value).ok())
+                        {
+                            return Ok(v);
                         }
                     }
                     // The load failed, was cancelled, or was invalidated while in flight: go
                     // again (a new flight, or the fresh entry another one stored).
-                    if let Some(e) = self.inner.store.mem.get_fresh(&plan.key) {
-                        if let Ok(v) = decode::<T>(&plan.key, &e.value) {
-                            return Ok(v);
-                        }
-                    }
                 }
             }
         }
-        tracing::warn!(
-            op,
-            key = plan.key,
-            "lock: no fresh load after {MAX_FLIGHT_ROUNDS} rounds, loading uncached"
-        );
+        tracing::warn!(op, key = plan.key, "lock: no fresh value, loading uncached");
         bump(&self.inner.stats.uncached);
         self.load(loader).await
     }
@@ -309,7 +337,7 @@ impl Cache {
 
     /// Runs the loader in the background and stores its value, fenced as any fill. If it fails,
     /// the next hit in the early window tries again.
-    fn refresh_early<T, E, F, Fut>(&self, old: Arc<Entry>, plan: Plan, loader: F)
+    fn refresh_early<T, E, F, Fut>(&self, seen: Lookup, plan: Plan, loader: F)
     where
         T: Serialize + Send + 'static,
         E: std::fmt::Display + Send + 'static,
@@ -317,15 +345,20 @@ impl Cache {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            old.refreshing.store(false, Ordering::Release);
+            if let Some(h) = &seen.hit {
+                h.release_early_claim();
+            }
             return;
         };
         bump(&self.inner.stats.early_refreshes);
         let cache = self.clone();
         rt.spawn(async move {
-            if let Err(e) = cache.load_and_fill(&plan, loader).await {
+            // The fence is read afresh: the tokens `seen` holds are the ones the hit validated.
+            if let Err(e) = cache.load_and_fill(&plan, Some(&seen), loader).await {
                 tracing::warn!(key = plan.key, "early refresh failed: {e}");
-                old.refreshing.store(false, Ordering::Release);
+                if let Some(h) = &seen.hit {
+                    h.release_early_claim();
+                }
             }
         });
     }

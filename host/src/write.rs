@@ -72,7 +72,7 @@ impl Cache {
                     bump(&self.inner.stats.policy_errors);
                 }
                 bump(&self.inner.stats.namespace_flushes);
-                self.inner.store.invalidate_all();
+                self.inner.store.invalidate_all().await;
                 tracing::error!(
                     op,
                     "write rule failed ({e}); invalidated the whole namespace so that nothing stale is served"
@@ -84,7 +84,7 @@ impl Cache {
 
     /// Applies a write rule: invalidate, then recache.
     pub(crate) async fn apply(&self, rule: WriteRule) {
-        self.inner.store.invalidate(&rule.invalidate);
+        self.inner.store.invalidate(&rule.invalidate).await;
         self.inner
             .stats
             .invalidations

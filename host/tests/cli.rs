@@ -61,7 +61,14 @@ fn check_rejects_what_is_not_a_policy_with_exit_1() {
 fn call_prints_the_rule_as_json() {
     let seed = component("seed-rust");
     let seed = seed.to_str().unwrap();
-    let out = cachelet(&["call", seed, "read", "get_org_user", "org_id=7", "user_id=42"]);
+    let out = cachelet(&[
+        "call",
+        seed,
+        "read",
+        "get_org_user",
+        "org_id=7",
+        "user_id=42",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let rule: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rule["key"], "org:7:user:42");
@@ -71,19 +78,34 @@ fn call_prints_the_rule_as_json() {
     let out = cachelet(&["call", seed, "write", "move_org_user", "org_id=7", "id=42"]);
     let rule: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rule["invalidate"], serde_json::json!(["user:42"]));
-    assert_eq!(rule["recache"][0]["args"], serde_json::json!({"org_id": 7, "user_id": 42}));
+    assert_eq!(
+        rule["recache"][0]["args"],
+        serde_json::json!({"org_id": 7, "user_id": 42})
+    );
 
     // The guest's own render, and a dynamic op.
     let out = cachelet(&["call", "--guest", seed, "read", "get_user", "user_id=1"]);
     let rule: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rule["key"], "user:1");
     let out = cachelet(&["call", seed, "read", "get_search", "q="]);
-    assert_eq!(text(&out.stdout).trim(), "null", "an empty query is not cached");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "null",
+        "an empty query is not cached"
+    );
 
     let out = cachelet(&["call", seed, "read", "get_user", "usr_id=1"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("{user_id}"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("{user_id}"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = cachelet(&["call", seed, "read", "get_user", "user_id"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("name=value"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("name=value"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -112,11 +112,7 @@ impl Memory {
     }
 
     pub fn insert(&self, key: &str, entry: Entry) {
-        self.insert_arc(key, Arc::new(entry));
-    }
-
-    pub fn insert_arc(&self, key: &str, entry: Arc<Entry>) {
-        self.entries.insert(key.into(), entry);
+        self.entries.insert(key.into(), Arc::new(entry));
     }
 
     /// Stores `entry` unless a fresh entry is there; returns whether it was stored.
@@ -150,6 +146,40 @@ impl Memory {
             }
         });
         out.expect("compute closure ran")
+    }
+
+    /// Adds `by` to the integer under `key` (`name` is the key as the caller gave it, for
+    /// errors). An absent key counts from 0 and lives `ttl`; an existing one keeps its time.
+    pub fn incr(&self, key: &str, name: &str, by: i64, ttl: Duration) -> Result<i64, crate::Error> {
+        let bad = |problem: String| crate::Error::Value {
+            key: name.to_string(),
+            problem,
+        };
+        self.update(key, |cur| {
+            let (old, ttl) = match cur {
+                None => (0, ttl),
+                Some(e) => match serde_json::from_slice::<i64>(&e.value) {
+                    Ok(n) => (n, e.ttl.saturating_sub(e.born.elapsed())),
+                    Err(_) => {
+                        return (
+                            None,
+                            Err(bad("holds a value that is not an integer".into())),
+                        )
+                    }
+                },
+            };
+            let Some(new) = old.checked_add(by) else {
+                return (
+                    None,
+                    Err(bad(format!("{old} + {by} overflows a 64-bit integer"))),
+                );
+            };
+            let bytes = new.to_string().into_bytes();
+            (
+                Some(Entry::new(bytes.into(), Fence::default(), ttl)),
+                Ok(new),
+            )
+        })
     }
 
     /// Removes `key`, returning the entry if it was fresh.

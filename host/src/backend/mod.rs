@@ -1,6 +1,7 @@
 //! Where entries live. The memory backend is in-process; Redis joins it as a second backend.
 
 pub(crate) mod memory;
+pub(crate) mod redis;
 
 /// Redis-style glob matching: `*`, `?`, `[abc]`, `[a-z]`, `[^a]` and `\` escapes.
 pub(crate) fn glob_match(pat: &[u8], s: &[u8]) -> bool {

@@ -106,14 +106,20 @@ pub(crate) fn from_wit_ttl(t: types::Ttl) -> Ttl {
     }
 }
 
+// A backend that does not answer looks like an absent key (and a refused write) to the guest;
+// the host logs it.
 impl store::Host for HostState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.store
-            .get(&key)
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    async fn get(&mut self, key: String) -> Option<String> {
+        match self.store.get(&key).await {
+            Ok(v) => v.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            Err(e) => {
+                tracing::debug!(policy = &*self.policy, "store.get: {e}");
+                None
+            }
+        }
     }
 
-    fn set(
+    async fn set(
         &mut self,
         key: String,
         value: String,
@@ -124,28 +130,31 @@ impl store::Host for HostState {
             Some(t) => resolve_ttl(from_wit_ttl(t), &self.store.ttl),
             None => self.store.ttl(None),
         };
-        self.store.set(&key, value.into_bytes(), ttl, if_absent)
+        self.store
+            .set(&key, value.into_bytes(), ttl, if_absent)
+            .await
+            .unwrap_or(false)
     }
 
-    fn delete(&mut self, key: String) -> bool {
-        self.store.delete(&key)
+    async fn delete(&mut self, key: String) -> bool {
+        self.store.delete(&key).await.unwrap_or(false)
     }
 
-    fn exists(&mut self, key: String) -> bool {
-        self.store.exists(&key)
+    async fn exists(&mut self, key: String) -> bool {
+        self.store.exists(&key).await.unwrap_or(false)
     }
 
-    fn incr(&mut self, key: String, by: i64) -> Result<i64, String> {
-        self.store.incr(&key, by).map_err(|e| e.to_string())
+    async fn incr(&mut self, key: String, by: i64) -> Result<i64, String> {
+        self.store.incr(&key, by).await.map_err(|e| e.to_string())
     }
 
-    fn invalidate(&mut self, tags: Vec<String>) {
-        self.store.invalidate(&tags);
+    async fn invalidate(&mut self, tags: Vec<String>) {
+        self.store.invalidate(&tags).await;
     }
 }
 
 impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) {
+    async fn log(&mut self, level: log::Level, message: String) {
         let policy = &*self.policy;
         match level {
             log::Level::Trace => tracing::trace!(policy, "{message}"),
