@@ -207,8 +207,8 @@ async fn bench_hits(r: &mut Report, policy: &PathBuf, anchor: &serde_json::Value
             .await?;
     }
     hits_per_sec(&c, 1, 100_000).await; // warm-up
-    // Each figure is the median of three runs, interleaved so that noise from the shared
-    // machine falls on both sides alike.
+                                        // Each figure is the median of three runs, interleaved so that noise from the shared
+                                        // machine falls on both sides alike.
     let (mut one, mut many, mut moka_one, mut moka_many) = (vec![], vec![], vec![], vec![]);
     for _ in 0..3 {
         one.push(hits_per_sec(&c, 1, 1_000_000).await);
@@ -216,8 +216,12 @@ async fn bench_hits(r: &mut Report, policy: &PathBuf, anchor: &serde_json::Value
         many.push(hits_per_sec(&c, 64, 20_000).await);
         moka_many.push(bare_moka_per_sec(64, 20_000));
     }
-    let (one, many, moka_one, moka_many) =
-        (median(one), median(many), median(moka_one), median(moka_many));
+    let (one, many, moka_one, moka_many) = (
+        median(one),
+        median(many),
+        median(moka_one),
+        median(moka_many),
+    );
     let a_one = anchor_figure(anchor, "a", "svc cache_read(static tags): 1 task");
     let a_many = anchor_figure(
         anchor,
@@ -366,7 +370,7 @@ async fn bench_memory(r: &mut Report, policy: &PathBuf) -> Result<()> {
     r.line("\n## Memory".into());
     r.line(format!(
         "RSS per cached 1 KB entry at {n} entries: {per:.0} bytes ({} entries held)",
-        c.entry_count()
+        c.entry_count().unwrap_or(0)
     ));
     r.figure("rss_per_1kb_entry", per);
     Ok(())
