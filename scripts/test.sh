@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test, on a fresh machine: installs what the tests need (the wasm32-wasip2 target),
+# Every test, on a fresh machine: installs what the tests need (the wasm32-wasip2 target; the
+# Python, JavaScript and C guest toolchains into build/toolchains),
 # checks formatting and lints, builds the guest components from source, runs the workspace's
 # tests (unit, integration against real components, doc tests) and the seed policy's own.
 set -euo pipefail
@@ -15,11 +16,17 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+step "guest toolchains: componentize-py, componentize-js, clang + wit-bindgen (build/toolchains)"
+scripts/guest-toolchains.sh
+# Compiled policies are kept here, so that each test loads a Python or JavaScript component
+# in milliseconds instead of compiling it again (seconds).
+export CACHELET_COMPILE_CACHE=${CACHELET_COMPILE_CACHE:-$root/build/compile-cache}
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 
-step "guest components"
+step "guest components (Rust, Python, JavaScript, C)"
 scripts/build-policies.sh
 cargo test --release --manifest-path examples/policies/seed-rust/Cargo.toml
 
