@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: installs what the tests need (the wasm32-wasip2 target; the
-# Python, JavaScript and C guest toolchains into build/toolchains),
+# Python, JavaScript and C guest toolchains into build/toolchains;
+# redis-server, redis-cli and openssl from Debian's packages for the Redis tests),
 # checks formatting and lints, builds the guest components from source, runs the workspace's
 # tests (unit, integration against real components, doc tests) and the seed policy's own.
 set -euo pipefail
@@ -15,6 +16,20 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+step "redis servers (for the Redis tests)"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if ((${#missing[@]})); then
+  sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q </dev/null
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+fi
+redis-server --version
 
 step "guest toolchains: componentize-py, componentize-js, clang + wit-bindgen (build/toolchains)"
 scripts/guest-toolchains.sh
