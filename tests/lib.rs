@@ -31,3 +31,5 @@ pub fn component(name: &str) -> PathBuf {
     }
     out
 }
+
+pub mod redis;
