@@ -49,6 +49,7 @@ pub(crate) struct Inner {
     pub store: Arc<Store>,
     pub policies: ArcSwap<PolicySet>,
     pub limits: PolicyLimits,
+    pub compile_cache: Option<std::path::PathBuf>,
     pub flights: Flights,
     pub loaders: RwLock<HashMap<String, LoaderFn>>,
     pub stats: Counters,
@@ -120,6 +121,7 @@ pub struct CacheBuilder {
     limits: PolicyLimits,
     policies: Vec<PolicySource>,
     settings: Option<Settings>,
+    compile_cache: Option<std::path::PathBuf>,
 }
 
 impl CacheBuilder {
@@ -168,6 +170,14 @@ impl CacheBuilder {
         self.limits = limits;
         self
     }
+    /// Keeps compiled policies in `dir` (instead of `CACHELET_COMPILE_CACHE`), so that loading
+    /// the same component again skips compiling it: seconds for a Python or JavaScript policy,
+    /// milliseconds from the cache. The folder must be writable only by the host's user: its
+    /// files are machine code that the host runs.
+    pub fn compile_cache(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+        self.compile_cache = Some(dir.as_ref().to_path_buf());
+        self
+    }
     /// Loads a policy component file.
     pub fn policy_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
         self.policies.push(PolicySource::file(path));
@@ -200,13 +210,23 @@ impl CacheBuilder {
         s.mem_max_bytes = self.mem_max_bytes.unwrap_or(s.mem_max_bytes);
         s.validate()?;
         let store = Arc::new(Store::open(&s).await?);
-        let policies = PolicySet::load(&self.policies, &store, self.limits).await?;
+        let compile_cache = self
+            .compile_cache
+            .or_else(crate::policy::precompiled::dir_from_env);
+        let policies = PolicySet::load(
+            &self.policies,
+            &store,
+            self.limits,
+            compile_cache.as_deref(),
+        )
+        .await?;
         Ok(Cache {
             inner: Arc::new(Inner {
                 settings: s,
                 store,
                 policies: ArcSwap::from_pointee(policies),
                 limits: self.limits,
+                compile_cache,
                 flights: Flights::default(),
                 loaders: RwLock::new(HashMap::new()),
                 stats: Counters::default(),
@@ -234,7 +254,13 @@ impl Cache {
         sources: impl IntoIterator<Item = PolicySource>,
     ) -> Result<(), Error> {
         let sources: Vec<_> = sources.into_iter().collect();
-        let set = PolicySet::load(&sources, &self.inner.store, self.inner.limits).await?;
+        let set = PolicySet::load(
+            &sources,
+            &self.inner.store,
+            self.inner.limits,
+            self.inner.compile_cache.as_deref(),
+        )
+        .await?;
         self.inner.policies.store(Arc::new(set));
         Ok(())
     }

@@ -45,4 +45,7 @@ pub use cache::{Cache, CacheBuilder, Stats};
 pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
 pub use error::Error;
 pub use policy::{OpInfo, OpKind, PolicyLimits, PolicyReport, PolicySource, WORLD};
+/// The environment variable naming the precompiled-policy folder (see
+/// [`CacheBuilder::compile_cache`]).
+pub const COMPILE_CACHE_ENV: &str = policy::precompiled::ENV;
 pub use rules::{parse_arg, ReadRule, Recache, Template, Ttl, TtlBucket, WriteRule};

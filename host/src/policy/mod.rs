@@ -9,6 +9,7 @@
 //! ([`crate::rules`]): only dynamic operations cost a Wasm call per request.
 
 mod bindings;
+pub(crate) mod precompiled;
 mod runtime;
 
 use std::collections::HashMap;
@@ -126,8 +127,11 @@ pub struct PolicyReport {
     pub version: String,
     /// Size of the component in bytes.
     pub size: usize,
-    /// Time to compile the component.
+    /// Time to compile the component (or to load its precompiled code).
     pub compile_time: Duration,
+    /// Whether the machine code came from the precompiled cache
+    /// ([`CacheBuilder::compile_cache`](crate::CacheBuilder::compile_cache)).
+    pub precompiled: bool,
     /// Interfaces the component imports.
     pub imports: Vec<String>,
     /// The operations it declares.
@@ -164,6 +168,7 @@ impl Policy {
         source: &PolicySource,
         store: Arc<Store>,
         limits: PolicyLimits,
+        compile_cache: Option<&Path>,
     ) -> Result<Policy, Error> {
         let label = source.label();
         let bad = |problem: String| Error::Load {
@@ -180,7 +185,7 @@ impl Policy {
         check_header(&bytes).map_err(&bad)?;
         let rt = runtime();
         let t0 = Instant::now();
-        let component = Component::from_binary(&rt.engine, &bytes)
+        let (component, precompiled) = precompiled::component(&rt.engine, &bytes, compile_cache)
             .map_err(|e| bad(format!("not a valid WebAssembly component: {e:#}")))?;
         let compile_time = t0.elapsed();
         let imports = check_world(&component).map_err(&bad)?;
@@ -210,6 +215,7 @@ impl Policy {
                 version: String::new(),
                 size: bytes.len(),
                 compile_time,
+                precompiled,
                 imports,
                 ops: Vec::new(),
             },
@@ -587,10 +593,11 @@ impl PolicySet {
         sources: &[PolicySource],
         store: &Arc<Store>,
         limits: PolicyLimits,
+        compile_cache: Option<&Path>,
     ) -> Result<PolicySet, Error> {
         let mut set = PolicySet::empty();
         for src in sources {
-            let policy = Policy::load(src, store.clone(), limits).await?;
+            let policy = Policy::load(src, store.clone(), limits, compile_cache).await?;
             let idx = set.policies.len();
             let Policy { rules, .. } = &policy;
             let mut routes = Vec::with_capacity(rules.len());

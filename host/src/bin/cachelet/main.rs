@@ -95,8 +95,13 @@ async fn run(cli: Cli) -> Result<()> {
                 cachelet::WORLD
             );
             println!(
-                "  size {} bytes, compiled in {:.1} ms",
+                "  size {} bytes, {} in {:.1} ms",
                 report.size,
+                if report.precompiled {
+                    "loaded precompiled"
+                } else {
+                    "compiled"
+                },
                 report.compile_time.as_secs_f64() * 1e3
             );
             println!("  imports:");
