@@ -1,0 +1,454 @@
+//! One conformance suite for every guest language: the seed policy written in Rust, Python,
+//! JavaScript and C (real components, built from source by `scripts/build-policies.sh`) must
+//! be indistinguishable through the host. The Rust seed is the reference:
+//!
+//! - `describe()`: the same ops, kinds, params and routes, static and dynamic alike;
+//! - every op's rule: the host's render of each template equals each guest's own render, for
+//!   arguments of every kind (floats included), and equals the Rust seed's; dynamic ops and
+//!   errors are answered alike;
+//! - end to end: the same scripted service (misses, hits, writes, invalidation, resource
+//!   writes, recache, TTL 0, uncached calls) gives the same trace on every language.
+//!
+//! The backend is `mem://`, or `CACHELET_CONFORMANCE_URL` (e.g. a Redis URL): every cache has
+//! its own prefix, so runs can share a server.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use cachelet::{Args, Cache, Error, Settings, Value};
+use cachelet_tests::{component, repo};
+use serde_json::{json, Value as Json};
+
+/// The reference first.
+const LANGS: [&str; 4] = ["seed-rust", "seed-python", "seed-js", "seed-c"];
+
+fn backend_url() -> String {
+    std::env::var("CACHELET_CONFORMANCE_URL").unwrap_or_else(|_| "mem://".into())
+}
+
+/// A fresh cache (its own prefix) holding the seed policy of `lang`. The first load of each
+/// language compiles it into build/compile-cache, once per test process; the others load the
+/// precompiled code.
+async fn cache(lang: &str, test: &str) -> Cache {
+    static WARM: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let path = component(lang);
+    let build = || {
+        Cache::builder()
+            .settings(Settings::default())
+            .url(backend_url())
+            .prefix(format!("conformance-{test}-{lang}-{}", std::process::id()))
+            .compile_cache(repo().join("build/compile-cache"))
+            .policy_file(&path)
+            .build()
+    };
+    let mut warm = WARM.lock().unwrap_or_else(|p| p.into_inner());
+    if warm.get_or_insert_with(HashSet::new).contains(lang) {
+        drop(warm);
+        return build().await.expect("the seed policy loads");
+    }
+    let c = build().await.expect("the seed policy loads");
+    warm.as_mut().unwrap().insert(lang.to_string());
+    c
+}
+
+#[tokio::test]
+async fn every_language_declares_the_same_ops() {
+    let reference = cache(LANGS[0], "describe").await.policies().remove(0);
+    assert_eq!(reference.ops.len(), 24);
+    for lang in LANGS {
+        let report = cache(lang, "describe").await.policies().remove(0);
+        assert_eq!(
+            (report.name.as_str(), report.version.as_str()),
+            (lang, "0.1.0")
+        );
+        assert_eq!(report.ops.len(), reference.ops.len(), "{lang}");
+        for (got, want) in report.ops.iter().zip(&reference.ops) {
+            assert_eq!(
+                serde_json::to_value(got).unwrap(),
+                serde_json::to_value(want).unwrap(),
+                "{lang}: op {}",
+                want.name
+            );
+        }
+        let dynamic: Vec<&str> = report
+            .ops
+            .iter()
+            .filter(|o| !o.native)
+            .map(|o| o.name.as_str())
+            .collect();
+        assert_eq!(dynamic, ["get_search", "update_user_dynamic"], "{lang}");
+    }
+}
+
+/// Arguments of every kind a template renders, floats included.
+fn odd_values() -> Vec<Value> {
+    vec![
+        Value::Int(42),
+        Value::Int(-7),
+        Value::Int(i64::MAX),
+        Value::Int(i64::MIN),
+        Value::Float(1.0),
+        Value::Float(0.5),
+        Value::Float(-2.25),
+        Value::Float(1e16),
+        Value::Float(1e21),
+        Value::Float(1.5e300),
+        Value::Float(1e-7),
+        Value::Float(5e-324),
+        Value::Float(0.1 + 0.2),
+        Value::Float(123456.789),
+        Value::Float(-0.0),
+        Value::Float(f64::MAX),
+        Value::Bool(true),
+        Value::Bool(false),
+        Value::Null,
+        Value::Text(String::new()),
+        Value::Text("ünïcode ✓ {braces}".into()),
+        Value::Json(r#"{"a":[1,2.5,"x"]}"#.into()),
+    ]
+}
+
+/// One call of every op, with the reference's params filled from `v`.
+fn calls(v: &Value) -> Vec<(&'static str, bool, Args)> {
+    let a = |pairs: &[&'static str]| -> Args {
+        pairs.iter().map(|&n| (n, v.clone())).collect::<Args>()
+    };
+    let reads: [(&str, &[&str]); 15] = [
+        ("get_user", &["user_id"]),
+        ("get_org_user", &["org_id", "user_id"]),
+        ("get_user_card", &["user_id"]),
+        ("get_rate_limit", &["ip"]),
+        ("get_config", &["key"]),
+        ("get_user_with_options", &["user_id", "include_deleted"]),
+        ("get_user_details", &["user_id", "expand"]),
+        ("get_user_profile", &["user_id"]),
+        ("get_user_settings", &["user_id"]),
+        ("get_user_profile_v2", &["user_id"]),
+        ("get_leaderboard", &["board"]),
+        ("get_ticker", &["symbol"]),
+        ("get_session", &["sid"]),
+        ("get_search", &["q"]),
+        ("get_uncached", &["id"]),
+    ];
+    let writes: [(&str, &[&str]); 9] = [
+        ("update_user", &["user_id", "data"]),
+        ("update_user_org", &["user_id", "org_id"]),
+        ("remove_user_from_org", &["user_id", "org_id"]),
+        ("update_user_dynamic", &["user_id"]),
+        ("move_org_user", &["org_id", "id"]),
+        ("update_user_options", &["user_id", "data"]),
+        ("update_user_details", &["user_id"]),
+        ("update_user_entity", &["user_id", "data"]),
+        ("update_search", &[]),
+    ];
+    let mut out = Vec::new();
+    for (op, params) in reads {
+        out.push((op, true, a(params)));
+    }
+    for (op, params) in writes {
+        out.push((op, false, a(params)));
+    }
+    out
+}
+
+/// The rule of one call as JSON, or the error's message; `guest` forces the guest's render.
+async fn rule(c: &Cache, op: &str, read: bool, args: &Args, guest: bool) -> Json {
+    let r = if read {
+        c.read_rule(op, args, guest)
+            .await
+            .map(|r| serde_json::to_value(r).unwrap())
+    } else {
+        c.write_rule(op, args, None, guest)
+            .await
+            .map(|r| serde_json::to_value(r).unwrap())
+    };
+    match r {
+        Ok(rule) => rule,
+        Err(Error::Policy { message, .. }) => json!({ "refused": message }),
+        Err(e @ Error::MissingArg { .. }) => json!({ "host error": e.to_string() }),
+        Err(e) => panic!("{op}: unexpected error {e}"),
+    }
+}
+
+#[tokio::test]
+async fn every_rule_is_the_same_in_every_language_and_in_the_host() {
+    let caches = in_order(LANGS.iter().map(|l| cache(l, "rules"))).await;
+    let mut checked = 0;
+    for v in odd_values() {
+        for (op, read, args) in calls(&v) {
+            let reference = rule(&caches[0], op, read, &args, false).await;
+            for (lang, c) in LANGS.iter().zip(&caches) {
+                let host = rule(c, op, read, &args, false).await;
+                let guest = rule(c, op, read, &args, true).await;
+                assert_eq!(
+                    host, reference,
+                    "{lang} {op} {v:?}: differs from the Rust seed"
+                );
+                assert_eq!(guest, host, "{lang} {op} {v:?}: the guest's render differs");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, odd_values().len() * 24 * LANGS.len());
+
+    // The cases where an op answers something else than a rule.
+    let cases: Vec<(&str, bool, Json)> = vec![
+        // An empty query is not cached; a missing one is an error.
+        ("get_search", true, json!({"q": ""})),
+        ("get_search", true, json!({})),
+        ("update_user_dynamic", false, json!({})),
+        // A template without its argument: the host and every guest name it.
+        ("get_user", true, json!({"usr_id": 1})),
+        ("get_org_user", true, json!({"user_id": 1})),
+        ("update_user_org", false, json!({"user_id": 1})),
+        // recache include names an argument the call lacks: the host skips that recache
+        // (warming must not cost the write its invalidation); the guests refuse.
+        ("update_user", false, json!({"id": 1})),
+        // Renames and extras replace arguments of the same name.
+        (
+            "update_user_options",
+            false,
+            json!({"user_id": 1, "include_deleted": true}),
+        ),
+        (
+            "move_org_user",
+            false,
+            json!({"org_id": 2, "id": 3, "user_id": 4}),
+        ),
+    ];
+    for (op, read, args) in cases {
+        let args = Args::from_serialize(&args).unwrap();
+        for guest in [false, true] {
+            let reference = rule(&caches[0], op, read, &args, guest).await;
+            for (lang, c) in LANGS.iter().zip(&caches) {
+                let got = rule(c, op, read, &args, guest).await;
+                assert_eq!(got, reference, "{lang} {op} {args:?} (guest: {guest})");
+            }
+        }
+    }
+}
+
+/// Awaits the futures one after the other (the caches are built in order, so the first load
+/// of each language compiles it once).
+async fn in_order<F: std::future::Future<Output = Cache>>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<Cache> {
+    let mut out = Vec::new();
+    for f in futures {
+        out.push(f.await);
+    }
+    out
+}
+
+/// A stand-in service: a version per row, and every load recorded.
+#[derive(Clone, Default)]
+struct Service {
+    rows: Arc<Mutex<HashMap<String, u64>>>,
+    trace: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    fn row(&self, row: &str) -> u64 {
+        *self.rows.lock().unwrap().get(row).unwrap_or(&0)
+    }
+
+    fn note(&self, line: String) {
+        self.trace.lock().unwrap().push(line);
+    }
+
+    async fn read(&self, c: &Cache, op: &str, args: Json, row: &str) {
+        let s = self.clone();
+        let (what, row2) = (format!("{op} {args}"), row.to_string());
+        let v: u64 = c
+            .read(op, &args, move || async move {
+                s.note(format!("  load {what}"));
+                Ok::<_, std::io::Error>(s.row(&row2))
+            })
+            .await
+            .unwrap();
+        self.note(format!("read {op} {args} = {v}"));
+    }
+
+    async fn write(&self, c: &Cache, op: &str, args: Json, row: &str) {
+        let s = self.clone();
+        let row2 = row.to_string();
+        c.write(op, &args, || async move {
+            *s.rows.lock().unwrap().entry(row2).or_insert(0) += 1;
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .unwrap();
+        self.note(format!("write {op} {args}"));
+    }
+}
+
+/// The same service on a cache with `lang`'s policy; its trace.
+async fn scenario(lang: &str) -> Vec<String> {
+    let c = cache(lang, "e2e").await;
+    let s = Service::default();
+    // Loaders for recache: every warmed read shows in the trace with its arguments.
+    for op in [
+        "get_user",
+        "get_org_user",
+        "get_user_with_options",
+        "get_user_details",
+        "get_user_profile",
+        "get_user_settings",
+    ] {
+        let s2 = s.clone();
+        c.register_loader(op, move |args: Json| {
+            let s = s2.clone();
+            async move {
+                s.note(format!("  recache {op} {args}"));
+                Ok::<_, std::io::Error>(1000u64)
+            }
+        });
+    }
+    let u = |id: u64| json!({"user_id": id});
+
+    // Misses, hits, and freshness after each kind of write.
+    for (read, rargs, write, wargs) in [
+        ("get_user", u(1), "update_user", u(1)),
+        (
+            "get_org_user",
+            json!({"org_id": 2, "user_id": 1}),
+            "update_user_org",
+            json!({"org_id": 2, "user_id": 1}),
+        ),
+        (
+            "get_org_user",
+            json!({"org_id": 2, "user_id": 1}),
+            "update_user_dynamic",
+            u(1),
+        ),
+        (
+            "get_org_user",
+            json!({"org_id": 3, "user_id": 1}),
+            "remove_user_from_org",
+            json!({"org_id": 3, "user_id": 1}),
+        ),
+        ("get_user_card", u(1), "update_user", u(1)),
+        ("get_user_profile", u(1), "update_user_entity", u(1)),
+        ("get_user_settings", u(1), "update_user", u(1)),
+        ("get_user_profile_v2", u(1), "update_user_entity", u(1)),
+        ("get_search", json!({"q": "x"}), "update_search", json!({})),
+        (
+            "get_user_with_options",
+            json!({"user_id": 1, "include_deleted": true}),
+            "update_user_options",
+            u(1),
+        ),
+        (
+            "get_user_details",
+            json!({"user_id": 1, "expand": false}),
+            "update_user_details",
+            u(1),
+        ),
+        (
+            "get_org_user",
+            json!({"org_id": 5, "user_id": 6}),
+            "move_org_user",
+            json!({"org_id": 5, "id": 6}),
+        ),
+    ] {
+        s.read(&c, read, rargs.clone(), "row").await;
+        s.read(&c, read, rargs.clone(), "row").await;
+        s.write(&c, write, wargs, "row").await;
+        s.read(&c, read, rargs.clone(), "row").await;
+        s.read(&c, read, rargs, "row").await;
+    }
+
+    // A resource write: every entry of the entity, and only of that entity.
+    for id in [7, 8] {
+        for op in [
+            "get_user_profile",
+            "get_user_settings",
+            "get_user_profile_v2",
+        ] {
+            s.read(&c, op, u(id), &format!("u{id}")).await;
+        }
+    }
+    s.write(&c, "update_user_entity", u(7), "u7").await;
+    for id in [7, 8] {
+        for op in [
+            "get_user_profile",
+            "get_user_settings",
+            "get_user_profile_v2",
+        ] {
+            s.read(&c, op, u(id), &format!("u{id}")).await;
+        }
+    }
+
+    // Not cached: TTL 0, an empty query, an unknown op.
+    for (op, args) in [
+        ("get_uncached", json!({"id": 1})),
+        ("get_search", json!({"q": ""})),
+        ("get_nothing", json!({"id": 1})),
+    ] {
+        s.read(&c, op, args.clone(), "x").await;
+        s.read(&c, op, args, "x").await;
+    }
+
+    // Buckets and options reach the host alike: hits within the TTL.
+    for (op, args) in [
+        ("get_rate_limit", json!({"ip": "10.0.0.1"})),
+        ("get_config", json!({"key": "theme"})),
+        ("get_session", json!({"sid": "s1"})),
+        ("get_leaderboard", json!({"board": "global"})),
+        ("get_ticker", json!({"symbol": "ACME"})),
+    ] {
+        s.read(&c, op, args.clone(), "y").await;
+        s.read(&c, op, args, "y").await;
+    }
+
+    let stats = c.stats();
+    s.note(format!(
+        "hits {} misses {} invalidated {} loads {} uncached {} policy_errors {} faults {} \
+         invalidations {} recaches {} flushes {}",
+        stats.hits,
+        stats.misses,
+        stats.invalidated,
+        stats.loads,
+        stats.uncached,
+        stats.policy_errors,
+        stats.guest_faults,
+        stats.invalidations,
+        stats.recaches,
+        stats.namespace_flushes
+    ));
+    // Recache reads run concurrently: their order within one write is not part of the contract.
+    let mut trace = s.trace.lock().unwrap().clone();
+    let mut i = 0;
+    while i < trace.len() {
+        let run = trace[i..]
+            .iter()
+            .take_while(|l| l.starts_with("  recache"))
+            .count();
+        trace[i..i + run].sort();
+        i += run.max(1);
+    }
+    trace
+}
+
+#[tokio::test]
+async fn the_same_service_behaves_the_same_on_every_language() {
+    let reference = scenario(LANGS[0]).await;
+    // Sanity of the reference itself: hits, fresh reads after writes, warmed reads.
+    let text = reference.join("\n");
+    assert!(
+        text.contains("recache get_org_user {\"org_id\":5,\"user_id\":6}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("recache get_user_with_options {\"include_deleted\":false,\"user_id\":1}"),
+        "{text}"
+    );
+    assert!(text.contains("faults 0"), "{text}");
+    for lang in &LANGS[1..] {
+        let trace = scenario(lang).await;
+        for (i, (got, want)) in trace.iter().zip(&reference).enumerate() {
+            assert_eq!(got, want, "{lang}: step {i} differs from the Rust seed");
+        }
+        assert_eq!(trace.len(), reference.len(), "{lang}");
+    }
+}
