@@ -1,5 +1,7 @@
 //! The `cachelet` command line.
 
+mod new;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,6 +45,18 @@ enum Command {
         #[arg(long)]
         guest: bool,
     },
+    /// Scaffold a policy project: the WIT, the language's guest helper, one read and one
+    /// write, a build script. Then run the build script it prints and `cachelet check`.
+    New {
+        /// The language of the policy.
+        #[arg(long, value_enum)]
+        lang: new::Lang,
+        /// The policy's name (lowercase letters, digits, `-`, `_`); also the folder's.
+        name: String,
+        /// Where to create the project (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,6 +94,11 @@ async fn cache_with(policy: &PathBuf) -> Result<Cache> {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::New { lang, name, dir } => {
+            let (_, next) = new::scaffold(lang, &name, dir)?;
+            print!("{next}");
+            Ok(())
+        }
         Command::Check { policy, json } => {
             let cache = cache_with(&policy).await?;
             let report = cache.policies().pop().context("no policy loaded")?;
