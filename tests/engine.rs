@@ -8,10 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachelet::{Args, Cache, Error, Settings, Ttl, TtlBucket, Value};
-use cachelet_tests::component;
+use cachelet_tests::{component, Target};
 use serde_json::{json, Value as Json};
 
-async fn seed_with(settings: Settings) -> Cache {
+/// A cache on the suite's backend with the seed policy, in a namespace of its own.
+async fn seed_with(t: &Target, adjust: impl FnOnce(&mut Settings)) -> Cache {
+    let mut settings = t.settings();
+    adjust(&mut settings);
     Cache::builder()
         .settings(settings)
         .policy_file(component("seed-rust"))
@@ -20,8 +23,8 @@ async fn seed_with(settings: Settings) -> Cache {
         .expect("the seed policy loads")
 }
 
-async fn seed() -> Cache {
-    seed_with(Settings::default()).await
+async fn seed(t: &Target) -> Cache {
+    seed_with(t, |_| {}).await
 }
 
 /// A stand-in database: a version per record, and a count of loads per op.
@@ -80,9 +83,8 @@ async fn wrule(cache: &Cache, op: &str, args: Json) -> cachelet::WriteRule {
         .unwrap()
 }
 
-#[tokio::test]
-async fn guide_read_examples_render_keys_tags_and_ttls() {
-    let c = seed().await;
+pub async fn guide_read_examples_render_keys_tags_and_ttls(t: &Target) {
+    let c = seed(t).await;
     let secs = Ttl::Seconds;
     let bucket = Ttl::Bucket;
     let cases: Vec<(&str, Json, &str, Vec<&str>, Ttl)> = vec![
@@ -175,9 +177,8 @@ async fn guide_read_examples_render_keys_tags_and_ttls() {
     assert_eq!(k.key, "user:1:opts:false");
 }
 
-#[tokio::test]
-async fn guide_write_examples_name_their_tags() {
-    let c = seed().await;
+pub async fn guide_write_examples_name_their_tags(t: &Target) {
+    let c = seed(t).await;
     let cases: Vec<(&str, Json, Vec<&str>)> = vec![
         (
             "update_user",
@@ -213,9 +214,8 @@ async fn guide_write_examples_name_their_tags() {
     assert_eq!(ops, ["get_user_profile", "get_user_settings"]);
 }
 
-#[tokio::test]
-async fn a_read_misses_then_hits_and_a_write_makes_it_fresh() {
-    let c = seed().await;
+pub async fn a_read_misses_then_hits_and_a_write_makes_it_fresh(t: &Target) {
+    let c = seed(t).await;
     let db = Db::default();
     for (read, rargs, write, wargs) in [
         (
@@ -271,9 +271,8 @@ async fn a_read_misses_then_hits_and_a_write_makes_it_fresh() {
     }
 }
 
-#[tokio::test]
-async fn a_resource_write_invalidates_every_entry_of_the_entity_only() {
-    let c = seed().await;
+pub async fn a_resource_write_invalidates_every_entry_of_the_entity_only(t: &Target) {
+    let c = seed(t).await;
     let db = Db::default();
     let reads = [
         "get_user_profile",
@@ -301,9 +300,8 @@ async fn a_resource_write_invalidates_every_entry_of_the_entity_only() {
     }
 }
 
-#[tokio::test]
-async fn recache_warms_reads_with_include_rename_and_extra() {
-    let c = seed().await;
+pub async fn recache_warms_reads_with_include_rename_and_extra(t: &Target) {
+    let c = seed(t).await;
     let seen: Arc<Mutex<Vec<(String, Json)>>> = Arc::default();
     for op in [
         "get_user",
@@ -379,9 +377,8 @@ async fn recache_warms_reads_with_include_rename_and_extra() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_stale_read_after_a_write_returns_under_10000_interleavings() {
-    let c = seed().await;
+pub async fn no_stale_read_after_a_write_returns_under_10000_interleavings(t: &Target) {
+    let c = seed(t).await;
     let db = Db::default();
     let stale = Arc::new(AtomicU64::new(0));
     let rounds = 10_000u64;
@@ -438,9 +435,8 @@ async fn no_stale_read_after_a_write_returns_under_10000_interleavings() {
     assert_eq!(db.get("race0"), rounds / keys);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_concurrent_cold_reads_with_lock_load_once() {
-    let c = seed().await;
+pub async fn a_hundred_concurrent_cold_reads_with_lock_load_once(t: &Target) {
+    let c = seed(t).await;
     let loads = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -466,12 +462,12 @@ async fn a_hundred_concurrent_cold_reads_with_lock_load_once() {
     assert_eq!(c.stats().coalesced, 99);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_waiter_never_takes_a_load_that_a_write_invalidated() {
-    let c = seed().await;
+pub async fn a_lock_waiter_never_takes_a_load_that_a_write_invalidated(t: &Target) {
+    let c = seed(t).await;
     let db = Db::default();
     // The leader loads the old row slowly; a write lands meanwhile; a reader arriving after
     // the write must not be handed the leader's old value.
+    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
     let leader = {
         let (c, db) = (c.clone(), db.clone());
         tokio::spawn(async move {
@@ -480,6 +476,7 @@ async fn a_lock_waiter_never_takes_a_load_that_a_write_invalidated() {
                 &json!({"user_id": 5}),
                 move || async move {
                     let v = db.get("p5");
+                    let _ = loaded.send(());
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     Ok::<_, std::io::Error>(v)
                 },
@@ -488,7 +485,7 @@ async fn a_lock_waiter_never_takes_a_load_that_a_write_invalidated() {
             .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    has_loaded.await.unwrap();
     let written = db
         .write(&c, "update_user_entity", json!({"user_id": 5}), "p5")
         .await;
@@ -508,9 +505,8 @@ async fn a_lock_waiter_never_takes_a_load_that_a_write_invalidated() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn early_ttl_refreshes_once_in_the_background() {
-    let c = seed().await;
+pub async fn early_ttl_refreshes_once_in_the_background(t: &Target) {
+    let c = seed(t).await;
     let r = rule(&c, "get_ticker", json!({"symbol": "ACME"})).await;
     let early = Duration::from_secs(r.early_ttl.expect("get_ticker has an early ttl").into());
     let db = Db::default();
@@ -546,11 +542,9 @@ async fn early_ttl_refreshes_once_in_the_background() {
     );
 }
 
-#[tokio::test]
-async fn refresh_slides_the_ttl_and_buckets_follow_the_settings() {
-    let settings =
-        Settings::from_lookup(|k| (k == "CACHE_TTL_SHORT").then(|| "2".to_string())).unwrap();
-    let c = seed_with(settings).await;
+pub async fn refresh_slides_the_ttl_and_buckets_follow_the_settings(t: &Target) {
+    let env = Settings::from_lookup(|k| (k == "CACHE_TTL_SHORT").then(|| "2".to_string())).unwrap();
+    let c = seed_with(t, |s| s.ttl = env.ttl).await;
     let db = Db::default();
     // get_session: short bucket (2 s here), sliding.
     db.read(&c, "get_session", json!({"sid": "s1"}), "s").await;
@@ -579,9 +573,8 @@ async fn refresh_slides_the_ttl_and_buckets_follow_the_settings() {
     );
 }
 
-#[tokio::test]
-async fn ttl_zero_and_a_none_rule_do_not_cache() {
-    let c = seed().await;
+pub async fn ttl_zero_and_a_none_rule_do_not_cache(t: &Target) {
+    let c = seed(t).await;
     let db = Db::default();
     db.read(&c, "get_uncached", json!({"id": 1}), "x").await;
     db.read(&c, "get_uncached", json!({"id": 1}), "x").await;
@@ -596,17 +589,13 @@ async fn ttl_zero_and_a_none_rule_do_not_cache() {
     assert_eq!(db.loads("get_search"), 2);
 }
 
-#[tokio::test]
-async fn caches_with_another_prefix_or_version_never_share_entries() {
-    let base = seed().await;
-    let other_prefix = seed_with(Settings {
-        prefix: "other".into(),
-        ..Settings::default()
-    })
-    .await;
-    let other_version = seed_with(Settings {
-        version: "v2".into(),
-        ..Settings::default()
+pub async fn caches_with_another_prefix_or_version_never_share_entries(t: &Target) {
+    let base = seed(t).await;
+    let prefix = base.settings().prefix.clone();
+    let other_prefix = seed_with(t, |s| s.prefix = format!("{prefix}x")).await;
+    let other_version = seed_with(t, |s| {
+        s.prefix = prefix.clone();
+        s.version = "v2".into();
     })
     .await;
     let db = Db::default();
@@ -629,9 +618,8 @@ async fn caches_with_another_prefix_or_version_never_share_entries() {
     );
 }
 
-#[tokio::test]
-async fn direct_operations() {
-    let c = seed().await;
+pub async fn direct_operations(t: &Target) {
+    let c = seed(t).await;
     c.set("key", &"value", Some(Ttl::Seconds(300)))
         .await
         .unwrap();
@@ -681,9 +669,8 @@ async fn direct_operations() {
     c.ping().await.unwrap();
 }
 
-#[tokio::test]
-async fn bad_input_is_named() {
-    let c = seed().await;
+pub async fn bad_input_is_named(t: &Target) {
+    let c = seed(t).await;
     let e = c
         .read_rule("get_user", &json!({"usr_id": 1}), false)
         .await
@@ -724,9 +711,8 @@ async fn bad_input_is_named() {
     assert!(e.to_string().contains("struct or a map"), "{e}");
 }
 
-#[tokio::test]
-async fn policies_are_swapped_while_serving_and_a_bad_swap_changes_nothing() {
-    let c = seed().await;
+pub async fn policies_are_swapped_while_serving_and_a_bad_swap_changes_nothing(t: &Target) {
+    let c = seed(t).await;
     let db = Db::default();
     db.read(&c, "get_user", json!({"user_id": 1}), "u").await;
     let bad = c
@@ -769,3 +755,51 @@ fn args_from_structs_and_pairs_agree() {
     assert_eq!(a, Args::new().with("org_id", 1).with("user_id", 2));
     assert_eq!(a.get("user_id"), Some(&Value::Int(2)));
 }
+
+/// Instantiates the suite: one test module per backend, the same tests in each.
+macro_rules! suite {
+    ($module:ident, $target:expr, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(&$target).await
+                }
+            )*
+        }
+    };
+}
+
+/// Every test of the suite, handed to `suite!`.
+macro_rules! on_every_backend {
+    ($module:ident, $target:expr) => {
+        suite!(
+            $module,
+            $target,
+            [
+                guide_read_examples_render_keys_tags_and_ttls,
+                guide_write_examples_name_their_tags,
+                a_read_misses_then_hits_and_a_write_makes_it_fresh,
+                a_resource_write_invalidates_every_entry_of_the_entity_only,
+                recache_warms_reads_with_include_rename_and_extra,
+                no_stale_read_after_a_write_returns_under_10000_interleavings,
+                a_hundred_concurrent_cold_reads_with_lock_load_once,
+                a_lock_waiter_never_takes_a_load_that_a_write_invalidated,
+                early_ttl_refreshes_once_in_the_background,
+                refresh_slides_the_ttl_and_buckets_follow_the_settings,
+                ttl_zero_and_a_none_rule_do_not_cache,
+                caches_with_another_prefix_or_version_never_share_entries,
+                direct_operations,
+                bad_input_is_named,
+                policies_are_swapped_while_serving_and_a_bad_swap_changes_nothing
+            ]
+        );
+    };
+}
+
+on_every_backend!(memory, Target::memory());
+on_every_backend!(redis, Target::redis());
+on_every_backend!(redis_acl, Target::redis_acl());
+on_every_backend!(redis_tls, Target::redis_tls());
+on_every_backend!(redis_cluster, Target::redis_cluster());

@@ -33,3 +33,6 @@ pub fn component(name: &str) -> PathBuf {
 }
 
 pub mod redis;
+mod target;
+
+pub use target::Target;

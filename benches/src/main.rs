@@ -133,6 +133,9 @@ async fn bench_policy(r: &mut Report, policy: &PathBuf) -> Result<()> {
     r.line(format!(
         "native Rust function, same rule as get_search {native:>6.0} ns"
     ));
+    r.line(format!(
+        "(of which: arguments from a JSON map         {conv:>6.0} ns)"
+    ));
     r.figure("policy_wasm_ns", wasm);
     r.figure("policy_template_ns", template);
     r.figure("policy_native_ns", native);
@@ -376,10 +379,235 @@ async fn bench_memory(r: &mut Report, policy: &PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// Figures of `redis-benchmark -t get` at 1 and 64 clients, measured by the script.
+struct RedisBenchmark {
+    c1: Option<f64>,
+    c64: Option<f64>,
+}
+
+fn redis_settings(url: &str, prefix: &str) -> Result<Settings> {
+    Ok(Settings {
+        url: cachelet::BackendUrl::parse(url)?,
+        prefix: prefix.into(),
+        ..Settings::default()
+    })
+}
+
+async fn bare_redis_gets_per_sec(
+    conn: &redis::aio::ConnectionManager,
+    tasks: u64,
+    per_task: u64,
+) -> f64 {
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let mut c = conn.clone();
+        handles.push(tokio::spawn(async move {
+            let key = format!("bare:{t}");
+            for _ in 0..per_task {
+                let v: Vec<u8> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                let row: Row = serde_json::from_slice(&v).unwrap();
+                std::hint::black_box(row);
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    (tasks * per_task) as f64 / t0.elapsed().as_secs_f64()
+}
+
+async fn bench_redis(
+    r: &mut Report,
+    policy: &PathBuf,
+    url: &str,
+    anchor: &serde_json::Value,
+    rb: &RedisBenchmark,
+) -> Result<()> {
+    let c = cache(policy, redis_settings(url, "bench")?).await?;
+    for t in 0..64u64 {
+        let _: Row = c
+            .read("get_user", &UserId { user_id: t }, move || async move {
+                Ok::<_, std::io::Error>(Row {
+                    id: t,
+                    name: "x".repeat(32),
+                })
+            })
+            .await?;
+    }
+    let client = redis::Client::open(url)?;
+    let conn = redis::aio::ConnectionManager::new(client).await?;
+    for t in 0..64u64 {
+        let v = serde_json::to_vec(&Row {
+            id: t,
+            name: "x".repeat(32),
+        })?;
+        let _: () = redis::cmd("SET")
+            .arg(format!("bare:{t}"))
+            .arg(v)
+            .query_async(&mut conn.clone())
+            .await?;
+    }
+    hits_per_sec(&c, 1, 2000).await;
+    let (mut one, mut many, mut bare_one, mut bare_many) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..3 {
+        one.push(hits_per_sec(&c, 1, 20_000).await);
+        bare_one.push(bare_redis_gets_per_sec(&conn, 1, 20_000).await);
+        many.push(hits_per_sec(&c, 64, 2_000).await);
+        bare_many.push(bare_redis_gets_per_sec(&conn, 64, 2_000).await);
+    }
+    let (one, many, bare_one, bare_many) = (
+        median(one),
+        median(many),
+        median(bare_one),
+        median(bare_many),
+    );
+    let a_one = anchor_figure(anchor, "a", "svc cache_read(static tags): 1 task");
+    let a_many = anchor_figure(
+        anchor,
+        "a",
+        "svc cache_read(static tags): 64 tasks, 64 distinct hot keys",
+    );
+    let fmt = |v: Option<f64>| v.map_or("not run".to_string(), |v| format!("{v:.0}/s"));
+    r.line("\n## Hit path on Redis (read of a warm key, policy included; loopback Redis)".into());
+    r.line("| | 1 task | 64 tasks |".into());
+    r.line("|---|---|---|".into());
+    r.line(format!("| cachelet read | {one:.0}/s | {many:.0}/s |"));
+    r.line(format!("| bare redis-rs GET + deserialize, same connection kind | {bare_one:.0}/s | {bare_many:.0}/s |"));
+    r.line(format!(
+        "| redis-benchmark -t get (-c 1 / -c 64) | {} | {} |",
+        fmt(rb.c1),
+        fmt(rb.c64)
+    ));
+    r.line(format!(
+        "| svc-infra cache_read on Redis (anchor) | {} | {} |",
+        fmt(a_one),
+        fmt(a_many)
+    ));
+    r.line(format!(
+        "| cachelet / bare GET | {:.0}% (target >= 90%) | {:.0}% (target >= 50%) |",
+        100.0 * one / bare_one,
+        100.0 * many / bare_many
+    ));
+    if let (Some(a1), Some(am)) = (a_one, a_many) {
+        r.line(format!(
+            "| cachelet / anchor | {:.1}x | {:.1}x (target >= 30x) |",
+            one / a1,
+            many / am
+        ));
+    }
+    r.figure("redis_hit_1_per_s", one);
+    r.figure("redis_hit_64_per_s", many);
+    r.figure("redis_bare_1_per_s", bare_one);
+    r.figure("redis_bare_64_per_s", bare_many);
+
+    // Commands per hit, miss and write.
+    let cmds = |c: &Cache| c.stats().redis_commands;
+    let n0 = cmds(&c);
+    for _ in 0..100 {
+        let _: Row = c
+            .read("get_user", &UserId { user_id: 1 }, || async {
+                Err::<Row, _>("hit")
+            })
+            .await
+            .unwrap();
+    }
+    let per_hit = (cmds(&c) - n0) as f64 / 100.0;
+    let n0 = cmds(&c);
+    let t0 = Instant::now();
+    let misses = 2000u64;
+    for u in 0..misses {
+        let _: Row = c
+            .read(
+                "get_user",
+                &UserId {
+                    user_id: 1_000_000 + u,
+                },
+                move || async move {
+                    Ok::<_, std::io::Error>(Row {
+                        id: u,
+                        name: "x".repeat(32),
+                    })
+                },
+            )
+            .await?;
+    }
+    let miss_us = t0.elapsed().as_secs_f64() * 1e6 / misses as f64;
+    let per_miss = (cmds(&c) - n0) as f64 / misses as f64;
+    let n0 = cmds(&c);
+    for u in 0..100u64 {
+        c.write(
+            "update_user_org",
+            &json!({"org_id": 9, "user_id": u}),
+            || async { Ok::<_, std::io::Error>(()) },
+        )
+        .await?;
+    }
+    let per_write = (cmds(&c) - n0) as f64 / 100.0;
+    r.line(format!(
+        "\nRedis commands: {per_hit:.1} per hit, {per_miss:.1} per miss+fill, {per_write:.1} per write \
+         (two tags). Miss+fill: {miss_us:.0} us per read, 1 task{}.",
+        anchor_figure(anchor, "b", "svc cache_read(static tags): miss+fill, 1 task")
+            .map_or(String::new(), |a| format!(" (anchor: {a:.0} us)"))
+    ));
+    r.figure("redis_commands_per_hit", per_hit);
+    r.figure("redis_commands_per_miss", per_miss);
+    r.figure("redis_commands_per_write", per_write);
+    r.figure("redis_miss_fill_us", miss_us);
+
+    // Invalidation of one tag over 10,000 entries.
+    let n = 10_000u64;
+    let mut fills = Vec::new();
+    for u in 0..n {
+        let c = c.clone();
+        fills.push(tokio::spawn(async move {
+            let _: u64 = c
+                .read(
+                    "get_org_user",
+                    &json!({"org_id": 1, "user_id": u}),
+                    move || async move { Ok::<_, std::io::Error>(u) },
+                )
+                .await
+                .unwrap();
+        }));
+    }
+    for f in fills {
+        f.await?;
+    }
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        c.write(
+            "update_user_org",
+            &json!({"org_id": 1, "user_id": 0}),
+            || async { Ok::<_, std::io::Error>(()) },
+        )
+        .await?;
+        times.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    let med = median(times);
+    r.line(format!(
+        "Invalidation of one tag over {n} entries on Redis: {med:.0} us (target < 1 ms){}",
+        anchor_figure(anchor, "c", "cache_write(tags=[one tag]) covering N=10000")
+            .map_or(String::new(), |a| format!("; anchor: {a:.1} ms"))
+    ));
+    r.figure("redis_invalidate_10000_us", med);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut policy = None;
     let mut anchor = serde_json::Value::Null;
     let mut out = None;
+    let mut redis_url = None;
+    let mut rb = RedisBenchmark {
+        c1: None,
+        c64: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -388,6 +616,9 @@ fn main() -> Result<()> {
                 anchor = serde_json::from_str(&std::fs::read_to_string(&f)?)?;
             }
             "--json" => out = Some(args.next().context("--json FILE")?),
+            "--redis" => redis_url = Some(args.next().context("--redis URL")?),
+            "--redis-benchmark-c1" => rb.c1 = args.next().and_then(|v| v.parse().ok()),
+            "--redis-benchmark-c64" => rb.c64 = args.next().and_then(|v| v.parse().ok()),
             p => policy = Some(PathBuf::from(p)),
         }
     }
@@ -406,6 +637,9 @@ fn main() -> Result<()> {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let run = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
     rt.block_on(async {
+        if let Some(url) = &redis_url {
+            return bench_redis(&mut r, &policy, url, &anchor, &rb).await;
+        }
         if run("memory") {
             bench_memory(&mut r, &policy).await?;
         }

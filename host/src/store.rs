@@ -14,7 +14,7 @@ use crate::Error;
 
 pub(crate) enum Backend {
     Memory(Memory),
-    Redis(Redis),
+    Redis(Box<Redis>),
 }
 
 /// Tag versions read before a loader ran.
@@ -68,7 +68,7 @@ impl Store {
         let backend = match &settings.url {
             BackendUrl::Memory => Backend::Memory(Memory::new(settings.mem_max_bytes)),
             BackendUrl::Redis(url) => {
-                Backend::Redis(Redis::connect(url, &settings.redis, &ns).await?)
+                Backend::Redis(Box::new(Redis::connect(url, &settings.redis, &ns).await?))
             }
         };
         Ok(Store {

@@ -401,10 +401,9 @@ impl Redis {
                 Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
             }
         };
-        match tokio::time::timeout(self.opts.timeout, fut).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(RedisFailure::Timeout(self.opts.timeout)),
-        }
+        // redis-rs bounds each request by the response timeout (and a reconnection by the
+        // connection timeout): no second timer on the hot path.
+        Ok(fut.await?)
     }
 
     /// One command through the circuit.
@@ -442,10 +441,7 @@ impl Redis {
                 .collect(),
             }
         };
-        let r = match tokio::time::timeout(self.opts.timeout, fut).await {
-            Ok(r) => r.map_err(RedisFailure::from),
-            Err(_) => Err(RedisFailure::Timeout(self.opts.timeout)),
-        };
+        let r = fut.await.map_err(RedisFailure::from);
         match &r {
             Ok(_) => self.failures.store(0, Ordering::Relaxed),
             Err(e) => self.failed(e),
@@ -497,34 +493,31 @@ impl Redis {
         };
         let mut values = values.into_iter();
         let entry = values.next().flatten();
-        let current: Vec<Option<String>> = values
-            .map(|v| v.and_then(|b| String::from_utf8(b).ok()))
-            .collect();
-        let known = Tokens(
-            current
-                .iter()
-                .map(|t| t.clone().unwrap_or_default())
-                .collect(),
-        );
-        let Some(raw) = entry else {
-            return Ok((None, known));
+        let current: Vec<Option<Vec<u8>>> = values.collect();
+        let env = entry.as_deref().and_then(Envelope::parse);
+        let fresh = env.as_ref().is_some_and(|env| {
+            env.tokens.len() == current.len()
+                && env
+                    .tokens
+                    .iter()
+                    .zip(&current)
+                    .all(|(a, b)| b.as_deref() == Some(*a))
+        });
+        let (Some(env), true) = (env, fresh) else {
+            // A miss: the tokens just read fence the fill that follows.
+            let known = current
+                .into_iter()
+                .map(|t| {
+                    t.and_then(|b| String::from_utf8(b).ok())
+                        .unwrap_or_default()
+                })
+                .collect();
+            return Ok((None, Tokens(known)));
         };
-        let Some(env) = Envelope::parse(&raw) else {
-            return Ok((None, known));
-        };
-        let fresh = env.tokens.len() == current.len()
-            && env
-                .tokens
-                .iter()
-                .zip(&current)
-                .all(|(a, b)| b.as_deref() == Some(a.as_str()));
-        if !fresh {
-            return Ok((None, known));
-        }
         let early_due = env.early_ms > 0 && now_ms().saturating_sub(env.born_ms) >= env.early_ms;
-        let value: Arc<[u8]> = raw[env.value_at..].into();
+        let value: Arc<[u8]> = env.value.into();
         let early_due = early_due && self.claim_early(key).await;
-        Ok((Some(RedisHit { value, early_due }), known))
+        Ok((Some(RedisHit { value, early_due }), Tokens::default()))
     }
 
     /// One host refreshes an entry early; the others keep serving it.
@@ -860,10 +853,9 @@ impl Redis {
     /// A direct read of a key the read path filled gives its value if it is still fresh.
     async fn unwrap_direct(&self, v: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, RedisFailure> {
         let Some(raw) = v else { return Ok(None) };
-        let Some(env) = Envelope::parse(&raw) else {
+        if Envelope::parse(&raw).is_none() {
             return Ok(Some(raw));
-        };
-        let _ = env;
+        }
         // Entries of the read path are only fresh with their tags, which a direct read does
         // not know: report them as absent rather than risk a stale value.
         Ok(None)
@@ -949,15 +941,15 @@ fn glob_escape(s: &str) -> String {
 }
 
 /// An entry as stored: `MAGIC`, born (ms, u64 LE), early age (ms, u64 LE), token count (u8),
-/// each token (u8 length + bytes), then the value.
-struct Envelope {
-    tokens: Vec<String>,
+/// each token (u8 length + bytes), then the value. Parsed without copying.
+struct Envelope<'a> {
+    tokens: Vec<&'a [u8]>,
     born_ms: u64,
     early_ms: u64,
-    value_at: usize,
+    value: &'a [u8],
 }
 
-impl Envelope {
+impl<'a> Envelope<'a> {
     fn encode(tokens: &[String], born_ms: u64, early_ms: u64, value: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 + 17 + tokens.len() * 17 + value.len());
         out.extend_from_slice(MAGIC);
@@ -973,7 +965,7 @@ impl Envelope {
         out
     }
 
-    fn parse(raw: &[u8]) -> Option<Envelope> {
+    fn parse(raw: &'a [u8]) -> Option<Envelope<'a>> {
         let rest = raw.strip_prefix(MAGIC)?;
         let born_ms = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
         let early_ms = u64::from_le_bytes(rest.get(8..16)?.try_into().ok()?);
@@ -982,15 +974,14 @@ impl Envelope {
         let mut tokens = Vec::with_capacity(n);
         for _ in 0..n {
             let len = *rest.get(at)? as usize;
-            let t = rest.get(at + 1..at + 1 + len)?;
-            tokens.push(String::from_utf8(t.to_vec()).ok()?);
+            tokens.push(rest.get(at + 1..at + 1 + len)?);
             at += 1 + len;
         }
         Some(Envelope {
             tokens,
             born_ms,
             early_ms,
-            value_at: MAGIC.len() + at,
+            value: rest.get(at..)?,
         })
     }
 }
@@ -1004,8 +995,9 @@ mod tests {
         let toks = vec!["00aa".to_string(), "ffee".to_string()];
         let raw = Envelope::encode(&toks, 12345, 678, b"{\"v\":1}");
         let e = Envelope::parse(&raw).unwrap();
-        assert_eq!((e.tokens, e.born_ms, e.early_ms), (toks, 12345, 678));
-        assert_eq!(&raw[e.value_at..], b"{\"v\":1}");
+        assert_eq!(e.tokens, [b"00aa".as_slice(), b"ffee".as_slice()]);
+        assert_eq!((e.born_ms, e.early_ms), (12345, 678));
+        assert_eq!(e.value, b"{\"v\":1}");
         assert!(Envelope::parse(b"{\"plain\":true}").is_none());
         assert!(Envelope::parse(b"\0cl1\x01").is_none());
     }
