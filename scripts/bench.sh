@@ -21,3 +21,14 @@ fi
 echo "# cachelet, $(date -u +%Y-%m-%d), $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 "$root/target/release/cachelet-bench" "$root/build/policies/seed-rust.wasm" \
   "${anchor_args[@]}" --json "$root/build/bench/cachelet-mem.json"
+
+# Guest languages: the seed policy rebuilt from source in Rust, Python, JavaScript and C, then
+# sized, loaded (compiled, then precompiled) and called (BENCH_ONLY=languages for this alone).
+if [ -z "${BENCH_ONLY:-}" ] || [[ ,$BENCH_ONLY, == *,languages,* ]]; then
+  echo "# guest languages"
+  touch "$root/examples/policies/seed-rust/src/lib.rs"
+  rm -f "$root"/build/policies/seed-{python,js,c}.wasm
+  "$root/scripts/build-policies.sh" seed-rust seed-python seed-js seed-c
+  cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p cachelet-bench --bin languages
+  "$root/target/release/languages" "$root/build/policies" --json "$root/build/bench/languages.json"
+fi

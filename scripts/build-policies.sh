@@ -5,7 +5,7 @@
 # A component newer than its sources is not rebuilt. With names, builds only those.
 #   scripts/build-policies.sh                 # all
 #   scripts/build-policies.sh seed-python     # one
-# Non-Rust build times land in build/policies/build-times.tsv (when, name, time, size).
+# Build times land in build/policies/build-times.tsv (when, name, time, size).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT_DIR:-$root/build/policies}
@@ -95,18 +95,16 @@ names=("$@")
 [ ${#names[@]} -gt 0 ] || names=("${!rust[@]}" "${!python[@]}" "${!js[@]}" "${!c[@]}")
 mkdir -p "$out"
 for name in "${names[@]}"; do
-  if [ -n "${rust[$name]:-}" ]; then
-    build_rust "$name" "${rust[$name]}"
-    continue
-  fi
-  if [ -n "${python[$name]:-}" ]; then lang=python dir=${python[$name]}
+  if [ -n "${rust[$name]:-}" ]; then lang=rust dir=${rust[$name]}
+  elif [ -n "${python[$name]:-}" ]; then lang=python dir=${python[$name]}
   elif [ -n "${js[$name]:-}" ]; then lang=js dir=${js[$name]}
   elif [ -n "${c[$name]:-}" ]; then lang=c dir=${c[$name]}
   else
     echo "unknown guest $name (known: ${!rust[*]} ${!python[*]} ${!js[*]} ${!c[*]})" >&2
     exit 2
   fi
-  stale "$name" "$root/$dir" "$root/guest-sdk/$lang" || continue
+  # cargo knows what changed in a Rust guest; the others are rebuilt when a source is newer.
+  [ $lang = rust ] || stale "$name" "$root/$dir" "$root/guest-sdk/$lang" || continue
   # Toolchains first, so that the time below is the build's alone.
   "$root/scripts/guest-toolchains.sh" "$lang"
   t0=$(date +%s%N)

@@ -164,6 +164,10 @@ class Template {
   }
 }
 
+// Templates rendered by dynamic ops, parsed once (the engine interprets JavaScript: a parse
+// per call is measurable).
+const PARSED = new Map();
+
 // ---- the arguments of one call ------------------------------------------------------------
 
 /** The named arguments of one call (and, for a write, its result). */
@@ -192,7 +196,12 @@ export class Args {
 
   /** Renders `template` (e.g. `'user:{user_id}'`) with these arguments, as the host does. */
   render(template) {
-    return new Template(template).render(this);
+    let parsed = PARSED.get(template);
+    if (!parsed) {
+      parsed = new Template(template);
+      if (PARSED.size < 1024) PARSED.set(template, parsed);
+    }
+    return parsed.render(this);
   }
 }
 
@@ -400,6 +409,8 @@ export class CachePolicy {
   }
 
   #checked() {
+    if (!this.pending.length && this.settled) return;
+    this.settled = true;
     for (const [op, recaches] of this.pending) {
       for (const r of recaches) {
         const target = this.ops.find((o) => o.info.name === r.op);

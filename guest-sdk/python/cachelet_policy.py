@@ -220,7 +220,16 @@ class Args:
 
     def render(self, template):
         """Renders ``template`` (e.g. ``"user:{user_id}"``) with these arguments."""
-        return _Template(template).render(self)
+        parsed = _PARSED.get(template)
+        if parsed is None:
+            parsed = _Template(template)
+            if len(_PARSED) < 1024:
+                _PARSED[template] = parsed
+        return parsed.render(self)
+
+
+# Templates rendered by dynamic ops, parsed once.
+_PARSED = {}
 
 
 # ---- declarations ------------------------------------------------------------------------
@@ -323,6 +332,7 @@ class CachePolicy:
         self._ops = []
         self._reads = {}  # declared reads, for recache checks: name -> is_read
         self._pending = []  # writes whose recache targets are checked on first use
+        self._settled = False
 
     # -- reads --
 
@@ -466,6 +476,9 @@ class CachePolicy:
         return op
 
     def _checked(self):
+        if not self._pending and self._settled:
+            return self
+        self._settled = True
         # Recache targets are known once every op is declared.
         for op, recaches in self._pending:
             for r in recaches:
