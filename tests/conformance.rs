@@ -9,34 +9,29 @@
 //! - end to end: the same scripted service (misses, hits, writes, invalidation, resource
 //!   writes, recache, TTL 0, uncached calls) gives the same trace on every language.
 //!
-//! The backend is `mem://`, or `CACHELET_CONFORMANCE_URL` (e.g. a Redis URL): every cache has
-//! its own prefix, so runs can share a server.
+//! Rules do not depend on the backend: they are compared on memory. The end-to-end scenario
+//! runs on every backend of the harness (memory, and a real Redis server); each cache has a
+//! namespace of its own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use cachelet::{Args, Cache, Error, Settings, Value};
-use cachelet_tests::{component, repo};
+use cachelet::{Args, Cache, Error, Value};
+use cachelet_tests::{component, repo, Target};
 use serde_json::{json, Value as Json};
 
 /// The reference first.
 const LANGS: [&str; 4] = ["seed-rust", "seed-python", "seed-js", "seed-c"];
 
-fn backend_url() -> String {
-    std::env::var("CACHELET_CONFORMANCE_URL").unwrap_or_else(|_| "mem://".into())
-}
-
-/// A fresh cache (its own prefix) holding the seed policy of `lang`. The first load of each
-/// language compiles it into build/compile-cache, once per test process; the others load the
-/// precompiled code.
-async fn cache(lang: &str, test: &str) -> Cache {
+/// A fresh cache on `target` (a namespace of its own) holding the seed policy of `lang`. The
+/// first load of each language compiles it into build/compile-cache, once per test process;
+/// the others load the precompiled code.
+async fn cache_on(target: &Target, lang: &str) -> Cache {
     static WARM: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let path = component(lang);
     let build = || {
         Cache::builder()
-            .settings(Settings::default())
-            .url(backend_url())
-            .prefix(format!("conformance-{test}-{lang}-{}", std::process::id()))
+            .settings(target.settings())
             .compile_cache(repo().join("build/compile-cache"))
             .policy_file(&path)
             .build()
@@ -51,12 +46,16 @@ async fn cache(lang: &str, test: &str) -> Cache {
     c
 }
 
+async fn cache(lang: &str) -> Cache {
+    cache_on(&Target::memory(), lang).await
+}
+
 #[tokio::test]
 async fn every_language_declares_the_same_ops() {
-    let reference = cache(LANGS[0], "describe").await.policies().remove(0);
+    let reference = cache(LANGS[0]).await.policies().remove(0);
     assert_eq!(reference.ops.len(), 24);
     for lang in LANGS {
-        let report = cache(lang, "describe").await.policies().remove(0);
+        let report = cache(lang).await.policies().remove(0);
         assert_eq!(
             (report.name.as_str(), report.version.as_str()),
             (lang, "0.1.0")
@@ -172,7 +171,7 @@ async fn rule(c: &Cache, op: &str, read: bool, args: &Args, guest: bool) -> Json
 
 #[tokio::test]
 async fn every_rule_is_the_same_in_every_language_and_in_the_host() {
-    let caches = in_order(LANGS.iter().map(|l| cache(l, "rules"))).await;
+    let caches = in_order(LANGS.iter().map(|l| cache(l))).await;
     let mut checked = 0;
     for v in odd_values() {
         for (op, read, args) in calls(&v) {
@@ -283,8 +282,8 @@ impl Service {
 }
 
 /// The same service on a cache with `lang`'s policy; its trace.
-async fn scenario(lang: &str) -> Vec<String> {
-    let c = cache(lang, "e2e").await;
+async fn scenario(target: &Target, lang: &str) -> Vec<String> {
+    let c = cache_on(target, lang).await;
     let s = Service::default();
     // Loaders for recache: every warmed read shows in the trace with its arguments.
     for op in [
@@ -431,8 +430,17 @@ async fn scenario(lang: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_same_service_behaves_the_same_on_every_language() {
-    let reference = scenario(LANGS[0]).await;
+async fn the_same_service_behaves_the_same_on_every_language_on_memory() {
+    the_same_service_behaves_the_same_on_every_language(&Target::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_service_behaves_the_same_on_every_language_on_redis() {
+    the_same_service_behaves_the_same_on_every_language(&Target::redis()).await;
+}
+
+async fn the_same_service_behaves_the_same_on_every_language(target: &Target) {
+    let reference = scenario(target, LANGS[0]).await;
     // Sanity of the reference itself: hits, fresh reads after writes, warmed reads.
     let text = reference.join("\n");
     assert!(
@@ -445,7 +453,7 @@ async fn the_same_service_behaves_the_same_on_every_language() {
     );
     assert!(text.contains("faults 0"), "{text}");
     for lang in &LANGS[1..] {
-        let trace = scenario(lang).await;
+        let trace = scenario(target, lang).await;
         for (i, (got, want)) in trace.iter().zip(&reference).enumerate() {
             assert_eq!(got, want, "{lang}: step {i} differs from the Rust seed");
         }
