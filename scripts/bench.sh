@@ -1,34 +1,65 @@
 #!/usr/bin/env bash
-# The benchmarks, side by side in one run: the modelled library (svc-infra, installed into a
-# venv from PyPI by its own script) first, then cachelet's, whose report prints the ratios.
-#   scripts/bench.sh            # mem://
+# The benchmarks, side by side in one run: for each backend, the modelled library (svc-infra,
+# installed into a venv from PyPI by its own script) first, then cachelet's, whose report prints
+# the ratios.
+#   scripts/bench.sh                      # everything: mem://, Redis, guest languages
+#   BENCH_ONLY=mem,redis scripts/bench.sh # some parts (mem, redis, languages; the mem part
+#                                         # also takes its sections: memory,policy,hit,invalidation)
+# Redis: a redis-server on a free loopback port, started here and stopped at the end.
 # Results: build/bench/*.json and the report on stdout (copy it into BENCHMARKS.md).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 anchor_dir=${ANCHOR_DIR:-$root/../shared/anchors/svc-infra}
-mkdir -p "$root/build/bench"
+export VENV=${VENV:-$root/build/anchor-venv}
+out=$root/build/bench
+mkdir -p "$out"
+wants() { [ -z "${BENCH_ONLY:-}" ] || [[ ,$BENCH_ONLY, == *,$1,* ]]; }
+anchor() { # URL JSON SECTIONS...
+  local url=$1 json=$2; shift 2
+  if [ -f "$anchor_dir/run.sh" ]; then
+    echo "# anchor: svc-infra on $url (sections $*)"
+    bash "$anchor_dir/run.sh" "$url" --sections "$@" --json "$json" >/dev/null
+    echo "--anchor $json"
+  else
+    echo "# anchor not found at $anchor_dir: ratios against it are skipped" >&2
+  fi
+}
+
 "$root/scripts/build-policies.sh" seed-rust
-cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p cachelet-bench
-anchor_args=()
-if [ -x "$anchor_dir/run.sh" ] || [ -f "$anchor_dir/run.sh" ]; then
-  echo "# anchor: svc-infra on mem:// (sections a and c)"
-  VENV=${VENV:-$root/build/anchor-venv} bash "$anchor_dir/run.sh" mem:// --sections ac \
-    --json "$root/build/bench/anchor-mem.json" >/dev/null
-  anchor_args=(--anchor "$root/build/bench/anchor-mem.json")
-else
-  echo "# anchor not found at $anchor_dir: ratios against it are skipped"
-fi
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p cachelet-bench --bin cachelet-bench
+bench=$root/target/release/cachelet-bench
+policy=$root/build/policies/seed-rust.wasm
 echo "# cachelet, $(date -u +%Y-%m-%d), $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-"$root/target/release/cachelet-bench" "$root/build/policies/seed-rust.wasm" \
-  "${anchor_args[@]}" --json "$root/build/bench/cachelet-mem.json"
+
+if wants mem || [[ ${BENCH_ONLY:-} =~ memory|policy|hit|invalidation ]]; then
+  read -r -a anchor_args <<<"$(anchor mem:// "$out/anchor-mem.json" ac | grep -- '^--anchor' || true)"
+  "$bench" "$policy" "${anchor_args[@]}" --json "$out/cachelet-mem.json"
+fi
+
+if wants redis; then
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  dir=$(mktemp -d)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+  trap 'kill "$(cat "$dir/redis.pid" 2>/dev/null)" 2>/dev/null; rm -rf "$dir"' EXIT
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  url=redis://127.0.0.1:$port/0
+  read -r -a anchor_args <<<"$(anchor "$url" "$out/anchor-redis.json" abce | grep -- '^--anchor' || true)"
+  rps() { redis-benchmark -p "$port" -t get "$@" -q | sed -n 's/.*GET: \([0-9.]*\) requests per second.*/\1/p' | tail -1; }
+  c1=$(rps -c 1 -n 20000)
+  c64=$(rps -c 64 -n 200000)
+  echo "# redis-benchmark -t get: -c 1 $c1/s, -c 64 $c64/s"
+  "$bench" "$policy" --redis "$url" "${anchor_args[@]}" \
+    --redis-benchmark-c1 "$c1" --redis-benchmark-c64 "$c64" --json "$out/cachelet-redis.json"
+fi
 
 # Guest languages: the seed policy rebuilt from source in Rust, Python, JavaScript and C, then
-# sized, loaded (compiled, then precompiled) and called (BENCH_ONLY=languages for this alone).
-if [ -z "${BENCH_ONLY:-}" ] || [[ ,$BENCH_ONLY, == *,languages,* ]]; then
+# sized, loaded (compiled, then precompiled) and called.
+if wants languages; then
   echo "# guest languages"
   touch "$root/examples/policies/seed-rust/src/lib.rs"
   rm -f "$root"/build/policies/seed-{python,js,c}.wasm
   "$root/scripts/build-policies.sh" seed-rust seed-python seed-js seed-c
   cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p cachelet-bench --bin languages
-  "$root/target/release/languages" "$root/build/policies" --json "$root/build/bench/languages.json"
+  "$root/target/release/languages" "$root/build/policies" --json "$out/languages.json"
 fi

@@ -428,7 +428,8 @@ async fn bench_redis(
     anchor: &serde_json::Value,
     rb: &RedisBenchmark,
 ) -> Result<()> {
-    let c = cache(policy, redis_settings(url, "bench")?).await?;
+    let prefix = format!("bench{}", std::process::id());
+    let c = cache(policy, redis_settings(url, &prefix)?).await?;
     for t in 0..64u64 {
         let _: Row = c
             .read("get_user", &UserId { user_id: t }, move || async move {
