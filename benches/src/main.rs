@@ -107,6 +107,11 @@ async fn bench_policy(r: &mut Report, policy: &PathBuf) -> Result<()> {
         std::hint::black_box(c.read_rule("get_search", &args, false).await.unwrap());
     })
     .await;
+    let empty = json!({"q": ""});
+    let none = per_call(2000, |_| async {
+        std::hint::black_box(c.read_rule("get_search", &empty, false).await.unwrap());
+    })
+    .await;
     let template = per_call(2000, |_| async {
         std::hint::black_box(
             c.read_rule("get_user", &json!({"user_id": 42}), false)
@@ -135,6 +140,9 @@ async fn bench_policy(r: &mut Report, policy: &PathBuf) -> Result<()> {
     ));
     r.line(format!(
         "(of which: arguments from a JSON map         {conv:>6.0} ns)"
+    ));
+    r.line(format!(
+        "same Wasm call answering `none` (no rule to lift) {none:>4.0} ns"
     ));
     r.figure("policy_wasm_ns", wasm);
     r.figure("policy_template_ns", template);
