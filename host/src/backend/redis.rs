@@ -46,8 +46,6 @@ const MAGIC: &[u8; 4] = b"\0cl1";
 pub(crate) enum RedisFailure {
     #[error("Redis is unavailable (circuit open after failures; probing again shortly)")]
     Open,
-    #[error("Redis did not answer within {0:?}")]
-    Timeout(Duration),
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
 }
@@ -417,36 +415,52 @@ impl Redis {
         r
     }
 
-    /// Several single-key commands in one round trip: a pipeline on one node, concurrent
-    /// commands on a cluster (a pipeline there may not span hash slots).
-    async fn run_many(&self, cmds: Vec<Cmd>) -> Result<Vec<redis::Value>, RedisFailure> {
-        self.ready().await?;
+    /// Several single-key commands in one round trip, without the circuit: a pipeline on one
+    /// node, concurrent commands on a cluster (a pipeline there may not span hash slots).
+    async fn raw_many(&self, cmds: Vec<Cmd>) -> Result<Vec<redis::Value>, RedisFailure> {
         self.commands
             .fetch_add(cmds.len() as u64, Ordering::Relaxed);
-        let fut = async {
-            match &self.conn {
-                Conn::Single(c) => {
-                    let mut p = redis::pipe();
-                    for cmd in cmds {
-                        p.add_command(cmd);
-                    }
-                    p.query_async::<Vec<redis::Value>>(&mut c.clone()).await
+        let r = match &self.conn {
+            Conn::Single(c) => {
+                let mut p = redis::pipe();
+                for cmd in cmds {
+                    p.add_command(cmd);
                 }
-                Conn::Cluster(c) => join_all(cmds.into_iter().map(|cmd| {
-                    let mut c = c.clone();
-                    async move { cmd.query_async::<redis::Value>(&mut c).await }
-                }))
-                .await
-                .into_iter()
-                .collect(),
+                p.query_async::<Vec<redis::Value>>(&mut c.clone()).await
             }
+            Conn::Cluster(c) => join_all(cmds.into_iter().map(|cmd| {
+                let mut c = c.clone();
+                async move { cmd.query_async::<redis::Value>(&mut c).await }
+            }))
+            .await
+            .into_iter()
+            .collect(),
         };
-        let r = fut.await.map_err(RedisFailure::from);
+        Ok(r?)
+    }
+
+    /// [`Redis::raw_many`] through the circuit.
+    async fn run_many(&self, cmds: Vec<Cmd>) -> Result<Vec<redis::Value>, RedisFailure> {
+        self.ready().await?;
+        let r = self.raw_many(cmds).await;
         match &r {
             Ok(_) => self.failures.store(0, Ordering::Relaxed),
             Err(e) => self.failed(e),
         }
         r
+    }
+
+    /// Runs one of the cache's Lua scripts (each touches a single key).
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisFailure> {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let r = match &self.conn {
+            Conn::Single(c) => inv.invoke_async::<T>(&mut c.clone()).await,
+            Conn::Cluster(c) => inv.invoke_async::<T>(&mut c.clone()).await,
+        };
+        Ok(r?)
     }
 
     // ---- the read path ----
@@ -567,17 +581,7 @@ impl Redis {
         let token = self.token();
         let mut inv = self.fence.key(&key);
         inv.arg(&token).arg(life);
-        self.commands.fetch_add(1, Ordering::Relaxed);
-        let fut = async {
-            match &self.conn {
-                Conn::Single(c) => inv.invoke_async::<String>(&mut c.clone()).await,
-                Conn::Cluster(c) => inv.invoke_async::<String>(&mut c.clone()).await,
-            }
-        };
-        let r = match tokio::time::timeout(self.opts.timeout, fut).await {
-            Ok(r) => r.map_err(RedisFailure::from),
-            Err(_) => Err(RedisFailure::Timeout(self.opts.timeout)),
-        };
+        let r = self.invoke(&inv).await;
         if let Err(e) = &r {
             self.failed(e);
         }
@@ -624,15 +628,8 @@ impl Redis {
         let lock = format!("{}~lock:{key}", self.ns);
         let mut inv = self.unlock.key(&lock);
         inv.arg(owner);
-        self.commands.fetch_add(1, Ordering::Relaxed);
-        let fut = async {
-            match &self.conn {
-                Conn::Single(c) => inv.invoke_async::<i64>(&mut c.clone()).await,
-                Conn::Cluster(c) => inv.invoke_async::<i64>(&mut c.clone()).await,
-            }
-        };
         // A lock we fail to release expires by itself.
-        let _ = tokio::time::timeout(self.opts.timeout, fut).await;
+        let _: Result<i64, _> = self.invoke(&inv).await;
     }
 
     pub fn lock_ttl(&self) -> Duration {
@@ -659,30 +656,7 @@ impl Redis {
             c.arg(&keys);
             vec![c]
         };
-        self.commands
-            .fetch_add(cmds.len() as u64, Ordering::Relaxed);
-        let fut = async {
-            match &self.conn {
-                Conn::Single(c) => {
-                    let mut p = redis::pipe();
-                    for cmd in cmds {
-                        p.add_command(cmd);
-                    }
-                    p.query_async::<()>(&mut c.clone()).await
-                }
-                Conn::Cluster(c) => join_all(cmds.into_iter().map(|cmd| {
-                    let mut c = c.clone();
-                    async move { cmd.query_async::<()>(&mut c).await }
-                }))
-                .await
-                .into_iter()
-                .collect(),
-            }
-        };
-        match tokio::time::timeout(self.opts.timeout, fut).await {
-            Ok(r) => r.map_err(RedisFailure::from),
-            Err(_) => Err(RedisFailure::Timeout(self.opts.timeout)),
-        }
+        self.raw_many(cmds).await.map(|_| ())
     }
 
     /// Invalidates tags. If Redis cannot be told now, the tags are held and delivered before
@@ -746,14 +720,17 @@ impl Redis {
                         .arg("COUNT")
                         .arg(500);
                     self.commands.fetch_add(1, Ordering::Relaxed);
-                    let (next, keys): (u64, Vec<Vec<u8>>) =
-                        self.bounded(cmd.query_async(&mut c.clone())).await?;
+                    let (next, keys): (u64, Vec<Vec<u8>>) = (cmd.query_async(&mut c.clone()))
+                        .await
+                        .map_err(RedisFailure::from)?;
                     let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| keep(k)).collect();
                     if !keys.is_empty() {
                         let mut del = redis::cmd("UNLINK");
                         del.arg(&keys);
                         self.commands.fetch_add(1, Ordering::Relaxed);
-                        let n: u64 = self.bounded(del.query_async(&mut c.clone())).await?;
+                        let n: u64 = (del.query_async(&mut c.clone()))
+                            .await
+                            .map_err(RedisFailure::from)?;
                         deleted += n;
                     }
                     cursor = next;
@@ -780,14 +757,18 @@ impl Redis {
                             port,
                         });
                         self.commands.fetch_add(1, Ordering::Relaxed);
-                        let v = self.bounded(c.clone().route_command(scan, route)).await?;
+                        let v = (c.clone().route_command(scan, route))
+                            .await
+                            .map_err(RedisFailure::from)?;
                         let (next, keys): (u64, Vec<Vec<u8>>) = FromRedisValue::from_redis_value(v)
                             .map_err(|e| RedisFailure::Redis(redis::RedisError::from(e)))?;
                         for k in keys.into_iter().filter(|k| keep(k)) {
                             let mut del = redis::cmd("UNLINK");
                             del.arg(k);
                             self.commands.fetch_add(1, Ordering::Relaxed);
-                            let n: u64 = self.bounded(del.query_async(&mut c.clone())).await?;
+                            let n: u64 = (del.query_async(&mut c.clone()))
+                                .await
+                                .map_err(RedisFailure::from)?;
                             deleted += n;
                         }
                         cursor = next;
@@ -808,7 +789,9 @@ impl Redis {
         let mut cmd = redis::cmd("CLUSTER");
         cmd.arg("SLOTS");
         self.commands.fetch_add(1, Ordering::Relaxed);
-        let slots: Vec<redis::Value> = self.bounded(cmd.query_async(&mut c.clone())).await?;
+        let slots: Vec<redis::Value> = (cmd.query_async(&mut c.clone()))
+            .await
+            .map_err(RedisFailure::from)?;
         let mut masters = Vec::new();
         for s in slots {
             let redis::Value::Array(parts) = s else {
@@ -829,16 +812,6 @@ impl Redis {
             }
         }
         Ok(masters)
-    }
-
-    async fn bounded<T>(
-        &self,
-        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, RedisFailure> {
-        match tokio::time::timeout(self.opts.timeout, fut).await {
-            Ok(r) => r.map_err(RedisFailure::from),
-            Err(_) => Err(RedisFailure::Timeout(self.opts.timeout)),
-        }
     }
 
     // ---- direct operations ----
