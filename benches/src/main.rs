@@ -233,12 +233,7 @@ async fn bench_hits(r: &mut Report, policy: &PathBuf, anchor: &serde_json::Value
         median(moka_one),
         median(moka_many),
     );
-    let a_one = anchor_figure(anchor, "a", "svc cache_read(static tags): 1 task");
-    let a_many = anchor_figure(
-        anchor,
-        "a",
-        "svc cache_read(static tags): 64 tasks, 64 distinct hot keys",
-    );
+    let (a_one, a_many) = anchor_hits(anchor);
     r.line("\n## Hit path on mem:// (read of a warm key, policy included)".into());
     r.line("| | 1 task | 64 tasks |".into());
     r.line("|---|---|---|".into());
@@ -274,6 +269,18 @@ async fn bench_hits(r: &mut Report, policy: &PathBuf, anchor: &serde_json::Value
     r.figure("moka_1_per_s", moka_one);
     r.figure("moka_64_per_s", moka_many);
     Ok(())
+}
+
+/// The anchor's hit rates (`cache_read` with static tags) at 1 and 64 tasks.
+fn anchor_hits(anchor: &serde_json::Value) -> (Option<f64>, Option<f64>) {
+    (
+        anchor_figure(anchor, "a", "svc cache_read(static tags): 1 task"),
+        anchor_figure(
+            anchor,
+            "a",
+            "svc cache_read(static tags): 64 tasks, 64 distinct hot keys",
+        ),
+    )
 }
 
 fn anchor_figure(anchor: &serde_json::Value, section: &str, name: &str) -> Option<f64> {
@@ -475,12 +482,7 @@ async fn bench_redis(
         median(bare_one),
         median(bare_many),
     );
-    let a_one = anchor_figure(anchor, "a", "svc cache_read(static tags): 1 task");
-    let a_many = anchor_figure(
-        anchor,
-        "a",
-        "svc cache_read(static tags): 64 tasks, 64 distinct hot keys",
-    );
+    let (a_one, a_many) = anchor_hits(anchor);
     let fmt = |v: Option<f64>| v.map_or("not run".to_string(), |v| format!("{v:.0}/s"));
     r.line("\n## Hit path on Redis (read of a warm key, policy included; loopback Redis)".into());
     r.line("| | 1 task | 64 tasks |".into());
