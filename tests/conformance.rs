@@ -27,7 +27,8 @@ const LANGS: [&str; 4] = ["seed-rust", "seed-python", "seed-js", "seed-c"];
 /// first load of each language compiles it into build/compile-cache, once per test process;
 /// the others load the precompiled code.
 async fn cache_on(target: &Target, lang: &str) -> Cache {
-    static WARM: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    // Held across the first load (an await): tokio's mutex, which may be.
+    static WARM: tokio::sync::Mutex<Option<HashSet<String>>> = tokio::sync::Mutex::const_new(None);
     let path = component(lang);
     let build = || {
         Cache::builder()
@@ -36,7 +37,7 @@ async fn cache_on(target: &Target, lang: &str) -> Cache {
             .policy_file(&path)
             .build()
     };
-    let mut warm = WARM.lock().unwrap_or_else(|p| p.into_inner());
+    let mut warm = WARM.lock().await;
     if warm.get_or_insert_with(HashSet::new).contains(lang) {
         drop(warm);
         return build().await.expect("the seed policy loads");
