@@ -25,13 +25,15 @@ declare -A python=(
 declare -A js=(
   [seed-js]=examples/policies/seed-js
   [sandbox-js]=tests/guests/sandbox-js
+  [sandbox-js-http]=tests/guests/sandbox-js
 )
 declare -A c=(
   [seed-c]=examples/policies/seed-c
 )
 
 # The smallest, capability-free builds: no WASI imports at all. The sandbox guests are built
-# with each language's default WASI imports instead, to show the host grants them nothing.
+# with each language's default WASI imports instead, to show the host grants them nothing
+# (sandbox-js-http: componentize-js's defaults, `http` included, which the host refuses).
 stub_wasi() { [[ $1 != sandbox-* ]]; }
 
 # Whether $out/$1.wasm is older than any of the other arguments (files or folders).
@@ -67,14 +69,17 @@ build_js() {
   cp -r "$dir/." "$stage/$name/"
   cp "$root/guest-sdk/js/cachelet-policy.js" "$stage/$name/"
   stub_wasi "$name" && disabled+=(stdio random clocks)
+  [[ $name == *-http ]] && disabled=() # every default feature, http included
   [ -d "$dir/wit" ] && world=$(sed -n 's/^world \([a-z-]*\).*/\1/p' "$dir/wit/"*.wit | head -1)
   local wit=$root/wit
   if [ -d "$dir/wit" ]; then # a world of its own, which includes the cachelet world
     wit=$stage/$name/wit
     mkdir -p "$wit/deps/cachelet" && cp "$root/wit/policy.wit" "$wit/deps/cachelet/"
   fi
+  local flags=()
+  ((${#disabled[@]})) && flags=(-d "${disabled[@]}")
   (cd "$stage/$name" && "$tc/node/node_modules/.bin/componentize-js" policy.js --wit "$wit" \
-    -n "$world" -d "${disabled[@]}" -o "$out/$name.wasm.tmp" >/dev/null)
+    -n "$world" "${flags[@]}" -o "$out/$name.wasm.tmp" >/dev/null)
   mv "$out/$name.wasm.tmp" "$out/$name.wasm"
 }
 

@@ -155,3 +155,19 @@ async fn a_javascript_guest_reads_no_file_no_environment_and_opens_no_socket() {
         "probe:env:none"
     );
 }
+
+#[tokio::test]
+async fn a_javascript_guest_built_with_http_is_refused_and_the_policy_in_force_keeps_serving() {
+    let c = cache("sandbox-js").await;
+    let e = c
+        .replace_policies([cachelet::PolicySource::file(component("sandbox-js-http"))])
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("wasi:http") && msg.contains("-d http fetch-event"),
+        "{msg}"
+    );
+    assert_eq!(c.policies()[0].name, "sandbox-js");
+    still_serves(&c).await;
+}

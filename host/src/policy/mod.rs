@@ -439,6 +439,12 @@ fn check_world(component: &Component) -> Result<Vec<String>, String> {
     for n in &imports {
         let ours = n.starts_with("cachelet:policy/");
         let wasi = n.starts_with("wasi:");
+        if n.starts_with("wasi:http/") {
+            // componentize-js's default `http` feature; a policy has no one to call.
+            return Err(format!(
+                "imports {n}: this host does not link wasi:http (a policy makes no requests);                  build without it (componentize-js: `-d http fetch-event`)"
+            ));
+        }
         if !ours && !wasi {
             return Err(format!(
                 "imports {n}, which this host does not provide (it provides {PACKAGE}/store, \
