@@ -108,6 +108,49 @@ fn odd_values() -> Vec<Value> {
     ]
 }
 
+/// Floats from random bit patterns (every magnitude, subnormals included) and short decimals,
+/// from a fixed seed: the shortest round-trip rendering must agree in every language.
+fn random_floats(n: usize) -> Vec<f64> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let bits = next();
+        let f = if out.len() % 2 == 0 {
+            f64::from_bits(bits)
+        } else {
+            (bits % 1_000_000) as f64 / 10f64.powi((bits >> 32) as i32 % 12)
+        };
+        if f.is_finite() {
+            out.push(f);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn floats_render_the_same_in_every_language() {
+    let caches = in_order(LANGS.iter().map(|l| cache(l))).await;
+    for f in random_floats(1000) {
+        let args = Args::new().with("user_id", f);
+        let want = rule(&caches[0], "get_user", true, &args, false).await;
+        for (lang, c) in LANGS.iter().zip(&caches) {
+            let got = rule(c, "get_user", true, &args, true).await;
+            assert_eq!(
+                got["key"],
+                want["key"],
+                "{lang}: {f:e} ({:#x})",
+                f.to_bits()
+            );
+        }
+    }
+}
+
 /// One call of every op, with the reference's params filled from `v`.
 fn calls(v: &Value) -> Vec<(&'static str, bool, Args)> {
     let a = |pairs: &[&'static str]| -> Args {
