@@ -17,7 +17,7 @@ wants() { [ -z "${BENCH_ONLY:-}" ] || [[ ,$BENCH_ONLY, == *,$1,* ]]; }
 anchor() { # URL JSON SECTIONS...
   local url=$1 json=$2; shift 2
   if [ -f "$anchor_dir/run.sh" ]; then
-    echo "# anchor: svc-infra on $url (sections $*)"
+    echo "# anchor: svc-infra on $url (sections $*)" >&2
     bash "$anchor_dir/run.sh" "$url" --sections "$@" --json "$json" >/dev/null
     echo "--anchor $json"
   else

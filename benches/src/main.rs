@@ -646,7 +646,7 @@ fn main() -> Result<()> {
     // Sections to run (all by default): memory first, before other sections' freed memory
     // can hide its growth.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let run = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
+    let run = |s: &str| only.is_empty() || only.split(',').any(|o| o == s || o == "mem");
     rt.block_on(async {
         if let Some(url) = &redis_url {
             return bench_redis(&mut r, &policy, url, &anchor, &rb).await;
