@@ -7,6 +7,9 @@
 //! compiler settings, the enabled features). A changed component or engine simply misses. Entries
 //! are written to a temporary file in the same folder and renamed into place, so a reader never
 //! sees a partial one, and two hosts filling the cache at once both end with a whole entry.
+//!
+//! The folder is bounded: after writing an entry, the least recently used ones go until the
+//! entries take at most [`MAX_BYTES`] (a hit refreshes its entry's modification time).
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -18,6 +21,10 @@ use wasmtime::Engine;
 
 /// The environment variable naming the cache folder when the builder names none.
 pub const ENV: &str = "CACHELET_COMPILE_CACHE";
+
+/// Most bytes the entries of one folder may take: a compiled Python or JavaScript policy is
+/// ~35 MB, so this keeps the last few dozen versions.
+pub(crate) const MAX_BYTES: u64 = 2 << 30;
 
 /// The folder named by [`ENV`], if set and not empty.
 pub(crate) fn dir_from_env() -> Option<PathBuf> {
@@ -47,7 +54,14 @@ pub(crate) fn component(
         // temporary file, then renamed). wasmtime checks its header and the engine
         // compatibility again and refuses a mismatch, which falls back to compiling below.
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok((c, true)),
+            Ok(c) => {
+                // Recently used: pruning keeps it.
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                return Ok((c, true));
+            }
             Err(e) => tracing::warn!(
                 path = %path.display(),
                 "precompiled policy unusable, compiling again: {e:#}"
@@ -61,7 +75,34 @@ pub(crate) fn component(
             "cannot write the precompiled policy cache: {e:#}"
         );
     }
+    prune(dir, MAX_BYTES);
     Ok((component, false))
+}
+
+/// Removes the least recently used entries until the rest take at most `max_bytes`.
+fn prune(dir: &Path, max_bytes: u64) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = read
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let path = e.path();
+            if path.extension()? != "cwasm" {
+                return None;
+            }
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), path))
+        })
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0)); // newest first
+    let mut kept = 0u64;
+    for (_, len, path) in entries {
+        kept += len;
+        if kept > max_bytes {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// `{sha256 of the component}-{engine compatibility hash}.cwasm`.
@@ -121,6 +162,30 @@ mod tests {
         let other = wat_bytes("(component (core module))");
         assert!(!component(engine, &other, Some(&dir)).unwrap().1);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pruning_keeps_the_most_recently_used_entries() {
+        let dir = std::env::temp_dir().join(format!("cachelet-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let now = std::time::SystemTime::now();
+        for (i, name) in ["old.cwasm", "mid.cwasm", "new.cwasm"].iter().enumerate() {
+            let path = dir.join(name);
+            std::fs::write(&path, [0u8; 100]).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(now - std::time::Duration::from_secs(100 - 10 * i as u64))
+                .unwrap();
+        }
+        std::fs::write(dir.join("other.txt"), [0u8; 1000]).unwrap();
+        prune(&dir, 250);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["mid.cwasm", "new.cwasm", "other.txt"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
