@@ -639,24 +639,34 @@ impl Redis {
     // ---- invalidation ----
 
     async fn del_tags(&self, tags: &[String]) -> Result<(), RedisFailure> {
-        if tags.is_empty() {
-            return Ok(());
+        let keys: Vec<Vec<u8>> = tags.iter().map(|t| self.tag_key(t).into_bytes()).collect();
+        self.unlink(keys).await.map(|_| ())
+    }
+
+    /// Deletes keys (without blocking the server on their values): one command on a single
+    /// server, one per key on a cluster (their slots differ). Returns how many existed.
+    async fn unlink(&self, keys: Vec<Vec<u8>>) -> Result<u64, RedisFailure> {
+        if keys.is_empty() {
+            return Ok(0);
         }
-        let keys: Vec<String> = tags.iter().map(|t| self.tag_key(t)).collect();
         let cmds: Vec<Cmd> = if self.cluster {
             keys.iter()
                 .map(|k| {
-                    let mut c = redis::cmd("DEL");
+                    let mut c = redis::cmd("UNLINK");
                     c.arg(k);
                     c
                 })
                 .collect()
         } else {
-            let mut c = redis::cmd("DEL");
+            let mut c = redis::cmd("UNLINK");
             c.arg(&keys);
             vec![c]
         };
-        self.raw_many(cmds).await.map(|_| ())
+        let counts = self.raw_many(cmds).await?;
+        Ok(counts
+            .into_iter()
+            .filter_map(|v| u64::from_redis_value(v).ok())
+            .sum())
     }
 
     /// Invalidates tags. If Redis cannot be told now, the tags are held and delivered before
@@ -701,81 +711,54 @@ impl Redis {
         self.scan_delete(&pattern, |_| true).await
     }
 
-    /// SCAN (every master, on a cluster) for `pattern` and delete what `keep` accepts, in
-    /// batches: the server is never blocked by one big command.
+    /// SCAN (every master, on a cluster) for `pattern` and delete what `keep` accepts, a page
+    /// at a time: the server is never blocked by one big command.
     async fn scan_delete(
         &self,
         pattern: &str,
         keep: impl Fn(&[u8]) -> bool,
     ) -> Result<u64, RedisFailure> {
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+        // The nodes to scan: the server, or each master by address.
+        let nodes: Vec<Option<(String, u16)>> = match &self.conn {
+            Conn::Single(_) => vec![None],
+            Conn::Cluster(c) => self
+                .cluster_masters(c)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect(),
+        };
         let mut deleted = 0;
-        match &self.conn {
-            Conn::Single(c) => {
-                let mut cursor: u64 = 0;
-                loop {
-                    let mut cmd = redis::cmd("SCAN");
-                    cmd.arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(500);
-                    self.commands.fetch_add(1, Ordering::Relaxed);
-                    let (next, keys): (u64, Vec<Vec<u8>>) = (cmd.query_async(&mut c.clone()))
-                        .await
-                        .map_err(RedisFailure::from)?;
-                    let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| keep(k)).collect();
-                    if !keys.is_empty() {
-                        let mut del = redis::cmd("UNLINK");
-                        del.arg(&keys);
-                        self.commands.fetch_add(1, Ordering::Relaxed);
-                        let n: u64 = (del.query_async(&mut c.clone()))
-                            .await
-                            .map_err(RedisFailure::from)?;
-                        deleted += n;
-                    }
-                    cursor = next;
-                    if cursor == 0 {
-                        break;
-                    }
-                }
-            }
-            Conn::Cluster(c) => {
-                use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-                // The masters' addresses, then a SCAN loop on each.
-                let masters = self.cluster_masters(c).await?;
-                for (host, port) in masters {
-                    let mut cursor: u64 = 0;
-                    loop {
-                        let mut scan = redis::cmd("SCAN");
-                        scan.arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(500);
+        for node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(500);
+                self.commands.fetch_add(1, Ordering::Relaxed);
+                let page = match (&self.conn, &node) {
+                    (Conn::Cluster(c), Some((host, port))) => {
                         let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                             host: host.clone(),
-                            port,
+                            port: *port,
                         });
-                        self.commands.fetch_add(1, Ordering::Relaxed);
-                        let v = (c.clone().route_command(scan, route))
-                            .await
-                            .map_err(RedisFailure::from)?;
-                        let (next, keys): (u64, Vec<Vec<u8>>) = FromRedisValue::from_redis_value(v)
-                            .map_err(|e| RedisFailure::Redis(redis::RedisError::from(e)))?;
-                        for k in keys.into_iter().filter(|k| keep(k)) {
-                            let mut del = redis::cmd("UNLINK");
-                            del.arg(k);
-                            self.commands.fetch_add(1, Ordering::Relaxed);
-                            let n: u64 = (del.query_async(&mut c.clone()))
-                                .await
-                                .map_err(RedisFailure::from)?;
-                            deleted += n;
-                        }
-                        cursor = next;
-                        if cursor == 0 {
-                            break;
-                        }
+                        c.clone().route_command(scan, route).await
                     }
+                    (Conn::Single(c), _) => scan.query_async(&mut c.clone()).await,
+                    (Conn::Cluster(c), None) => scan.query_async(&mut c.clone()).await,
+                }?;
+                let (next, keys): (u64, Vec<Vec<u8>>) = FromRedisValue::from_redis_value(page)
+                    .map_err(|e| RedisFailure::Redis(redis::RedisError::from(e)))?;
+                deleted += self
+                    .unlink(keys.into_iter().filter(|k| keep(k)).collect())
+                    .await?;
+                cursor = next;
+                if cursor == 0 {
+                    break;
                 }
             }
         }
