@@ -120,7 +120,7 @@ impl Cache {
     {
         let Some(plan) = self.plan(op, args).await else {
             bump(&self.inner.stats.uncached);
-            return self.load(loader).await;
+            return Box::pin(self.load(loader)).await;
         };
         let store = &self.inner.store;
         let seen = match store.lookup(&plan.key, &plan.tags, plan.sliding()).await {
@@ -128,7 +128,7 @@ impl Cache {
             Err(e) => {
                 tracing::debug!(op, "{e}; serving uncached");
                 bump(&self.inner.stats.uncached);
-                return self.load(loader).await;
+                return Box::pin(self.load(loader)).await;
             }
         };
         if let Some(hit) = &seen.hit {
@@ -144,10 +144,12 @@ impl Cache {
             }
         }
         bump(&self.inner.stats.misses);
+        // The miss paths are boxed: the hit path's future stays small (it is moved on every
+        // read), and a miss pays for a loader anyway.
         if plan.lock {
-            self.read_locked(op, plan, loader).await
+            Box::pin(self.read_locked(op, plan, loader)).await
         } else {
-            self.load_and_fill(&plan, Some(&seen), loader).await
+            Box::pin(self.load_and_fill(&plan, Some(&seen), loader)).await
         }
     }
 

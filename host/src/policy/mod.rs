@@ -655,7 +655,7 @@ impl PolicySet {
             Some(Route::Read {
                 policy,
                 template: None,
-            }) => self.policies[*policy].guest_read(op, args).await,
+            }) => Box::pin(self.policies[*policy].guest_read(op, args)).await,
             Some(Route::Write { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "write",
@@ -679,11 +679,7 @@ impl PolicySet {
             Some(Route::Write {
                 policy,
                 template: None,
-            }) => {
-                self.policies[*policy]
-                    .guest_write(op, args, result().as_ref())
-                    .await
-            }
+            }) => Box::pin(self.policies[*policy].guest_write(op, args, result().as_ref())).await,
             Some(Route::Read { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "read",
@@ -695,7 +691,9 @@ impl PolicySet {
     /// Calls the guest's own `read` even for a templated operation (to compare both renders).
     pub async fn guest_read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
         match self.routes.get(op) {
-            Some(Route::Read { policy, .. }) => self.policies[*policy].guest_read(op, args).await,
+            Some(Route::Read { policy, .. }) => {
+                Box::pin(self.policies[*policy].guest_read(op, args)).await
+            }
             Some(Route::Write { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "write",
