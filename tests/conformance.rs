@@ -330,14 +330,7 @@ async fn scenario(target: &Target, lang: &str) -> Vec<String> {
     let c = cache_on(target, lang).await;
     let s = Service::default();
     // Loaders for recache: every warmed read shows in the trace with its arguments.
-    for op in [
-        "get_user",
-        "get_org_user",
-        "get_user_with_options",
-        "get_user_details",
-        "get_user_profile",
-        "get_user_settings",
-    ] {
+    for op in cachelet_tests::RECACHED_READS {
         let s2 = s.clone();
         c.register_loader(op, move |args: Json| {
             let s = s2.clone();

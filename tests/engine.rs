@@ -303,14 +303,7 @@ pub async fn a_resource_write_invalidates_every_entry_of_the_entity_only(t: &Tar
 pub async fn recache_warms_reads_with_include_rename_and_extra(t: &Target) {
     let c = seed(t).await;
     let seen: Arc<Mutex<Vec<(String, Json)>>> = Arc::default();
-    for op in [
-        "get_user",
-        "get_org_user",
-        "get_user_with_options",
-        "get_user_details",
-        "get_user_profile",
-        "get_user_settings",
-    ] {
+    for op in cachelet_tests::RECACHED_READS {
         let seen = seen.clone();
         c.register_loader(op, move |args: Json| {
             let seen = seen.clone();

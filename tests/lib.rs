@@ -32,6 +32,17 @@ pub fn component(name: &str) -> PathBuf {
     out
 }
 
+/// The seed policy's reads that one of its writes recaches (in every language): the tests
+/// register a loader for each.
+pub const RECACHED_READS: [&str; 6] = [
+    "get_user",
+    "get_org_user",
+    "get_user_with_options",
+    "get_user_details",
+    "get_user_profile",
+    "get_user_settings",
+];
+
 pub mod redis;
 mod target;
 

@@ -13,8 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod native;
+
 use anyhow::{Context, Result};
-use cachelet::{Args, Cache, ReadRule, Settings, Ttl};
+use cachelet::{Args, Cache, Settings};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -77,24 +79,6 @@ where
     median(samples)
 }
 
-fn native_search_rule(args: &Args) -> Option<ReadRule> {
-    let q = match args.get("q")? {
-        cachelet::Value::Text(s) => s.clone(),
-        other => other.to_string(),
-    };
-    if q.is_empty() {
-        return None;
-    }
-    Some(ReadRule {
-        key: format!("search:{q}"),
-        ttl: Ttl::Seconds(120),
-        tags: vec!["search".into()],
-        early_ttl: None,
-        refresh: false,
-        lock: false,
-    })
-}
-
 async fn bench_policy(r: &mut Report, policy: &PathBuf) -> Result<()> {
     let c = cache(policy, Settings::default()).await?;
     let args = json!({"q": "rust wasm"});
@@ -125,7 +109,7 @@ async fn bench_policy(r: &mut Report, policy: &PathBuf) -> Result<()> {
     })
     .await;
     let native = per_call(2000, |_| async {
-        std::hint::black_box(native_search_rule(std::hint::black_box(&a)));
+        std::hint::black_box(native::search_rule(std::hint::black_box(&a)));
     })
     .await;
     r.line("## Policy call (median per call, 1 task)".into());
@@ -147,6 +131,21 @@ async fn bench_policy(r: &mut Report, policy: &PathBuf) -> Result<()> {
     r.figure("policy_wasm_ns", wasm);
     r.figure("policy_template_ns", template);
     r.figure("policy_native_ns", native);
+    Ok(())
+}
+
+/// Fills `get_user` for users 0..64 with the anchor's value, `{"id": n, "name": <32 chars>}`.
+async fn warm_hot_keys(c: &Cache) -> Result<()> {
+    for t in 0..64u64 {
+        let _: Row = c
+            .read("get_user", &UserId { user_id: t }, move || async move {
+                Ok::<_, std::io::Error>(Row {
+                    id: t,
+                    name: "x".repeat(32),
+                })
+            })
+            .await?;
+    }
     Ok(())
 }
 
@@ -207,16 +206,7 @@ fn bare_moka_per_sec(tasks: u64, per_task: u64) -> f64 {
 
 async fn bench_hits(r: &mut Report, policy: &PathBuf, anchor: &serde_json::Value) -> Result<()> {
     let c = cache(policy, Settings::default()).await?;
-    for t in 0..64u64 {
-        let _: Row = c
-            .read("get_user", &UserId { user_id: t }, move || async move {
-                Ok::<_, std::io::Error>(Row {
-                    id: t,
-                    name: "x".repeat(32),
-                })
-            })
-            .await?;
-    }
+    warm_hot_keys(&c).await?;
     hits_per_sec(&c, 1, 100_000).await; // warm-up
                                         // Each figure is the median of three runs, interleaved so that noise from the shared
                                         // machine falls on both sides alike.
@@ -452,16 +442,7 @@ async fn bench_redis(
 ) -> Result<()> {
     let prefix = format!("bench{}", std::process::id());
     let c = cache(policy, redis_settings(url, &prefix)?).await?;
-    for t in 0..64u64 {
-        let _: Row = c
-            .read("get_user", &UserId { user_id: t }, move || async move {
-                Ok::<_, std::io::Error>(Row {
-                    id: t,
-                    name: "x".repeat(32),
-                })
-            })
-            .await?;
-    }
+    warm_hot_keys(&c).await?;
     let client = redis::Client::open(url)?;
     let conn = redis::aio::ConnectionManager::new(client).await?;
     for t in 0..64u64 {

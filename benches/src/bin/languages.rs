@@ -10,8 +10,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "../native.rs"]
+mod native;
+
 use anyhow::{Context, Result};
-use cachelet::{Args, Cache, PolicyLimits, ReadRule, Settings, Ttl};
+use cachelet::{Args, Cache, PolicyLimits, Settings};
 use serde_json::json;
 
 const LANGS: [&str; 4] = ["seed-rust", "seed-python", "seed-js", "seed-c"];
@@ -192,27 +195,12 @@ where
 
 /// The same rule as `get_search`, from a native function given the same arguments.
 fn native_call() -> u64 {
-    fn rule(args: &Args) -> Option<ReadRule> {
-        let q = match args.get("q")? {
-            cachelet::Value::Text(q) if q.is_empty() => return None,
-            cachelet::Value::Text(q) => q.clone(),
-            _ => return None,
-        };
-        Some(ReadRule {
-            key: format!("search:{q}"),
-            ttl: Ttl::Seconds(120),
-            tags: vec!["search".into()],
-            early_ttl: None,
-            refresh: false,
-            lock: false,
-        })
-    }
     let args = search_args();
     let mut batches = Vec::new();
     for _ in 0..15 {
         let t = Instant::now();
         for _ in 0..20_000 {
-            std::hint::black_box(rule(std::hint::black_box(&args)));
+            std::hint::black_box(native::search_rule(std::hint::black_box(&args)));
         }
         batches.push(t.elapsed().as_nanos() as u64 / 20_000);
     }
