@@ -1,12 +1,12 @@
-//! Host bindings of the `cachelet:policy/cache-policy` world.
+//! Host bindings of the `cachelet:policy/cache-policy` world: its types and its imports.
 //!
-//! Calls are asynchronous both ways: WASI's streams (a guest printing a panic message, say)
-//! never block a thread of the caller's tokio runtime, and the `store` import awaits the
-//! backend (Redis) instead of blocking.
+//! Only the `store` import is asynchronous (it awaits the backend, Redis, instead of blocking a
+//! thread). Every other import answers at once, so a component that does not import `store`
+//! is called without a fiber (see [`super::Policy`]). The exports are called through
+//! [`super::calls`], with borrowed arguments.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "cache-policy",
-    imports: { default: async },
-    exports: { default: async },
+    imports: { "cachelet:policy/store": async },
 });

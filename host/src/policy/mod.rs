@@ -9,21 +9,26 @@
 //! ([`crate::rules`]): only dynamic operations cost a Wasm call per request.
 
 mod bindings;
+mod calls;
 pub(crate) mod precompiled;
 mod runtime;
+mod wasi;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use wasmtime::component::Component;
+use rustc_hash::FxHashMap;
+use wasmtime::component::{Component, ComponentNamedList, Func, InstancePre, Lift, Lower};
 use wasmtime::Store as WasmStore;
 
 use self::bindings::cachelet::policy::types as wit;
-use self::bindings::{CachePolicy, CachePolicyPre};
+use self::calls::{
+    typed, wire_args, DescribeResults, Exports, Funcs, ReadParams, ReadResults, WireValue,
+    WriteParams, WriteResults,
+};
 use self::runtime::{from_wit_ttl, runtime, HostState, TICK};
 use crate::args::{Args, Value};
 use crate::rules::{
@@ -146,13 +151,17 @@ enum Rule {
 
 struct Instance {
     store: WasmStore<HostState>,
-    bindings: CachePolicy,
+    funcs: Funcs,
 }
 
 /// A loaded policy: a compiled component and a pool of instances.
 pub(crate) struct Policy {
     name: Arc<str>,
-    pre: CachePolicyPre<HostState>,
+    pre: InstancePre<HostState>,
+    exports: Exports,
+    /// Whether instances are called without a fiber: none of the component's imports waits
+    /// (it does not import `store`). Found when the policy is loaded.
+    sync: bool,
     pool: ArrayQueue<Instance>,
     limits: PolicyLimits,
     store: Arc<Store>,
@@ -193,8 +202,8 @@ impl Policy {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| bad(format!("cannot link: {e:#}")))?;
-        let pre = CachePolicyPre::new(pre)
-            .map_err(|e| bad(format!("does not match world {WORLD}: {e:#}")))?;
+        let exports = Exports::find(&component, POLICY_EXPORT)
+            .map_err(|e| bad(format!("does not match world {WORLD}: {e}")))?;
 
         let default_name = match source {
             PolicySource::File(p) => p
@@ -206,6 +215,8 @@ impl Policy {
         let mut policy = Policy {
             name: default_name.as_str().into(),
             pre,
+            exports,
+            sync: true,
             pool: ArrayQueue::new(limits.idle_instances.max(1)),
             limits,
             store,
@@ -221,18 +232,33 @@ impl Policy {
             },
             rules: Vec::new(),
         };
-        let mut inst = policy
-            .take("describe")
-            .await
+        // The first instance tells whether calls can skip the fiber: instantiating without
+        // one fails at once, before any guest code runs, when an import waits.
+        let mut store = policy.new_store();
+        let instance = match policy.pre.instantiate(&mut store) {
+            Ok(instance) => Ok(instance),
+            Err(_) => {
+                policy.sync = false;
+                store = policy.new_store();
+                policy.pre.instantiate_async(&mut store).await
+            }
+        };
+        let inst = policy
+            .with_funcs("describe", store, instance)
             .map_err(|e| bad(format!("cannot instantiate: {e}")))?;
-        let out = inst
-            .bindings
-            .cachelet_policy_policy()
-            .call_describe(&mut inst.store)
-            .await;
-        let info = policy
-            .give_back("describe", inst, out)
-            .map_err(|e| bad(format!("describe() failed: {e}")))?;
+        inst.funcs
+            .typecheck(&inst.store)
+            .map_err(|e| bad(format!("does not match world {WORLD}: {e}")))?;
+        let _ = policy.pool.push(inst);
+        let pick = |f: &Funcs| f.describe;
+        let described = if policy.sync {
+            policy.call_now::<(), DescribeResults>("describe", pick, ())
+        } else {
+            policy
+                .call_on_fiber::<(), DescribeResults>("describe", pick, ())
+                .await
+        };
+        let (info,) = described.map_err(|e| bad(format!("describe() failed: {e}")))?;
         if !info.name.is_empty() {
             policy.name = info.name.as_str().into();
             policy.report.name = info.name.clone();
@@ -272,24 +298,82 @@ impl Policy {
         self.faults.load(Ordering::Relaxed)
     }
 
-    /// An instance from the pool (or a new one), armed with the call deadline.
-    async fn take(&self, op: &str) -> Result<Instance, Error> {
-        let mut inst = match self.pool.pop() {
-            Some(i) => i,
+    /// An instance from the pool, armed with the call deadline; `None` when the pool is empty.
+    fn pooled(&self) -> Option<Instance> {
+        let mut inst = self.pool.pop()?;
+        inst.store.set_epoch_deadline(self.deadline_ticks());
+        Some(inst)
+    }
+
+    /// A new store, limited and armed with the call deadline.
+    fn new_store(&self) -> WasmStore<HostState> {
+        let state = HostState::new(self.store.clone(), self.name.clone(), self.limits.memory);
+        let mut store = WasmStore::new(&runtime().engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks());
+        store
+    }
+
+    /// The exports of a new instance, or the fault that prevented it.
+    fn with_funcs(
+        &self,
+        op: &str,
+        mut store: WasmStore<HostState>,
+        instance: wasmtime::Result<wasmtime::component::Instance>,
+    ) -> Result<Instance, Error> {
+        let funcs = instance.and_then(|i| {
+            self.exports
+                .funcs(&mut store, &i)
+                .ok_or_else(|| wasmtime::format_err!("an export of {WORLD} is missing"))
+        });
+        match funcs {
+            Ok(funcs) => Ok(Instance { store, funcs }),
+            Err(e) => Err(self.fault(op, e)),
+        }
+    }
+
+    /// Calls the export `pick` of an instance without a fiber (the policy is `sync`).
+    fn call_now<P, R>(&self, op: &str, pick: fn(&Funcs) -> Func, params: P) -> Result<R, Error>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        let mut inst = match self.pooled() {
+            Some(inst) => inst,
             None => {
-                let state =
-                    HostState::new(self.store.clone(), self.name.clone(), self.limits.memory);
-                let mut store = WasmStore::new(&runtime().engine, state);
-                store.limiter(|s| &mut s.limits);
-                store.set_epoch_deadline(self.deadline_ticks());
-                match self.pre.instantiate_async(&mut store).await {
-                    Ok(bindings) => Instance { store, bindings },
-                    Err(e) => return Err(self.fault(op, e)),
-                }
+                let mut store = self.new_store();
+                let instance = self.pre.instantiate(&mut store);
+                self.with_funcs(op, store, instance)?
             }
         };
-        inst.store.set_epoch_deadline(self.deadline_ticks());
-        Ok(inst)
+        let out = typed::<P, R>(pick(&inst.funcs)).call(&mut inst.store, params);
+        self.give_back(op, inst, out)
+    }
+
+    /// Calls the export `pick` of an instance on a fiber (the policy imports something that
+    /// waits: `store`).
+    async fn call_on_fiber<P, R>(
+        &self,
+        op: &str,
+        pick: fn(&Funcs) -> Func,
+        params: P,
+    ) -> Result<R, Error>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        let mut inst = match self.pooled() {
+            Some(inst) => inst,
+            None => {
+                let mut store = self.new_store();
+                let instance = self.pre.instantiate_async(&mut store).await;
+                self.with_funcs(op, store, instance)?
+            }
+        };
+        let out = typed::<P, R>(pick(&inst.funcs))
+            .call_async(&mut inst.store, params)
+            .await;
+        self.give_back(op, inst, out)
     }
 
     /// Returns a healthy instance to the pool; a trapped one is dropped with its `Store`.
@@ -339,15 +423,22 @@ impl Policy {
         }
     }
 
+    /// The guest's read rule. Synchronous policies are called in place (this future holds
+    /// nothing across an await); the others on a boxed fiber call.
     async fn guest_read(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
-        let wargs = to_wit_args(args);
-        let mut inst = self.take(op).await?;
-        let out = inst
-            .bindings
-            .cachelet_policy_policy()
-            .call_read(&mut inst.store, op, &wargs)
-            .await;
-        let out = self.give_back(op, inst, out)?;
+        let pick = |f: &Funcs| f.read;
+        let (out,) = if self.sync {
+            let wargs = wire_args(args);
+            let params: ReadParams<'_> = (op, &wargs);
+            self.call_now::<_, ReadResults>(op, pick, params)?
+        } else {
+            Box::pin(async {
+                let wargs = wire_args(args);
+                let params: ReadParams<'_> = (op, &wargs);
+                self.call_on_fiber::<_, ReadResults>(op, pick, params).await
+            })
+            .await?
+        };
         match out {
             Ok(rule) => Ok(rule.map(from_wit_read)),
             Err(message) => Err(self.refused(op, message)),
@@ -360,15 +451,20 @@ impl Policy {
         args: &Args,
         result: Option<&Value>,
     ) -> Result<Option<WriteRule>, Error> {
-        let wargs = to_wit_args(args);
-        let wresult = result.map(to_wit_value);
-        let mut inst = self.take(op).await?;
-        let out = inst
-            .bindings
-            .cachelet_policy_policy()
-            .call_write(&mut inst.store, op, &wargs, wresult.as_ref())
-            .await;
-        let out = self.give_back(op, inst, out)?;
+        let pick = |f: &Funcs| f.write;
+        let (out,) = if self.sync {
+            let wargs = wire_args(args);
+            let params: WriteParams<'_> = (op, &wargs, result.map(WireValue::from));
+            self.call_now::<_, WriteResults>(op, pick, params)?
+        } else {
+            Box::pin(async {
+                let wargs = wire_args(args);
+                let params: WriteParams<'_> = (op, &wargs, result.map(WireValue::from));
+                self.call_on_fiber::<_, WriteResults>(op, pick, params)
+                    .await
+            })
+            .await?
+        };
         match out {
             Ok(rule) => Ok(rule.map(|r| WriteRule {
                 invalidate: r.invalidate,
@@ -524,23 +620,6 @@ fn op_rule(op: &wit::OpInfo) -> Result<(Rule, bool), Error> {
     }
 }
 
-fn to_wit_value(v: &Value) -> wit::Value {
-    match v {
-        Value::Null => wit::Value::Null,
-        Value::Bool(b) => wit::Value::Boolean(*b),
-        Value::Int(i) => wit::Value::Integer(*i),
-        Value::Float(f) => wit::Value::Float(*f),
-        Value::Text(s) => wit::Value::Text(s.clone()),
-        Value::Json(s) => wit::Value::Json(s.clone()),
-    }
-}
-
-fn to_wit_args(a: &Args) -> Vec<(String, wit::Value)> {
-    a.iter()
-        .map(|(n, v)| (n.to_string(), to_wit_value(v)))
-        .collect()
-}
-
 fn from_wit_args(a: Vec<(String, wit::Value)>) -> Args {
     a.into_iter()
         .map(|(n, v)| {
@@ -583,14 +662,15 @@ enum Route {
 /// The policies in force: swapped as a whole when policies are (re)loaded.
 pub(crate) struct PolicySet {
     policies: Vec<Policy>,
-    routes: HashMap<String, Route>,
+    /// By operation name (Fx hashing: the names are the policies' own, looked up per call).
+    routes: FxHashMap<String, Route>,
 }
 
 impl PolicySet {
     pub fn empty() -> PolicySet {
         PolicySet {
             policies: Vec::new(),
-            routes: HashMap::new(),
+            routes: FxHashMap::default(),
         }
     }
 
@@ -655,7 +735,7 @@ impl PolicySet {
             Some(Route::Read {
                 policy,
                 template: None,
-            }) => Box::pin(self.policies[*policy].guest_read(op, args)).await,
+            }) => self.policies[*policy].guest_read(op, args).await,
             Some(Route::Write { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "write",
@@ -679,7 +759,11 @@ impl PolicySet {
             Some(Route::Write {
                 policy,
                 template: None,
-            }) => Box::pin(self.policies[*policy].guest_write(op, args, result().as_ref())).await,
+            }) => {
+                self.policies[*policy]
+                    .guest_write(op, args, result().as_ref())
+                    .await
+            }
             Some(Route::Read { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "read",
@@ -691,9 +775,7 @@ impl PolicySet {
     /// Calls the guest's own `read` even for a templated operation (to compare both renders).
     pub async fn guest_read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
         match self.routes.get(op) {
-            Some(Route::Read { policy, .. }) => {
-                Box::pin(self.policies[*policy].guest_read(op, args)).await
-            }
+            Some(Route::Read { policy, .. }) => self.policies[*policy].guest_read(op, args).await,
             Some(Route::Write { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "write",

@@ -32,6 +32,7 @@ pub(crate) fn runtime() -> &'static Runtime {
         // WASI 0.2 is linked so that components built with a language's default imports
         // instantiate; the context grants nothing (see `HostState::new`).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("WASI links once");
+        super::wasi::link_io_at_once(&mut linker).expect("wasi:io links again");
         CachePolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .expect("the policy world links once");
         let weak = engine.weak();
@@ -154,7 +155,7 @@ impl store::Host for HostState {
 }
 
 impl log::Host for HostState {
-    async fn log(&mut self, level: log::Level, message: String) {
+    fn log(&mut self, level: log::Level, message: String) {
         let policy = &*self.policy;
         match level {
             log::Level::Trace => tracing::trace!(policy, "{message}"),
