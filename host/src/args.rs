@@ -166,16 +166,36 @@ impl Args {
     }
 }
 
-/// Serializes as a map from names to JSON values, so `Args` can be passed wherever arguments
-/// are taken.
-impl Serialize for Args {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(self.items.len()))?;
-        for (n, v) in &self.items {
-            m.serialize_entry(n.as_ref(), &v.to_json())?;
-        }
-        m.end()
+/// What the cache's operations take as arguments: any `Serialize` value (a struct's fields or a
+/// map's entries, converted on each call), or [`Args`] themselves (used as they are).
+///
+/// ```
+/// use cachelet::{Args, ToArgs, Value};
+///
+/// #[derive(serde::Serialize)]
+/// struct GetUser {
+///     user_id: u64,
+/// }
+///
+/// let built = Args::new().with("user_id", 42);
+/// assert_eq!(*GetUser { user_id: 42 }.to_args().unwrap(), built);
+/// assert_eq!(*serde_json::json!({"user_id": 42}).to_args().unwrap(), built);
+/// assert_eq!(built.to_args().unwrap().get("user_id"), Some(&Value::Int(42)));
+/// ```
+pub trait ToArgs {
+    /// The arguments, borrowed when they already are [`Args`].
+    fn to_args(&self) -> Result<Cow<'_, Args>, Error>;
+}
+
+impl<T: Serialize + ?Sized> ToArgs for T {
+    fn to_args(&self) -> Result<Cow<'_, Args>, Error> {
+        Args::from_serialize(self).map(Cow::Owned)
+    }
+}
+
+impl ToArgs for Args {
+    fn to_args(&self) -> Result<Cow<'_, Args>, Error> {
+        Ok(Cow::Borrowed(self))
     }
 }
 

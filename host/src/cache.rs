@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::args::Args;
+use crate::args::{Args, ToArgs};
 use crate::config::{BackendUrl, Settings};
 use crate::policy::{PolicyLimits, PolicyReport, PolicySet, PolicySource};
 use crate::read::Flights;
@@ -279,13 +279,13 @@ impl Cache {
     ///
     /// With `guest = true` the guest's own `read` is called even for an operation the host
     /// renders natively, which shows whether both agree.
-    pub async fn read_rule<A: Serialize + ?Sized>(
+    pub async fn read_rule<A: ToArgs + ?Sized>(
         &self,
         op: &str,
         args: &A,
         guest: bool,
     ) -> Result<Option<ReadRule>, Error> {
-        let args = Args::from_serialize(args)?;
+        let args = args.to_args()?;
         let set = self.inner.policies.load();
         if guest {
             set.guest_read_rule(op, &args).await
@@ -295,14 +295,14 @@ impl Cache {
     }
 
     /// The write rule the policies give for one call; `result` is the write's return value.
-    pub async fn write_rule<A: Serialize + ?Sized>(
+    pub async fn write_rule<A: ToArgs + ?Sized>(
         &self,
         op: &str,
         args: &A,
         result: Option<crate::Value>,
         guest: bool,
     ) -> Result<Option<WriteRule>, Error> {
-        let args = Args::from_serialize(args)?;
+        let args = args.to_args()?;
         let set = self.inner.policies.load();
         if guest {
             set.guest_write_rule(op, &args, result.as_ref()).await

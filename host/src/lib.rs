@@ -40,7 +40,7 @@ mod store;
 mod tags;
 mod write;
 
-pub use args::{Args, Value};
+pub use args::{Args, ToArgs, Value};
 pub use cache::{Cache, CacheBuilder, Stats};
 pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
 pub use error::Error;

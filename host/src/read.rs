@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::args::Args;
+use crate::args::ToArgs;
 use crate::cache::{bump, decode, Cache};
 use crate::rules::{resolve_ttl, ReadRule};
 use crate::store::Lookup;
@@ -112,7 +112,7 @@ impl Cache {
     /// ```
     pub async fn read<A, T, E, F, Fut>(&self, op: &str, args: &A, loader: F) -> Result<T, E>
     where
-        A: Serialize + ?Sized,
+        A: ToArgs + ?Sized,
         T: Serialize + DeserializeOwned + Send + 'static,
         E: std::fmt::Display + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
@@ -154,8 +154,8 @@ impl Cache {
     }
 
     /// The rule for a call, resolved; `None` when the call is not to be cached.
-    async fn plan<A: Serialize + ?Sized>(&self, op: &str, args: &A) -> Option<Plan> {
-        let rule = match Args::from_serialize(args) {
+    async fn plan<A: ToArgs + ?Sized>(&self, op: &str, args: &A) -> Option<Plan> {
+        let rule = match args.to_args() {
             Ok(a) => self.inner.policies.load().read_rule(op, &a).await,
             Err(e) => Err(e),
         };

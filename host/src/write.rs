@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::args::{Args, Value};
+use crate::args::{ToArgs, Value};
 use crate::cache::{bump, Cache};
 use crate::rules::{Recache, WriteRule};
 use crate::Error;
@@ -41,12 +41,12 @@ impl Cache {
     /// ```
     pub async fn write<A, R, E, F, Fut>(&self, op: &str, args: &A, action: F) -> Result<R, E>
     where
-        A: Serialize + ?Sized,
+        A: ToArgs + ?Sized,
         R: Serialize,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
-        let args = Args::from_serialize(args);
+        let args = args.to_args();
         let result = action().await?;
         let rule = match args {
             Ok(args) => {
