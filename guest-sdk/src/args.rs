@@ -1,6 +1,6 @@
 //! The arguments of one call, as a closure sees them.
 
-use crate::template::Template;
+use crate::template::{render_text, RenderError, Template};
 use crate::Value;
 
 /// The named arguments of one call of an operation (and, for a write, its result), handed to
@@ -80,9 +80,10 @@ impl<'a> Args<'a> {
     /// Renders a template such as `"user:{user_id}"` with these arguments, exactly as a
     /// declared key or tag renders (any kind of value; see [`Value`]).
     pub fn render(&self, template: &str) -> Result<String, String> {
-        let template = Template::parse(template).map_err(|e| e.to_string())?;
-        self.render_template(&template)
-            .map_err(|(param, template)| no_arg(param, template))
+        render_text(template, |name, out| self.append(name, out)).map_err(|e| match e {
+            RenderError::Invalid(e) => e.to_string(),
+            RenderError::Missing(m) => no_arg(m.param, m.template),
+        })
     }
 
     /// For a write, the write action's return value, if any; `None` for a read.
@@ -106,14 +107,19 @@ impl<'a> Args<'a> {
         template: &'t Template,
     ) -> Result<String, (&'t str, &'t str)> {
         template
-            .render(|name, out| match self.get(name) {
-                Some(v) => {
-                    v.render_into(out);
-                    true
-                }
-                None => false,
-            })
+            .render(|name, out| self.append(name, out))
             .map_err(|m| (m.param, m.template))
+    }
+
+    /// Appends the argument `name` as a template renders it; `false` if there is none.
+    fn append(&self, name: &str, out: &mut String) -> bool {
+        match self.get(name) {
+            Some(v) => {
+                v.render_into(out);
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! A declared policy, checked and compiled into what answers the host's `describe`, `read` and
 //! `write`.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use crate::args::no_arg;
 use crate::policy::{Op, ReadFn, ReadOp, RecacheFn, Resource, TagsFn, WriteFn, WriteOp};
 use crate::template::{escape, is_param_name, Template};
@@ -37,9 +40,32 @@ use crate::{
 /// ```
 pub struct Compiled {
     info: PolicyInfo,
-    /// `ops[i]` answers for `info.ops[i]`. Found by a linear scan: a policy has a few dozen ops
-    /// at most, and a map would cost more code in the component than it saves time.
+    /// `ops[i]` answers for `info.ops[i]`.
     ops: Vec<OpImpl>,
+    /// The index of each op by name (the host calls by name).
+    index: HashMap<String, usize, BuildHasherDefault<Fnv>>,
+}
+
+/// FNV-1a: op names are short, and this map is read on every call.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 enum OpImpl {
@@ -126,7 +152,13 @@ impl Compiled {
             info_ops.push(info);
             ops.push(compiled);
         }
+        let mut index = HashMap::default();
+        for (i, op) in info_ops.iter().enumerate() {
+            // A name declared twice is broken in each place: the first answers.
+            index.entry(op.name.clone()).or_insert(i);
+        }
         Compiled {
+            index,
             info: PolicyInfo {
                 name: policy.name.unwrap_or_else(|| name.to_owned()),
                 version: policy.version.unwrap_or_else(|| version.to_owned()),
@@ -224,11 +256,9 @@ impl Compiled {
     }
 
     fn find(&self, op: &str) -> Result<&OpImpl, String> {
-        self.info
-            .ops
-            .iter()
-            .position(|o| o.name == op)
-            .map(|i| &self.ops[i])
+        self.index
+            .get(op)
+            .map(|&i| &self.ops[i])
             .ok_or_else(|| format!("unknown op `{op}`"))
     }
 }

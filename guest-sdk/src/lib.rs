@@ -53,7 +53,7 @@
 //! cachelet-guest = { path = "../../../guest-sdk" }
 //!
 //! [profile.release]
-//! opt-level = "s"
+//! opt-level = 3
 //! lto = true
 //! strip = true
 //! panic = "abort"
@@ -89,8 +89,19 @@
 mod args;
 mod compiled;
 mod policy;
+mod region;
 mod rules;
 mod template;
+
+/// With the feature `region-alloc` (on by default), a component's allocations go through
+/// [`Regions`]. The host's timings in BENCHMARKS.md are with it.
+#[cfg(all(
+    feature = "region-alloc",
+    target_family = "wasm",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static REGIONS: Regions = Regions::new();
 
 /// The bindings `wit-bindgen` generates for the `cachelet:policy/cache-policy` world.
 ///
@@ -116,6 +127,7 @@ pub use bindings::cachelet::policy::types::{
 };
 pub use compiled::Compiled;
 pub use policy::{resource, IntoKey, Policy, ReadOp, Resource, WriteOp};
+pub use region::Regions;
 pub use rules::recache;
 
 /// Direct access to the cache, confined to the cache's namespace; values are JSON text.

@@ -45,62 +45,151 @@ pub(crate) struct Missing<'t> {
     pub(crate) template: &'t str,
 }
 
+/// One piece of a template's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Piece<'t> {
+    /// Literal text (an escape yields the one brace it stands for).
+    Text(&'t str),
+    /// A placeholder's name.
+    Param(&'t str),
+}
+
+/// Where the next brace is in `text` from byte `from` (`text.len()` if none).
+fn next_brace(text: &str, from: usize) -> usize {
+    text.as_bytes()[from..]
+        .iter()
+        .position(|&b| b == b'{' || b == b'}')
+        .map_or(text.len(), |n| from + n)
+}
+
+/// What the brace at byte `at` of `text` starts: an escaped brace or a placeholder, with the
+/// byte after it; or the problem. The one reading of the template syntax, shared by
+/// [`Template::parse`] (through [`Pieces`]) and [`render_text`].
+fn brace(text: &str, at: usize) -> Result<(Piece<'_>, usize), String> {
+    let rest = &text[at..];
+    let bytes = rest.as_bytes();
+    if bytes.get(1) == Some(&bytes[0]) {
+        return Ok((Piece::Text(&rest[..1]), at + 2));
+    }
+    if bytes[0] == b'}' {
+        return Err(format!(
+            "unmatched `}}` at byte {at} (write `}}}}` for a literal brace)"
+        ));
+    }
+    let Some(len) = rest[1..].find('}') else {
+        return Err(format!(
+            "unclosed `{{` at byte {at} (write `{{{{` for a literal brace)"
+        ));
+    };
+    let name = &rest[1..1 + len];
+    if name.is_empty() {
+        return Err(format!("empty placeholder `{{}}` at byte {at}"));
+    }
+    if !is_param_name(name) {
+        return Err(format!(
+            "invalid placeholder `{{{name}}}`: a name has only ASCII letters, digits and `_`"
+        ));
+    }
+    Ok((Piece::Param(name), at + len + 2))
+}
+
+/// The pieces of a template, in order, or the problem that stops them.
+struct Pieces<'t> {
+    text: &'t str,
+    at: usize,
+}
+
+impl<'t> Iterator for Pieces<'t> {
+    type Item = Result<Piece<'t>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let at = self.at;
+        if at == self.text.len() {
+            return None;
+        }
+        let end = next_brace(self.text, at);
+        if end > at {
+            self.at = end;
+            return Some(Ok(Piece::Text(&self.text[at..end])));
+        }
+        match brace(self.text, at) {
+            Ok((piece, next)) => {
+                self.at = next;
+                Some(Ok(piece))
+            }
+            Err(problem) => {
+                self.at = self.text.len();
+                Some(Err(problem))
+            }
+        }
+    }
+}
+
+fn pieces(text: &str) -> Pieces<'_> {
+    Pieces { text, at: 0 }
+}
+
+/// Why rendering a template's text failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RenderError<'t> {
+    /// The text is not a template.
+    Invalid(TemplateError),
+    /// A placeholder has no argument.
+    Missing(Missing<'t>),
+}
+
+/// Renders `text` without keeping a parsed [`Template`]: what a closure's `render` does on
+/// every call. `append` is as for [`Template::render`].
+pub(crate) fn render_text<'t>(
+    text: &'t str,
+    mut append: impl FnMut(&str, &mut String) -> bool,
+) -> Result<String, RenderError<'t>> {
+    let invalid = |problem| {
+        RenderError::Invalid(TemplateError {
+            template: text.to_owned(),
+            problem,
+        })
+    };
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut at = 0;
+    while at < text.len() {
+        let end = next_brace(text, at);
+        out.push_str(&text[at..end]);
+        if end == text.len() {
+            break;
+        }
+        let (piece, next) = brace(text, end).map_err(invalid)?;
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Param(name) => {
+                if !append(name, &mut out) {
+                    return Err(RenderError::Missing(Missing {
+                        param: name,
+                        template: text,
+                    }));
+                }
+            }
+        }
+        at = next;
+    }
+    Ok(out)
+}
+
 impl Template {
     /// Parses `text`.
     pub(crate) fn parse(text: &str) -> Result<Template, TemplateError> {
-        let err = |problem: String| TemplateError {
-            template: text.to_owned(),
-            problem,
-        };
         let mut segments = Vec::new();
-        let mut literal = String::new();
-        let mut chars = text.char_indices().peekable();
-        while let Some((at, c)) = chars.next() {
-            match c {
-                '{' if chars.peek().map(|&(_, c)| c) == Some('{') => {
-                    chars.next();
-                    literal.push('{');
-                }
-                '}' if chars.peek().map(|&(_, c)| c) == Some('}') => {
-                    chars.next();
-                    literal.push('}');
-                }
-                '}' => {
-                    return Err(err(format!(
-                        "unmatched `}}` at byte {at} (write `}}}}` for a literal brace)"
-                    )))
-                }
-                '{' => {
-                    let rest = &text[at + 1..];
-                    let Some(len) = rest.find('}') else {
-                        return Err(err(format!(
-                            "unclosed `{{` at byte {at} (write `{{{{` for a literal brace)"
-                        )));
-                    };
-                    let name = &rest[..len];
-                    if name.is_empty() {
-                        return Err(err(format!("empty placeholder `{{}}` at byte {at}")));
-                    }
-                    if !is_param_name(name) {
-                        return Err(err(format!(
-                            "invalid placeholder `{{{name}}}`: a name has only ASCII letters, \
-                             digits and `_`"
-                        )));
-                    }
-                    if !literal.is_empty() {
-                        segments.push(Segment::Literal(std::mem::take(&mut literal)));
-                    }
-                    segments.push(Segment::Param(name.to_owned()));
-                    // Skip the name and the closing brace (all ASCII: one char per byte).
-                    for _ in 0..=len {
-                        chars.next();
-                    }
-                }
-                c => literal.push(c),
+        for piece in pieces(text) {
+            match piece.map_err(|problem| TemplateError {
+                template: text.to_owned(),
+                problem,
+            })? {
+                Piece::Text(t) => match segments.last_mut() {
+                    Some(Segment::Literal(l)) => l.push_str(t),
+                    _ => segments.push(Segment::Literal(t.to_owned())),
+                },
+                Piece::Param(name) => segments.push(Segment::Param(name.to_owned())),
             }
-        }
-        if !literal.is_empty() {
-            segments.push(Segment::Literal(literal));
         }
         Ok(Template {
             text: text.to_owned(),
@@ -159,16 +248,25 @@ pub(crate) fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Renders through a parsed template and straight from the text; both must agree.
     fn render(template: &str, args: &[(&str, &str)]) -> Result<String, String> {
-        let t = Template::parse(template).map_err(|e| e.to_string())?;
-        t.render(|name, out| match args.iter().find(|(n, _)| *n == name) {
+        let append = |name: &str, out: &mut String| match args.iter().find(|(n, _)| *n == name) {
             Some((_, v)) => {
                 out.push_str(v);
                 true
             }
             None => false,
-        })
-        .map_err(|m| format!("missing {} in {}", m.param, m.template))
+        };
+        let missing = |m: Missing| format!("missing {} in {}", m.param, m.template);
+        let parsed = Template::parse(template)
+            .map_err(|e| e.to_string())
+            .and_then(|t| t.render(append).map_err(missing));
+        let direct = render_text(template, append).map_err(|e| match e {
+            RenderError::Invalid(e) => e.to_string(),
+            RenderError::Missing(m) => missing(m),
+        });
+        assert_eq!(parsed, direct, "{template}");
+        parsed
     }
 
     #[test]
@@ -221,7 +319,7 @@ mod tests {
             ("{a {b}", "invalid placeholder `{a {b}`"),
             ("{é}", "invalid placeholder"),
         ] {
-            let e = Template::parse(bad).unwrap_err().to_string();
+            let e = render(bad, &[]).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
             assert!(e.contains(bad), "{bad}: {e}");
         }
