@@ -77,6 +77,23 @@ async fn every_language_declares_the_same_ops() {
             .map(|o| o.name.as_str())
             .collect();
         assert_eq!(dynamic, ["get_search", "update_user_dynamic"], "{lang}");
+        // Rust and C components import nothing that waits and are called without a fiber;
+        // componentize-py and componentize-js import every interface of the world, `store`
+        // (which awaits the backend) included.
+        let importer = report
+            .imports
+            .iter()
+            .any(|i| i.starts_with("cachelet:policy/store"));
+        assert_eq!(
+            report.synchronous, !importer,
+            "{lang}: {:?}",
+            report.imports
+        );
+        assert_eq!(
+            report.synchronous,
+            ["seed-rust", "seed-c"].contains(&lang),
+            "{lang}"
+        );
     }
 }
 

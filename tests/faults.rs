@@ -1,4 +1,4 @@
-//! A guest that traps, loops forever, grabs memory or reaches for files, sockets and the
+//! A guest that traps, loops forever, grabs memory, sleeps or reaches for files, sockets and the
 //! environment is stopped within its limits; the caller still gets the loader's value, and the
 //! next calls work. Components that are not policies are refused with a message that names why.
 
@@ -49,6 +49,7 @@ async fn faults_are_contained_and_the_caller_gets_the_loaders_value() {
         ("trap", "wasm trap: wasm `unreachable`"),
         ("spin", "deadline"),
         ("hog", "memory"),
+        ("sleep", "would wait: a policy cannot block"),
     ] {
         let before = cache.stats().guest_faults;
         let t0 = Instant::now();

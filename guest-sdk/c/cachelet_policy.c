@@ -456,14 +456,26 @@ static void copy_list(cl_strings *out, const char *const *list) {
   for (size_t i = 0; list && list[i]; i++) cl_push(out, cl_strdup(list[i]));
 }
 
+/* The ops as `describe` lists them (the first op of each name), built on the first call: the
+   host calls op `i` of this list. */
+static const cl_op **listed;
+static size_t n_listed;
+
+static void list_ops(void) {
+  if (listed) return;
+  listed = calloc(n_ops() + 1, sizeof *listed);
+  for (const cl_op *op = CL_OPS; op->name; op++)
+    if (find(op->name, strlen(op->name)) == op) listed[n_listed++] = op;
+}
+
 void exports_cachelet_policy_policy_describe(cachelet_policy_types_policy_info_t *ret) {
-  size_t n = n_ops();
+  list_ops();
   ret->name = cl_strdup(CL_NAME);
   ret->version = cl_strdup(CL_VERSION);
   ret->ops.len = 0;
-  ret->ops.ptr = calloc(n ? n : 1, sizeof(cachelet_policy_types_op_info_t));
-  for (const cl_op *op = CL_OPS; op->name; op++) {
-    if (find(op->name, strlen(op->name)) != op) continue; /* reported once */
+  ret->ops.ptr = calloc(n_listed ? n_listed : 1, sizeof(cachelet_policy_types_op_info_t));
+  for (size_t i = 0; i < n_listed; i++) {
+    const cl_op *op = listed[i];
     cachelet_policy_types_op_info_t *info = &ret->ops.ptr[ret->ops.len++];
     info->name = cl_strdup(op->name);
     info->kind = op->kind;
@@ -523,16 +535,16 @@ void exports_cachelet_policy_policy_describe(cachelet_policy_types_policy_info_t
 }
 
 /* The op named `name`, checked; false with `err` set ("{op}: ...") otherwise. */
-static const cl_op *lookup(const cl_string *name, cachelet_policy_types_op_kind_t kind, cl_string *err) {
+static const cl_op *lookup(uint32_t index, cachelet_policy_types_op_kind_t kind, cl_string *err) {
   sb b = {0};
-  const cl_op *op = find((const char *)name->ptr, name->len);
-  if (!op) {
-    sb_puts(&b, "unknown op `");
-    sb_putn(&b, (const char *)name->ptr, name->len);
-    sb_puts(&b, "`");
-    *err = sb_take(&b);
+  list_ops();
+  if (index >= n_listed) {
+    char i[24], n[24];
+    *err = msg("no operation #", utoa(index, i), " (this policy declares ", utoa(n_listed, n), ")",
+               NULL);
     return NULL;
   }
+  const cl_op *op = listed[index];
   cl_strings params = {0};
   cl_string problem = {0};
   bool ok = check(op, &params, &problem);
@@ -561,12 +573,12 @@ static void blame(const cl_op *op, cl_string *err) {
   *err = sb_take(&b);
 }
 
-bool exports_cachelet_policy_policy_read(cl_string *name, cl_args *args,
+bool exports_cachelet_policy_policy_read(uint32_t index, cl_args *args,
                                          exports_cachelet_policy_policy_option_read_rule_t *ret,
                                          cl_string *err) {
   bool ok = false;
   memset(ret, 0, sizeof *ret);
-  const cl_op *op = lookup(name, CACHELET_POLICY_TYPES_OP_KIND_READ, err);
+  const cl_op *op = lookup(index, CACHELET_POLICY_TYPES_OP_KIND_READ, err);
   if (op && op->read_fn) {
     *err = (cl_string){0};
     ret->is_some = op->read_fn(args, &ret->val, err);
@@ -590,7 +602,6 @@ bool exports_cachelet_policy_policy_read(cl_string *name, cl_args *args,
       blame(op, err);
     }
   }
-  cache_policy_string_free(name);
   cachelet_policy_types_args_free(args);
   return ok;
 }
@@ -653,12 +664,12 @@ static bool apply(const cl_recache *r, const cl_args *args, cachelet_policy_type
   return true;
 }
 
-bool exports_cachelet_policy_policy_write(cl_string *name, cl_args *args, cl_value *result,
+bool exports_cachelet_policy_policy_write(uint32_t index, cl_args *args, cl_value *result,
                                           exports_cachelet_policy_policy_option_write_rule_t *ret,
                                           cl_string *err) {
   bool ok = false;
   memset(ret, 0, sizeof *ret);
-  const cl_op *op = lookup(name, CACHELET_POLICY_TYPES_OP_KIND_WRITE, err);
+  const cl_op *op = lookup(index, CACHELET_POLICY_TYPES_OP_KIND_WRITE, err);
   if (op) {
     cachelet_policy_types_write_rule_t *w = &ret->val;
     size_t nr = 0;
@@ -681,7 +692,6 @@ bool exports_cachelet_policy_policy_write(cl_string *name, cl_args *args, cl_val
       blame(op, err);
     }
   }
-  cache_policy_string_free(name);
   cachelet_policy_types_args_free(args);
   if (result) cachelet_policy_types_value_free(result);
   return ok;

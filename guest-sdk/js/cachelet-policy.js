@@ -294,6 +294,7 @@ export class CachePolicy {
     this.version = version;
     this.ops = [];
     this.pending = []; // writes whose recache targets are checked once every op is declared
+    this.listed = undefined; // the ops as `describe` lists them, once computed
   }
 
   /** `@cache_read`: an op rendered from templates. Tags default to the key; a `resource` read
@@ -405,6 +406,7 @@ export class CachePolicy {
     if (twin) op.error = twin.error = 'declared more than once';
     else if (name === '') op.error = 'an op name must not be empty';
     this.ops.push(op);
+    this.listed = undefined;
     return op;
   }
 
@@ -434,17 +436,25 @@ export class CachePolicy {
     return this.ops.filter((o) => o.error).map((o) => `${o.info.name}: ${o.error}`);
   }
 
-  describe() {
+  /** The ops as `describe` lists them, one per name: the host calls op `i` of it. */
+  #listing() {
     this.#checked();
-    const seen = new Set();
-    const ops = this.ops.filter((o) => !seen.has(o.info.name) && seen.add(o.info.name));
-    return { name: this.name, version: this.version, ops: ops.map((o) => o.info) };
+    if (!this.listed) {
+      const seen = new Set();
+      this.listed = this.ops.filter((o) => !seen.has(o.info.name) && seen.add(o.info.name));
+    }
+    return this.listed;
   }
 
-  #call(name, kind, pairs, result) {
-    this.#checked();
-    const op = this.ops.find((o) => o.info.name === name);
-    if (!op) throw `unknown op \`${name}\``;
+  describe() {
+    return { name: this.name, version: this.version, ops: this.#listing().map((o) => o.info) };
+  }
+
+  #call(index, kind, pairs, result) {
+    const listed = this.#listing();
+    const op = listed[index];
+    if (!op) throw `no operation #${index} (this policy declares ${listed.length})`;
+    const name = op.info.name;
     if (op.error) throw `${name}: ${op.error}`;
     if (op.info.kind !== kind) {
       throw `${name}: ${kind === 'read' ? 'a write, not a read' : 'a read, not a write'}`;

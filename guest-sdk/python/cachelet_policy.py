@@ -333,6 +333,7 @@ class CachePolicy:
         self._reads = {}  # declared reads, for recache checks: name -> is_read
         self._pending = []  # writes whose recache targets are checked on first use
         self._settled = False
+        self._listed = None  # the ops as ``describe`` lists them, once computed
 
     # -- reads --
 
@@ -473,6 +474,7 @@ class CachePolicy:
         elif name == "":
             op.error = "an op name must not be empty"
         self._ops.append(op)
+        self._listed = None
         return op
 
     def _checked(self):
@@ -499,20 +501,26 @@ class CachePolicy:
         self._checked()
         return [f"{o.info.name}: {o.error}" for o in self._ops if o.error]
 
-    def describe(self):
+    def _listing(self):
+        """The ops as ``describe`` lists them, one per name: the host calls op ``i`` of it."""
         self._checked()
-        seen, ops = set(), []
-        for o in self._ops:
-            if o.info.name not in seen:
-                seen.add(o.info.name)
-                ops.append(o.info)
-        return wit.PolicyInfo(self.name, self.version, ops)
+        if self._listed is None:
+            seen, self._listed = set(), []
+            for o in self._ops:
+                if o.info.name not in seen:
+                    seen.add(o.info.name)
+                    self._listed.append(o)
+        return self._listed
 
-    def _call(self, op_name, kind, pairs, result):
-        self._checked()
-        op = next((o for o in self._ops if o.info.name == op_name), None)
-        if op is None:
-            raise Err(f"unknown op `{op_name}`")
+    def describe(self):
+        return wit.PolicyInfo(self.name, self.version, [o.info for o in self._listing()])
+
+    def _call(self, index, kind, pairs, result):
+        listed = self._listing()
+        if not 0 <= index < len(listed):
+            raise Err(f"no operation #{index} (this policy declares {len(listed)})")
+        op = listed[index]
+        op_name = op.info.name
         if op.error:
             raise Err(f"{op_name}: {op.error}")
         if op.info.kind != kind:

@@ -1,9 +1,6 @@
 //! A declared policy, checked and compiled into what answers the host's `describe`, `read` and
 //! `write`.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::args::no_arg;
 use crate::policy::{Op, ReadFn, ReadOp, RecacheFn, Resource, TagsFn, WriteFn, WriteOp};
 use crate::template::{escape, is_param_name, Template};
@@ -40,32 +37,8 @@ use crate::{
 /// ```
 pub struct Compiled {
     info: PolicyInfo,
-    /// `ops[i]` answers for `info.ops[i]`.
+    /// `ops[i]` answers for `info.ops[i]`: the host calls op `i` (its position in `describe`).
     ops: Vec<OpImpl>,
-    /// The index of each op by name (the host calls by name).
-    index: HashMap<String, usize, BuildHasherDefault<Fnv>>,
-}
-
-/// FNV-1a: op names are short, and this map is read on every call.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 enum OpImpl {
@@ -152,13 +125,7 @@ impl Compiled {
             info_ops.push(info);
             ops.push(compiled);
         }
-        let mut index = HashMap::default();
-        for (i, op) in info_ops.iter().enumerate() {
-            // A name declared twice is broken in each place: the first answers.
-            index.entry(op.name.clone()).or_insert(i);
-        }
         Compiled {
-            index,
             info: PolicyInfo {
                 name: policy.name.unwrap_or_else(|| name.to_owned()),
                 version: policy.version.unwrap_or_else(|| version.to_owned()),
@@ -188,7 +155,18 @@ impl Compiled {
     /// How to cache one call of the read `op`, exactly as the host renders a static op's
     /// template. `Ok(None)`: do not cache this call.
     pub fn read(&self, op: &str, args: &[(String, Value)]) -> Result<Option<ReadRule>, String> {
-        match self.find(op)? {
+        self.read_at(self.position(op)?, args)
+    }
+
+    /// [`read`](Self::read) of the op at `index` in [`describe`](Self::describe)'s list: how
+    /// the host calls.
+    pub fn read_at(
+        &self,
+        index: u32,
+        args: &[(String, Value)],
+    ) -> Result<Option<ReadRule>, String> {
+        let (op, found) = self.at(index)?;
+        match found {
             OpImpl::Read(ReadImpl::Template { key, tags, rest }) => {
                 let args = Args::new(args, None);
                 let render = |t: &Template| {
@@ -217,9 +195,21 @@ impl Compiled {
         args: &[(String, Value)],
         result: Option<&Value>,
     ) -> Result<Option<WriteRule>, String> {
+        self.write_at(self.position(op)?, args, result)
+    }
+
+    /// [`write`](Self::write) of the op at `index` in [`describe`](Self::describe)'s list: how
+    /// the host calls.
+    pub fn write_at(
+        &self,
+        index: u32,
+        args: &[(String, Value)],
+        result: Option<&Value>,
+    ) -> Result<Option<WriteRule>, String> {
+        let (op, found) = self.at(index)?;
         let call = Args::new(args, result);
         let fail = |e: String| format!("{op}: {e}");
-        match self.find(op)? {
+        match found {
             OpImpl::Write(WriteImpl::Parts {
                 invalidate,
                 recache,
@@ -255,11 +245,23 @@ impl Compiled {
         }
     }
 
-    fn find(&self, op: &str) -> Result<&OpImpl, String> {
-        self.index
-            .get(op)
-            .map(|&i| &self.ops[i])
+    /// The position of the op named `op`.
+    fn position(&self, op: &str) -> Result<u32, String> {
+        let i = self.info.ops.iter().position(|o| o.name == op);
+        i.map(|i| i as u32)
             .ok_or_else(|| format!("unknown op `{op}`"))
+    }
+
+    /// The name and implementation of the op at `index`.
+    fn at(&self, index: u32) -> Result<(&str, &OpImpl), String> {
+        let i = index as usize;
+        match (self.info.ops.get(i), self.ops.get(i)) {
+            (Some(info), Some(op)) => Ok((&info.name, op)),
+            _ => Err(format!(
+                "no operation #{index} (this policy declares {})",
+                self.ops.len()
+            )),
+        }
     }
 }
 
@@ -784,6 +786,17 @@ mod tests {
             "r: a read, not a write"
         );
         assert_eq!(policy.read("w", &[]).unwrap_err(), "w: a write, not a read");
+        // The host calls by position in `describe`.
+        let args = call(&[("user_id", Value::Integer(7))]);
+        assert_eq!(policy.read_at(0, &args).unwrap().unwrap().key, "user:7");
+        assert_eq!(
+            policy.read_at(2, &args).unwrap_err(),
+            "no operation #2 (this policy declares 2)"
+        );
+        assert_eq!(
+            policy.read_at(1, &[]).unwrap_err(),
+            "w: a write, not a read"
+        );
         assert_eq!(
             policy
                 .write("w", &call(&[("user_id", Value::Null)]), None)

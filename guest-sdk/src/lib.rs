@@ -216,7 +216,7 @@ macro_rules! export_policy {
                 }
 
                 fn read(
-                    op: ::std::string::String,
+                    op: u32,
                     args: ::std::vec::Vec<(::std::string::String, $crate::Value)>,
                 ) -> ::std::result::Result<
                     ::std::option::Option<$crate::ReadRule>,
@@ -226,12 +226,12 @@ macro_rules! export_policy {
                         $define,
                         env!("CARGO_PKG_NAME"),
                         env!("CARGO_PKG_VERSION"),
-                        |p| p.read(&op, &args),
+                        |p| p.read_at(op, &args),
                     )
                 }
 
                 fn write(
-                    op: ::std::string::String,
+                    op: u32,
                     args: ::std::vec::Vec<(::std::string::String, $crate::Value)>,
                     result: ::std::option::Option<$crate::Value>,
                 ) -> ::std::result::Result<
@@ -242,7 +242,7 @@ macro_rules! export_policy {
                         $define,
                         env!("CARGO_PKG_NAME"),
                         env!("CARGO_PKG_VERSION"),
-                        |p| p.write(&op, &args, result.as_ref()),
+                        |p| p.write_at(op, &args, result.as_ref()),
                     )
                 }
             }

@@ -76,7 +76,7 @@ fn brace(text: &str, at: usize) -> Result<(Piece<'_>, usize), String> {
             "unmatched `}}` at byte {at} (write `}}}}` for a literal brace)"
         ));
     }
-    let Some(len) = rest[1..].find('}') else {
+    let Some(len) = bytes[1..].iter().position(|&b| b == b'}') else {
         return Err(format!(
             "unclosed `{{` at byte {at} (write `{{{{` for a literal brace)"
         ));

@@ -24,6 +24,7 @@ fn check_lists_ops_imports_size_and_compile_time() {
     for want in [
         "policy seed-rust 0.1.0",
         "compiled in",
+        "calls: synchronous",
         "cachelet:policy/log@0.1.0",
         "read  get_user ",
         "rule rendered by the host",
@@ -36,6 +37,7 @@ fn check_lists_ops_imports_size_and_compile_time() {
     let json = cachelet(&["check", "--json", seed.to_str().unwrap()]);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(report["ops"].as_array().unwrap().len(), 24);
+    assert_eq!(report["synchronous"], true);
     assert!(report["size"].as_u64().unwrap() > 1000);
 }
 

@@ -53,9 +53,9 @@ pub(crate) fn wire_args(args: &Args) -> SmallVec<[(&str, WireValue<'_>); 8]> {
 }
 
 type Arg<'a> = (&'a str, WireValue<'a>);
-pub(crate) type ReadParams<'a> = (&'a str, &'a [Arg<'a>]);
+pub(crate) type ReadParams<'a> = (u32, &'a [Arg<'a>]);
 pub(crate) type ReadResults = (Result<Option<wit::ReadRule>, String>,);
-pub(crate) type WriteParams<'a> = (&'a str, &'a [Arg<'a>], Option<WireValue<'a>>);
+pub(crate) type WriteParams<'a> = (u32, &'a [Arg<'a>], Option<WireValue<'a>>);
 pub(crate) type WriteResults = (Result<Option<wit::WriteRule>, String>,);
 pub(crate) type DescribeResults = (wit::PolicyInfo,);
 

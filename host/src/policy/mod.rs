@@ -139,6 +139,9 @@ pub struct PolicyReport {
     pub precompiled: bool,
     /// Interfaces the component imports.
     pub imports: Vec<String>,
+    /// Whether calls run synchronously, without a fiber: none of the component's imports
+    /// waits (it does not import `store`, which awaits the backend). Such calls cost less.
+    pub synchronous: bool,
     /// The operations it declares.
     pub ops: Vec<OpInfo>,
 }
@@ -228,6 +231,7 @@ impl Policy {
                 compile_time,
                 precompiled,
                 imports,
+                synchronous: true,
                 ops: Vec::new(),
             },
             rules: Vec::new(),
@@ -239,6 +243,7 @@ impl Policy {
             Ok(instance) => Ok(instance),
             Err(_) => {
                 policy.sync = false;
+                policy.report.synchronous = false;
                 store = policy.new_store();
                 policy.pre.instantiate_async(&mut store).await
             }
@@ -425,16 +430,21 @@ impl Policy {
 
     /// The guest's read rule. Synchronous policies are called in place (this future holds
     /// nothing across an await); the others on a boxed fiber call.
-    async fn guest_read(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
+    async fn guest_read(
+        &self,
+        op: &str,
+        index: u32,
+        args: &Args,
+    ) -> Result<Option<ReadRule>, Error> {
         let pick = |f: &Funcs| f.read;
         let (out,) = if self.sync {
             let wargs = wire_args(args);
-            let params: ReadParams<'_> = (op, &wargs);
+            let params: ReadParams<'_> = (index, &wargs);
             self.call_now::<_, ReadResults>(op, pick, params)?
         } else {
             Box::pin(async {
                 let wargs = wire_args(args);
-                let params: ReadParams<'_> = (op, &wargs);
+                let params: ReadParams<'_> = (index, &wargs);
                 self.call_on_fiber::<_, ReadResults>(op, pick, params).await
             })
             .await?
@@ -448,18 +458,19 @@ impl Policy {
     async fn guest_write(
         &self,
         op: &str,
+        index: u32,
         args: &Args,
         result: Option<&Value>,
     ) -> Result<Option<WriteRule>, Error> {
         let pick = |f: &Funcs| f.write;
         let (out,) = if self.sync {
             let wargs = wire_args(args);
-            let params: WriteParams<'_> = (op, &wargs, result.map(WireValue::from));
+            let params: WriteParams<'_> = (index, &wargs, result.map(WireValue::from));
             self.call_now::<_, WriteResults>(op, pick, params)?
         } else {
             Box::pin(async {
                 let wargs = wire_args(args);
-                let params: WriteParams<'_> = (op, &wargs, result.map(WireValue::from));
+                let params: WriteParams<'_> = (index, &wargs, result.map(WireValue::from));
                 self.call_on_fiber::<_, WriteResults>(op, pick, params)
                     .await
             })
@@ -647,14 +658,17 @@ fn from_wit_read(r: wit::ReadRule) -> ReadRule {
     }
 }
 
-/// Where an operation's rule comes from.
+/// Where an operation's rule comes from: its policy, its position there (what the guest is
+/// called with), and its template when the host renders it.
 enum Route {
     Read {
         policy: usize,
+        index: u32,
         template: Option<ReadTemplate>,
     },
     Write {
         policy: usize,
+        index: u32,
         template: Option<WriteTemplate>,
     },
 }
@@ -687,7 +701,7 @@ impl PolicySet {
             let idx = set.policies.len();
             let Policy { rules, .. } = &policy;
             let mut routes = Vec::with_capacity(rules.len());
-            for (op, rule) in rules {
+            for (index, (op, rule)) in (0u32..).zip(rules) {
                 if let Some(first) = set.route_policy(op) {
                     return Err(Error::DuplicateOp {
                         op: op.clone(),
@@ -698,10 +712,12 @@ impl PolicySet {
                 let route = match rule {
                     Rule::Read(t) => Route::Read {
                         policy: idx,
+                        index,
                         template: t.clone(),
                     },
                     Rule::Write(t) => Route::Write {
                         policy: idx,
+                        index,
                         template: t.clone(),
                     },
                 };
@@ -734,8 +750,9 @@ impl PolicySet {
             }) => t.render(args).map(Some),
             Some(Route::Read {
                 policy,
+                index,
                 template: None,
-            }) => self.policies[*policy].guest_read(op, args).await,
+            }) => self.policies[*policy].guest_read(op, *index, args).await,
             Some(Route::Write { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "write",
@@ -758,10 +775,11 @@ impl PolicySet {
             }) => t.render(args).map(Some),
             Some(Route::Write {
                 policy,
+                index,
                 template: None,
             }) => {
                 self.policies[*policy]
-                    .guest_write(op, args, result().as_ref())
+                    .guest_write(op, *index, args, result().as_ref())
                     .await
             }
             Some(Route::Read { .. }) => Err(Error::WrongKind {
@@ -775,7 +793,9 @@ impl PolicySet {
     /// Calls the guest's own `read` even for a templated operation (to compare both renders).
     pub async fn guest_read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
         match self.routes.get(op) {
-            Some(Route::Read { policy, .. }) => self.policies[*policy].guest_read(op, args).await,
+            Some(Route::Read { policy, index, .. }) => {
+                self.policies[*policy].guest_read(op, *index, args).await
+            }
             Some(Route::Write { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "write",
@@ -793,8 +813,10 @@ impl PolicySet {
         result: Option<&Value>,
     ) -> Result<Option<WriteRule>, Error> {
         match self.routes.get(op) {
-            Some(Route::Write { policy, .. }) => {
-                self.policies[*policy].guest_write(op, args, result).await
+            Some(Route::Write { policy, index, .. }) => {
+                self.policies[*policy]
+                    .guest_write(op, *index, args, result)
+                    .await
             }
             Some(Route::Read { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),

@@ -123,6 +123,14 @@ async fn run(cli: Cli) -> Result<()> {
                 },
                 report.compile_time.as_secs_f64() * 1e3
             );
+            println!(
+                "  calls: {}",
+                if report.synchronous {
+                    "synchronous (no import waits)"
+                } else {
+                    "on a fiber (it imports `store`, which awaits the backend)"
+                }
+            );
             println!("  imports:");
             for i in &report.imports {
                 println!("    {i}");

@@ -8,6 +8,17 @@ use exports::cachelet::policy::policy::Guest;
 
 struct Faulty;
 
+/// The ops, in the order `describe` lists them (the host calls by position).
+const READS: [&str; 8] = [
+    "trap", "spin", "hog", "sleep", "ok", "probe_file", "probe_socket", "probe_env",
+];
+const WRITES: [&str; 2] = ["trap_write", "refuse_write"];
+
+/// The name of the op at `index`.
+fn name(index: u32) -> &'static str {
+    READS.iter().chain(&WRITES).nth(index as usize).copied().unwrap_or("?")
+}
+
 fn op(name: &str, kind: OpKind) -> OpInfo {
     OpInfo {
         name: name.into(),
@@ -42,15 +53,15 @@ impl Guest for Faulty {
         PolicyInfo {
             name: "faulty".into(),
             version: "0.1.0".into(),
-            ops: ["trap", "spin", "hog", "ok", "probe_file", "probe_socket", "probe_env"]
+            ops: READS
                 .iter()
                 .map(|n| op(n, OpKind::Read))
-                .chain([op("trap_write", OpKind::Write), op("refuse_write", OpKind::Write)])
+                .chain(WRITES.iter().map(|n| op(n, OpKind::Write)))
                 .collect(),
         }
     }
 
-    fn read(op: String, args: Vec<(String, Value)>) -> Result<Option<ReadRule>, String> {
+    fn read(op: u32, args: Vec<(String, Value)>) -> Result<Option<ReadRule>, String> {
         let id = args
             .iter()
             .find(|(n, _)| n == "id")
@@ -59,7 +70,7 @@ impl Guest for Faulty {
                 _ => "?".into(),
             })
             .unwrap_or_default();
-        match op.as_str() {
+        match name(op) {
             "trap" => panic!("policy bug"),
             "spin" => {
                 let mut x: u64 = 0;
@@ -73,6 +84,10 @@ impl Guest for Faulty {
                     hoard.push(vec![1u8; 16 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Ok(rule("slept".into()))
             }
             "ok" => Ok(rule(format!("ok:{id}"))),
             "probe_file" => Ok(rule(outcome("file", std::fs::read("/etc/hostname")))),
@@ -88,8 +103,8 @@ impl Guest for Faulty {
         }
     }
 
-    fn write(op: String, _: Vec<(String, Value)>, _: Option<Value>) -> Result<Option<WriteRule>, String> {
-        match op.as_str() {
+    fn write(op: u32, _: Vec<(String, Value)>, _: Option<Value>) -> Result<Option<WriteRule>, String> {
+        match name(op) {
             "trap_write" => panic!("policy bug in a write"),
             _ => Err("this policy refuses every write".into()),
         }
