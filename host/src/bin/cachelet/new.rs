@@ -88,6 +88,10 @@ fn files(lang: Lang) -> Vec<File> {
                 include_str!("../../../../guest-sdk/src/policy.rs"),
             ),
             verbatim(
+                "cachelet-guest/src/region.rs",
+                include_str!("../../../../guest-sdk/src/region.rs"),
+            ),
+            verbatim(
                 "cachelet-guest/src/rules.rs",
                 include_str!("../../../../guest-sdk/src/rules.rs"),
             ),
