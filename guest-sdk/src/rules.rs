@@ -136,7 +136,9 @@ impl ReadRule {
     /// Replaces the tags (rendered strings, not templates). An empty list leaves the entry
     /// untagged.
     pub fn tags<S: Into<String>>(mut self, tags: impl IntoIterator<Item = S>) -> ReadRule {
-        self.tags = tags.into_iter().map(Into::into).collect();
+        // Reuses the default list's allocation.
+        self.tags.clear();
+        self.tags.extend(tags.into_iter().map(Into::into));
         self
     }
 
