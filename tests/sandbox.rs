@@ -1,7 +1,7 @@
 //! A guest gets nothing from the host but the world's imports: Python and JavaScript guests
 //! built with their languages' default WASI imports try to read files, list directories, read
 //! environment variables and open sockets; every attempt comes back empty or refused, nothing
-//! reaches a listening socket, and the host keeps serving.
+//! reaches a listening socket, a sleep traps at once, and the host keeps serving.
 
 use std::net::TcpListener;
 
@@ -105,6 +105,14 @@ async fn a_python_guest_reads_no_file_no_environment_and_opens_no_socket() {
     );
     assert_untouched(&l);
     assert_eq!(c.stats().guest_faults, 0);
+    // A sleep would hold the request: the call traps at once and is served uncached.
+    let t0 = std::time::Instant::now();
+    let err = probe(&c, "probe_sleep", json!({"seconds": 30}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("would wait"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(c.stats().guest_faults, 1);
     still_serves(&c).await;
 }
 

@@ -1,10 +1,11 @@
 """A test guest that tries to reach out of its sandbox with Python's own APIs: a file, the
-environment, a TCP socket. Each probe is a dynamic read whose key tells what it got. Built with
+environment, a TCP socket, a sleep. Each probe is a dynamic read whose key tells what it got. Built with
 componentize-py's default WASI imports (no --stub-wasi), so every call below reaches the host's
 WASI, which grants nothing."""
 
 import os
 import socket
+import time
 
 from cachelet_policy import CachePolicy
 
@@ -48,6 +49,12 @@ def probe_socket(args):
             s.connect(("127.0.0.1", args["port"]))
             return "connected"
     return rule(outcome(connect))
+
+
+@sandbox.read_rule("probe_sleep", params=["seconds"])
+def probe_sleep(args):
+    time.sleep(args["seconds"])  # the host traps the call: a policy cannot wait
+    return rule("slept")
 
 
 sandbox.read("get_user", key="user:{user_id}", ttl=300)
