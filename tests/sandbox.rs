@@ -111,7 +111,11 @@ async fn a_python_guest_reads_no_file_no_environment_and_opens_no_socket() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("would wait"), "{err}");
-    assert!(t0.elapsed() < std::time::Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(c.stats().guest_faults, 1);
     still_serves(&c).await;
 }
