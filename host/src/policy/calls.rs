@@ -3,7 +3,7 @@
 //! The arguments are lowered straight from the caller's [`Args`] (borrowed, no copy on the
 //! host side); the rules are lifted into the generated WIT types. An instance whose imports all
 //! answer at once is called synchronously (no fiber); one that imports `store` (which awaits the
-//! backend) or a WASI call that may wait is called asynchronously.
+//! backend) or WASI's file and socket calls is called on a fiber.
 
 use smallvec::SmallVec;
 use wasmtime::component::{
@@ -68,9 +68,9 @@ pub(crate) struct Exports {
 
 /// The exports of one instance.
 pub(crate) struct Funcs {
-    pub describe: Func,
-    pub read: Func,
-    pub write: Func,
+    describe: Func,
+    read: Func,
+    write: Func,
 }
 
 impl Exports {
@@ -103,7 +103,7 @@ impl Exports {
 
 impl Funcs {
     /// Checks the exports' types against the world (once per component: every instance of it
-    /// has the same types, which [`call`] relies on).
+    /// has the same types, which the typed accessors below rely on).
     pub fn typecheck(&self, store: &Store<HostState>) -> Result<(), String> {
         fn check<P, R>(f: &Func, store: &Store<HostState>, name: &str) -> Result<(), String>
         where
@@ -118,17 +118,22 @@ impl Funcs {
         check::<ReadParams<'_>, ReadResults>(&self.read, store, "read")?;
         check::<WriteParams<'_>, WriteResults>(&self.write, store, "write")
     }
-}
 
-/// `func` as a typed function of type `P -> R`.
-///
-/// Every instance of a policy's component has the export types that [`Funcs::typecheck`]
-/// checked when the policy was loaded; callers pass one of those exports with its checked type.
-pub(crate) fn typed<P, R>(func: Func) -> TypedFunc<P, R>
-where
-    P: ComponentNamedList + Lower,
-    R: ComponentNamedList + Lift,
-{
-    // SAFETY: see above: the type of `func` was checked against `P -> R`.
-    unsafe { TypedFunc::<P, R>::new_unchecked(func) }
+    // SAFETY (the three accessors): every instance of a policy's component has the export types
+    // that `typecheck` checked, with these very types, when the policy was loaded.
+
+    /// `describe`, typed.
+    pub fn describe(&self) -> TypedFunc<(), DescribeResults> {
+        unsafe { TypedFunc::new_unchecked(self.describe) }
+    }
+
+    /// `read`, typed.
+    pub fn read<'a>(&self) -> TypedFunc<ReadParams<'a>, ReadResults> {
+        unsafe { TypedFunc::new_unchecked(self.read) }
+    }
+
+    /// `write`, typed.
+    pub fn write<'a>(&self) -> TypedFunc<WriteParams<'a>, WriteResults> {
+        unsafe { TypedFunc::new_unchecked(self.write) }
+    }
 }

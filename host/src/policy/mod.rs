@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use rustc_hash::FxHashMap;
-use wasmtime::component::{Component, ComponentNamedList, Func, InstancePre, Lift, Lower};
+use wasmtime::component::{Component, ComponentNamedList, InstancePre, Lift, Lower, TypedFunc};
 use wasmtime::Store as WasmStore;
 
 use self::bindings::cachelet::policy::types as wit;
 use self::calls::{
-    typed, wire_args, DescribeResults, Exports, Funcs, ReadParams, ReadResults, WireValue,
-    WriteParams, WriteResults,
+    wire_args, DescribeResults, Exports, Funcs, ReadParams, ReadResults, WireValue, WriteParams,
+    WriteResults,
 };
 use self::runtime::{from_wit_ttl, runtime, HostState, TICK};
 use crate::args::{Args, Value};
@@ -255,7 +255,7 @@ impl Policy {
             .typecheck(&inst.store)
             .map_err(|e| bad(format!("does not match world {WORLD}: {e}")))?;
         let _ = policy.pool.push(inst);
-        let pick = |f: &Funcs| f.describe;
+        let pick = Funcs::describe;
         let described = if policy.sync {
             policy.call_now::<(), DescribeResults>("describe", pick, ())
         } else {
@@ -338,7 +338,12 @@ impl Policy {
     }
 
     /// Calls the export `pick` of an instance without a fiber (the policy is `sync`).
-    fn call_now<P, R>(&self, op: &str, pick: fn(&Funcs) -> Func, params: P) -> Result<R, Error>
+    fn call_now<P, R>(
+        &self,
+        op: &str,
+        pick: fn(&Funcs) -> TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, Error>
     where
         P: ComponentNamedList + Lower + Send + Sync,
         R: ComponentNamedList + Lift + Send + Sync + 'static,
@@ -351,7 +356,7 @@ impl Policy {
                 self.with_funcs(op, store, instance)?
             }
         };
-        let out = typed::<P, R>(pick(&inst.funcs)).call(&mut inst.store, params);
+        let out = pick(&inst.funcs).call(&mut inst.store, params);
         self.give_back(op, inst, out)
     }
 
@@ -360,7 +365,7 @@ impl Policy {
     async fn call_on_fiber<P, R>(
         &self,
         op: &str,
-        pick: fn(&Funcs) -> Func,
+        pick: fn(&Funcs) -> TypedFunc<P, R>,
         params: P,
     ) -> Result<R, Error>
     where
@@ -375,9 +380,7 @@ impl Policy {
                 self.with_funcs(op, store, instance)?
             }
         };
-        let out = typed::<P, R>(pick(&inst.funcs))
-            .call_async(&mut inst.store, params)
-            .await;
+        let out = pick(&inst.funcs).call_async(&mut inst.store, params).await;
         self.give_back(op, inst, out)
     }
 
@@ -436,7 +439,7 @@ impl Policy {
         index: u32,
         args: &Args,
     ) -> Result<Option<ReadRule>, Error> {
-        let pick = |f: &Funcs| f.read;
+        let pick = Funcs::read;
         let (out,) = if self.sync {
             let wargs = wire_args(args);
             let params: ReadParams<'_> = (index, &wargs);
@@ -462,7 +465,7 @@ impl Policy {
         args: &Args,
         result: Option<&Value>,
     ) -> Result<Option<WriteRule>, Error> {
-        let pick = |f: &Funcs| f.write;
+        let pick = Funcs::write;
         let (out,) = if self.sync {
             let wargs = wire_args(args);
             let params: WriteParams<'_> = (index, &wargs, result.map(WireValue::from));
