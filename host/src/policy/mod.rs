@@ -163,7 +163,8 @@ pub(crate) struct Policy {
     pre: InstancePre<HostState>,
     exports: Exports,
     /// Whether instances are called without a fiber: none of the component's imports waits
-    /// (it does not import `store`). Found when the policy is loaded.
+    /// (it does not import `store`). Found when the policy is loaded; the report says the same
+    /// (`PolicyReport::synchronous`), this copy sits with the fields every call reads.
     sync: bool,
     pool: ArrayQueue<Instance>,
     limits: PolicyLimits,
