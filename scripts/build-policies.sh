@@ -17,6 +17,7 @@ declare -A rust=(
   [seed-rust]=examples/policies/seed-rust
   [faulty]=tests/guests/faulty
   [future-world]=tests/guests/future-world
+  [engine-rules]=tests/guests/engine-rules
 )
 declare -A python=(
   [seed-python]=examples/policies/seed-python

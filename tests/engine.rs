@@ -361,7 +361,7 @@ pub async fn recache_warms_reads_with_include_rename_and_extra(t: &Target) {
         for (op, rargs) in want {
             let v: Json = c
                 .read(op, &rargs, || async {
-                    Err::<Json, _>("the recache should have warmed this")
+                    Err::<Json, _>(String::from("the recache should have warmed this"))
                 })
                 .await
                 .unwrap();

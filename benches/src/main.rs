@@ -157,7 +157,7 @@ async fn hits_per_sec(c: &Cache, tasks: u64, per_task: u64) -> f64 {
             for _ in 0..per_task {
                 let row: Row = c
                     .read("get_user", &key, || async {
-                        Err::<Row, _>("benchmark hits must not load")
+                        Err::<Row, _>(String::from("benchmark hits must not load"))
                     })
                     .await
                     .unwrap();
@@ -508,7 +508,7 @@ async fn bench_redis(
     for _ in 0..100 {
         let _: Row = c
             .read("get_user", &UserId { user_id: 1 }, || async {
-                Err::<Row, _>("hit")
+                Err::<Row, _>(String::from("hit"))
             })
             .await
             .unwrap();

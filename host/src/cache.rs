@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
@@ -11,9 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::args::{Args, ToArgs};
+use crate::backend::Invalidation;
 use crate::config::{BackendUrl, Settings};
+use crate::flight::Flights;
 use crate::policy::{PolicyLimits, PolicyReport, PolicySet, PolicySource};
-use crate::read::Flights;
 use crate::rules::{ReadRule, Ttl, WriteRule};
 use crate::store::Store;
 use crate::Error;
@@ -50,9 +52,16 @@ pub(crate) struct Inner {
     pub policies: ArcSwap<PolicySet>,
     pub limits: PolicyLimits,
     pub compile_cache: Option<std::path::PathBuf>,
-    pub flights: Flights,
+    pub flights: Arc<Flights>,
     pub loaders: RwLock<HashMap<String, LoaderFn>>,
     pub stats: Counters,
+    /// Bumped by every write of this process before it invalidates: a read that comes after
+    /// it never joins a load that began before it.
+    pub generation: AtomicU64,
+    /// Writes whose caller went away after the action: finishing in the background. Reads
+    /// wait for them, so that the caller's next read is fresh.
+    pub detached: AtomicU64,
+    pub settled: tokio::sync::Notify,
     /// Operations already warned about (unknown op, missing loader): each is logged once.
     warned: Mutex<HashSet<String>>,
 }
@@ -86,6 +95,10 @@ pub struct Stats {
     pub recaches: u64,
     /// Commands sent to Redis (0 on the memory backend).
     pub redis_commands: u64,
+    /// Invalidations held now, waiting for the backend (see [`Invalidation::Held`]).
+    pub held_invalidations: u64,
+    /// Writes whose caller went away after the action, finished in the background.
+    pub detached_writes: u64,
 }
 
 #[derive(Default)]
@@ -101,6 +114,7 @@ pub(crate) struct Counters {
     pub invalidations: AtomicU64,
     pub namespace_flushes: AtomicU64,
     pub recaches: AtomicU64,
+    pub detached_writes: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -122,6 +136,7 @@ pub struct CacheBuilder {
     policies: Vec<PolicySource>,
     settings: Option<Settings>,
     compile_cache: Option<std::path::PathBuf>,
+    journal: Option<std::path::PathBuf>,
 }
 
 impl CacheBuilder {
@@ -158,6 +173,14 @@ impl CacheBuilder {
     /// The memory backend's bound in bytes, instead of `CACHE_MEM_MAX_BYTES`.
     pub fn mem_max_bytes(mut self, bytes: u64) -> Self {
         self.mem_max_bytes = Some(bytes);
+        self
+    }
+    /// Keeps invalidations that Redis could not take in this file (instead of
+    /// `CACHE_JOURNAL`): each is on disk before the write that held it returns, and is
+    /// delivered at the next start if this process dies first. One journal per cache; the
+    /// file is locked while the cache lives.
+    pub fn journal(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.journal = Some(path.as_ref().to_path_buf());
         self
     }
     /// Use these settings instead of reading the environment (builder values still apply).
@@ -208,6 +231,9 @@ impl CacheBuilder {
         s.ttl.default = self.ttl_default.unwrap_or(s.ttl.default);
         s.ttl.long = self.ttl_long.unwrap_or(s.ttl.long);
         s.mem_max_bytes = self.mem_max_bytes.unwrap_or(s.mem_max_bytes);
+        if let Some(j) = self.journal {
+            s.redis.journal = Some(j);
+        }
         s.validate()?;
         let store = Arc::new(Store::open(&s).await?);
         let compile_cache = self
@@ -227,9 +253,12 @@ impl CacheBuilder {
                 policies: ArcSwap::from_pointee(policies),
                 limits: self.limits,
                 compile_cache,
-                flights: Flights::default(),
+                flights: Arc::new(Flights::default()),
                 loaders: RwLock::new(HashMap::new()),
                 stats: Counters::default(),
+                generation: AtomicU64::new(0),
+                detached: AtomicU64::new(0),
+                settled: tokio::sync::Notify::new(),
                 warned: Mutex::new(HashSet::new()),
             }),
         })
@@ -369,6 +398,42 @@ impl Cache {
             namespace_flushes: g(&c.namespace_flushes),
             recaches: g(&c.recaches),
             redis_commands: self.inner.store.redis_commands().unwrap_or(0),
+            held_invalidations: self.inner.store.held() as u64,
+            detached_writes: g(&c.detached_writes),
+        }
+    }
+
+    /// Invalidations this host holds because the backend could not take them (0 on memory).
+    /// They are delivered by the host itself as soon as the backend answers.
+    pub fn held_invalidations(&self) -> usize {
+        self.inner.store.held()
+    }
+
+    /// Ends the cache's work before the process exits: waits (up to 10 s) for writes whose
+    /// callers went away to finish invalidating, then delivers the held invalidations it can.
+    /// What stays held is in the journal if one is configured ([`CacheBuilder::journal`]),
+    /// and lost otherwise (logged). The cache stays usable.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Runtime::new().unwrap();
+    /// # rt.block_on(async {
+    /// let cache = cachelet::Cache::builder().url("mem://").build().await.unwrap();
+    /// assert_eq!(cache.shutdown().await, cachelet::Invalidation::Nothing);
+    /// # });
+    /// ```
+    pub async fn shutdown(&self) -> Invalidation {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.settle()).await;
+        self.inner.store.flush_held().await
+    }
+
+    /// Waits until no write whose caller went away is still invalidating.
+    pub(crate) async fn settle(&self) {
+        loop {
+            let notified = self.inner.settled.notified();
+            if self.inner.detached.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -453,13 +518,15 @@ impl Cache {
     }
 
     /// Invalidates tags: every entry carrying one of them is stale from now on. O(1) a tag.
-    pub async fn invalidate<S: AsRef<str>>(&self, tags: &[S]) -> Result<(), Error> {
-        self.inner.store.invalidate(tags).await;
+    /// If the backend cannot take them now they are held ([`Invalidation::Held`]), never lost.
+    pub async fn invalidate<S: AsRef<str>>(&self, tags: &[S]) -> Result<Invalidation, Error> {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        let outcome = self.inner.store.invalidate(tags).await;
         self.inner
             .stats
             .invalidations
             .fetch_add(tags.len() as u64, Ordering::Relaxed);
-        Ok(())
+        Ok(outcome)
     }
 
     /// Checks that the backend answers.

@@ -250,6 +250,9 @@ pub struct Settings {
     /// `CACHE_MEM_MAX_BYTES`: the memory backend's bound (256 MiB by default), counting keys,
     /// values and per-entry overhead.
     pub mem_max_bytes: u64,
+    /// `CACHE_LOCK_WAIT_MS` (10000): longest a `lock` read waits for another caller's load
+    /// of the same key (in this process or on another host) before it loads by itself.
+    pub lock_wait: Duration,
     /// How the Redis backend talks to its server (ignored on `mem://`).
     pub redis: RedisOptions,
 }
@@ -271,6 +274,12 @@ pub struct RedisOptions {
     /// `CACHE_TLS_CERT_FILE` and `CACHE_TLS_KEY_FILE`: a client certificate and its key, for
     /// servers that require mutual TLS.
     pub tls_client_cert: Option<(PathBuf, PathBuf)>,
+    /// `CACHE_TAG_MARGIN_MS` (60000): how long a tag key (and the namespace's epoch) outlives
+    /// the longest-lived entry it fences. Every fill and every sliding hit extends it.
+    pub tag_margin: Duration,
+    /// `CACHE_JOURNAL`: a file that keeps invalidations Redis could not take, so that they
+    /// survive this process (see [`crate::CacheBuilder::journal`]). None: held in memory.
+    pub journal: Option<PathBuf>,
 }
 
 impl Default for RedisOptions {
@@ -281,6 +290,8 @@ impl Default for RedisOptions {
             lock_ttl: Duration::from_secs(10),
             tls_ca_file: None,
             tls_client_cert: None,
+            tag_margin: Duration::from_secs(60),
+            journal: None,
         }
     }
 }
@@ -293,6 +304,7 @@ impl Default for Settings {
             version: "v1".into(),
             ttl: TtlBuckets::default(),
             mem_max_bytes: 256 << 20,
+            lock_wait: Duration::from_secs(10),
             redis: RedisOptions::default(),
         }
     }
@@ -346,6 +358,10 @@ impl Settings {
                 long: secs("CACHE_TTL_LONG", d.ttl.long)?,
             },
             mem_max_bytes: num("CACHE_MEM_MAX_BYTES", d.mem_max_bytes)?,
+            lock_wait: Duration::from_millis(num(
+                "CACHE_LOCK_WAIT_MS",
+                d.lock_wait.as_millis() as u64,
+            )?),
             redis: RedisOptions {
                 timeout: Duration::from_millis(num(
                     "CACHE_REDIS_TIMEOUT_MS",
@@ -359,6 +375,11 @@ impl Settings {
                     "CACHE_LOCK_TTL_MS",
                     d.redis.lock_ttl.as_millis() as u64,
                 )?),
+                tag_margin: Duration::from_millis(num(
+                    "CACHE_TAG_MARGIN_MS",
+                    d.redis.tag_margin.as_millis() as u64,
+                )?),
+                journal: nonempty("CACHE_JOURNAL").map(PathBuf::from),
                 tls_ca_file: nonempty("CACHE_TLS_CA_FILE").map(PathBuf::from),
                 tls_client_cert: match (
                     nonempty("CACHE_TLS_CERT_FILE"),
@@ -384,6 +405,7 @@ impl Settings {
         for (name, d) in [
             ("CACHE_REDIS_TIMEOUT_MS", self.redis.timeout),
             ("CACHE_LOCK_TTL_MS", self.redis.lock_ttl),
+            ("CACHE_LOCK_WAIT_MS", self.lock_wait),
         ] {
             if d.is_zero() {
                 return Err(Error::Setting {
@@ -392,11 +414,19 @@ impl Settings {
                 });
             }
         }
+        // The namespace is `{prefix}:{version}:`, the engine's keys `{prefix}:{version}~`:
+        // neither part may contain what would let one namespace's keys meet another's (or a
+        // cluster hash tag, or a glob).
         for (name, v) in [("prefix", &self.prefix), ("version", &self.version)] {
-            if v.is_empty() || v.contains(':') || v.chars().any(char::is_whitespace) {
+            let bad = v
+                .chars()
+                .find(|c| c.is_whitespace() || c.is_control() || ":~{}*?[]\\".contains(*c));
+            if v.is_empty() || bad.is_some() {
                 return Err(Error::Setting {
                     name: name.into(),
-                    problem: format!("{v:?} must be non-empty, without ':' or spaces"),
+                    problem: format!(
+                        "{v:?} must be non-empty, without spaces or any of : ~ {{ }} * ? [ ] \\"
+                    ),
                 });
             }
         }

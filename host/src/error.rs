@@ -32,6 +32,11 @@ pub enum Error {
     /// The backend did not answer an operation (down, hung, or the circuit is open).
     #[error("cache backend unavailable: {0}")]
     Unavailable(String),
+    /// The backend answered an operation with an error about it (a key holding another type,
+    /// a server full under `noeviction`, a missing permission): the request, not the
+    /// connection. It does not count as an outage.
+    #[error("cache backend: {0}")]
+    Refused(String),
     /// A key or tag template that does not parse.
     #[error("invalid template {template:?}: {problem}")]
     Template {
@@ -70,6 +75,15 @@ pub enum Error {
         first: String,
         /// The policy that declared it again.
         second: String,
+    },
+    /// A rule the guest returned that the engine cannot apply (more tags than an entry
+    /// records, a tag too long). The call is served uncached.
+    #[error("the rule for {op:?} cannot be applied: {problem}")]
+    Rule {
+        /// The operation.
+        op: String,
+        /// What is wrong with the rule.
+        problem: String,
     },
     /// The guest returned an error for a call (its own `Err`).
     #[error("policy {policy:?} refused {op:?}: {message}")]
@@ -120,4 +134,52 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// What a `lock` read gets when the load it waited for (another caller's, of the same key)
+/// failed: that load's error, shared instead of every waiter loading again. A loader's error
+/// type converts from it (`E: From<LoadError>`): `anyhow::Error`, `Box<dyn Error>`, `String`
+/// and `std::io::Error` do already; give an error enum of your own a variant for it.
+///
+/// ```
+/// let e: std::io::Error = cachelet::LoadError::new("database down").into();
+/// assert!(e.to_string().contains("database down"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    message: std::sync::Arc<str>,
+}
+
+impl LoadError {
+    /// A shared failure with the failed load's message.
+    pub fn new(message: impl Into<std::sync::Arc<str>>) -> LoadError {
+        LoadError {
+            message: message.into(),
+        }
+    }
+
+    /// The failed load's own message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the load this read waited for failed: {}", self.message)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<LoadError> for String {
+    fn from(e: LoadError) -> String {
+        e.to_string()
+    }
+}
+
+impl From<LoadError> for std::io::Error {
+    fn from(e: LoadError) -> std::io::Error {
+        std::io::Error::other(e)
+    }
 }

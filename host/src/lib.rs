@@ -33,6 +33,7 @@ mod backend;
 mod cache;
 mod config;
 mod error;
+mod flight;
 mod policy;
 mod read;
 mod rules;
@@ -41,11 +42,13 @@ mod tags;
 mod write;
 
 pub use args::{Args, ToArgs, Value};
+pub use backend::Invalidation;
 pub use cache::{Cache, CacheBuilder, Stats};
 pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
-pub use error::Error;
+pub use error::{Error, LoadError};
 pub use policy::{OpInfo, OpKind, PolicyLimits, PolicyReport, PolicySource, WORLD};
 /// The environment variable naming the precompiled-policy folder (see
 /// [`CacheBuilder::compile_cache`]).
 pub const COMPILE_CACHE_ENV: &str = policy::precompiled::ENV;
 pub use rules::{parse_arg, ReadRule, Recache, Template, Ttl, TtlBucket, WriteRule};
+pub use write::Written;

@@ -1,69 +1,26 @@
 //! The read path: rule, namespaced key, fenced lookup; on a miss the loader (once per key with
 //! `lock`), then a fill fenced by the tag versions read before the loader ran.
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::watch;
 
 use crate::args::ToArgs;
+use crate::backend::redis::envelope::{MAX_TAGS, MAX_TAG_LEN};
+use crate::backend::{with_backend, Backend, Fill, Look, Lookup};
 use crate::cache::{bump, decode, Cache};
+use crate::flight::{Joined, Landing};
 use crate::rules::{resolve_ttl, ReadRule};
-use crate::store::Lookup;
 use crate::Error;
 
-/// How often a waiter of a `lock`ed key retries when the load it waited for was invalidated
-/// or failed, before it loads on its own without caching.
+/// How often a waiter of a `lock`ed key goes again when the load it waited for was
+/// invalidated or abandoned, before it loads on its own without caching.
 const MAX_FLIGHT_ROUNDS: usize = 3;
-
-/// A finished flight: waiters look the key up again (the landed entry is only theirs if it
-/// is still fresh, which the lookup checks).
-type Landing = Option<()>;
-type Flight = (u64, watch::Receiver<Landing>);
-
-/// Loads in flight, by full key (for `lock`).
-#[derive(Default)]
-pub(crate) struct Flights {
-    inflight: Mutex<HashMap<Box<str>, Flight>>,
-    next_id: std::sync::atomic::AtomicU64,
-}
-
-enum Joined {
-    Leader(FlightGuard),
-    Waiter(watch::Receiver<Landing>),
-}
-
-/// Held by the task that loads; removes the flight and wakes the waiters when dropped (also
-/// on cancellation).
-pub(crate) struct FlightGuard {
-    cache: Cache,
-    key: Box<str>,
-    id: u64,
-    tx: watch::Sender<Landing>,
-}
-
-impl Drop for FlightGuard {
-    fn drop(&mut self) {
-        {
-            let mut map = self
-                .cache
-                .inner
-                .flights
-                .inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
-                map.remove(&self.key);
-            }
-        }
-        let _ = self.tx.send(Some(()));
-    }
-}
 
 /// A read rule with its TTL resolved and its key namespaced.
 struct Plan {
@@ -76,10 +33,27 @@ struct Plan {
 }
 
 impl Plan {
-    /// The TTL a hit gives the entry again, for sliding expiry.
-    fn sliding(&self) -> Option<Duration> {
-        self.refresh.then_some(self.ttl)
+    fn look(&self) -> Look {
+        Look {
+            slide: self.refresh.then_some(self.ttl),
+            early: self.early.is_some(),
+        }
     }
+
+    fn fill(&self) -> Fill {
+        Fill {
+            ttl: self.ttl,
+            early: self.early,
+            refresh: self.refresh,
+        }
+    }
+}
+
+/// A loader's value, and whether it went into the backend.
+struct Loaded<T> {
+    value: T,
+    bytes: Option<Arc<[u8]>>,
+    filled: bool,
 }
 
 impl Cache {
@@ -91,8 +65,11 @@ impl Cache {
     /// value still goes back to this caller but is never served to anyone else.
     ///
     /// The cache never fails a read for its own reasons: an unknown operation, a policy error
-    /// or fault, TTL 0 or a value that does not serialize all serve the loader's value
-    /// uncached (logged and counted in [`Cache::stats`]). Errors are the loader's.
+    /// or fault, TTL 0, a backend that does not answer or a value that does not serialize all
+    /// serve the loader's value uncached (logged and counted in [`Cache::stats`]). Errors are
+    /// the loader's. With `lock`, the callers waiting for another caller's load of the same key
+    /// get its value, or its error as a [`LoadError`](crate::LoadError) (`E: From<LoadError>`),
+    /// instead of loading again one after another.
     ///
     /// The loader is `'static` because an `early_ttl` hit runs it in the background.
     ///
@@ -114,7 +91,7 @@ impl Cache {
     where
         A: ToArgs + ?Sized,
         T: Serialize + DeserializeOwned + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
+        E: std::fmt::Display + From<crate::LoadError> + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
@@ -122,21 +99,46 @@ impl Cache {
             bump(&self.inner.stats.uncached);
             return Box::pin(self.load(loader)).await;
         };
-        let store = &self.inner.store;
-        let seen = match store.lookup(&plan.key, &plan.tags, plan.sliding()).await {
-            Ok(seen) => seen,
+        if self.inner.detached.load(Ordering::Acquire) != 0 {
+            // A write whose caller went away is still invalidating: its caller's next read
+            // must not see what it invalidates.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.settle()).await;
+        }
+        with_backend!(&self.inner.store.backend, b => self.read_on(b, op, plan, loader).await)
+    }
+
+    async fn read_on<B, T, E, F, Fut>(
+        &self,
+        b: &Arc<B>,
+        op: &str,
+        plan: Plan,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        B: Backend,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: std::fmt::Display + From<crate::LoadError> + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let Lookup { hit, seen } = match b.lookup(&plan.key, &plan.tags, plan.look()).await {
+            Ok(l) => l,
             Err(e) => {
                 tracing::debug!(op, "{e}; serving uncached");
+                if plan.lock {
+                    // Single flight holds while the backend is down: one loader per key.
+                    return Box::pin(self.read_locked(b, op, plan, loader, false)).await;
+                }
                 bump(&self.inner.stats.uncached);
                 return Box::pin(self.load(loader)).await;
             }
         };
-        if let Some(hit) = &seen.hit {
+        if let Some(hit) = hit {
             match decode::<T>(&plan.key, &hit.value) {
                 Ok(v) => {
                     bump(&self.inner.stats.hits);
                     if hit.early_due {
-                        self.refresh_early(seen, plan, loader);
+                        self.refresh_early(b.clone(), seen, plan, loader);
                     }
                     return Ok(v);
                 }
@@ -147,9 +149,11 @@ impl Cache {
         // The miss paths are boxed: the hit path's future stays small (it is moved on every
         // read), and a miss pays for a loader anyway.
         if plan.lock {
-            Box::pin(self.read_locked(op, plan, loader)).await
+            Box::pin(self.read_locked(b, op, plan, loader, true)).await
         } else {
-            Box::pin(self.load_and_fill(&plan, Some(&seen), loader)).await
+            Box::pin(self.load_and_fill(&**b, &plan, Some(&seen), loader))
+                .await
+                .map(|l| l.value)
         }
     }
 
@@ -159,7 +163,7 @@ impl Cache {
             Ok(a) => self.inner.policies.load().read_rule(op, &a).await,
             Err(e) => Err(e),
         };
-        let rule = match rule {
+        let rule = match rule.and_then(|r| r.map(|r| checked(op, r)).transpose()) {
             Ok(Some(r)) => r,
             Ok(None) => return None,
             Err(Error::UnknownOp(_)) => {
@@ -212,156 +216,311 @@ impl Cache {
     /// Fence, load, fill. The fence is taken before the loader runs; `seen` (a lookup just
     /// made) saves reading tag versions twice. If the backend fails, the value is still
     /// returned, uncached.
-    async fn load_and_fill<T, E, Fut>(
+    async fn load_and_fill<B, T, E, Fut>(
         &self,
+        b: &B,
         plan: &Plan,
-        seen: Option<&Lookup>,
+        seen: Option<&B::Seen>,
         loader: impl FnOnce() -> Fut,
-    ) -> Result<T, E>
+    ) -> Result<Loaded<T>, E>
     where
+        B: Backend,
         T: Serialize,
         Fut: Future<Output = Result<T, E>>,
     {
-        let store = &self.inner.store;
-        let fence = store.fence(&plan.tags, seen, plan.ttl).await;
+        let fence = b.fence(&plan.tags, seen, plan.ttl).await;
         let value = self.load(loader).await?;
-        let fence = match fence {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(key = plan.key, "not cached: {e}");
-                return Ok(value);
-            }
-        };
-        match serde_json::to_vec(&value) {
-            Ok(bytes) => {
-                if let Err(e) = store
-                    .fill(&plan.key, bytes, fence, plan.ttl, plan.early, plan.refresh)
-                    .await
-                {
-                    tracing::debug!(key = plan.key, "not cached: {e}");
-                }
-            }
+        let bytes = match serde_json::to_vec(&value) {
+            Ok(bytes) => bytes,
             Err(err) => {
                 tracing::warn!(
                     key = plan.key,
                     "value not cached, it does not serialize: {err}"
                 );
+                return Ok(Loaded {
+                    value,
+                    bytes: None,
+                    filled: false,
+                });
             }
-        }
-        Ok(value)
+        };
+        let shared: Arc<[u8]> = bytes.as_slice().into();
+        let filled = match fence {
+            Ok(fence) => match b
+                .fill(&plan.key, &plan.tags, bytes, fence, plan.fill())
+                .await
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(key = plan.key, "not cached: {e}");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::debug!(key = plan.key, "not cached: {e}");
+                false
+            }
+        };
+        Ok(Loaded {
+            value,
+            bytes: Some(shared),
+            filled,
+        })
+    }
+
+    /// Load and fill while holding the cross-host lock, which is kept alive while the loader
+    /// runs (a loader slower than the lock TTL does not let another host load too).
+    async fn load_holding<B, T, E, Fut>(
+        &self,
+        b: &B,
+        plan: &Plan,
+        seen: &B::Seen,
+        held: crate::backend::Held,
+        loader: impl FnOnce() -> Fut,
+    ) -> Result<Loaded<T>, E>
+    where
+        B: Backend,
+        T: Serialize,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let ttl = b.lock_ttl();
+        let work = self.load_and_fill(b, plan, Some(seen), loader);
+        let out = if ttl.is_zero() {
+            work.await
+        } else {
+            let mut work = pin!(work);
+            let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(10)));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    out = &mut work => break out,
+                    _ = tick.tick() => {
+                        if !b.extend_lock(&plan.key, &held).await {
+                            tracing::debug!(key = plan.key, "lock lost while loading");
+                        }
+                    }
+                }
+            }
+        };
+        b.unlock(&plan.key, held).await;
+        out
     }
 
     /// Stampede control: in this process, the first miss of a key loads and the others wait
-    /// for it; across hosts, the loader is the one that takes the key's lock in the backend,
-    /// and the others look again with a growing pause (a few commands each, not a busy poll)
-    /// until its value lands or the lock expires. A waiter only takes a landed value if it is
-    /// still fresh, so a write during the load is never hidden from it.
-    async fn read_locked<T, E, F, Fut>(&self, op: &str, plan: Plan, loader: F) -> Result<T, E>
+    /// for it (at most `lock_wait`) and get its value or its error; across hosts, the loader
+    /// is the one that takes the key's lock in the backend, and the others look again with a
+    /// growing pause (a few commands each, not a busy poll) until its value lands or the lock
+    /// expires. A waiter only takes a landed value if it is still fresh, so a write during the
+    /// load is never hidden from it. With the backend down (`online` false), the single flight
+    /// still holds: the waiters take the leader's value.
+    async fn read_locked<B, T, E, F, Fut>(
+        &self,
+        b: &Arc<B>,
+        op: &str,
+        plan: Plan,
+        loader: F,
+        mut online: bool,
+    ) -> Result<T, E>
     where
+        B: Backend,
         T: Serialize + DeserializeOwned,
+        E: std::fmt::Display + From<crate::LoadError>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let store = &self.inner.store;
-        for _ in 0..MAX_FLIGHT_ROUNDS {
-            match self.join(&plan.key) {
-                Joined::Leader(_guard) => {
-                    let deadline = tokio::time::Instant::now() + store.lock_ttl();
+        let wait = self.inner.settings.lock_wait;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut loader = Some(loader);
+        'rounds: for _ in 0..MAX_FLIGHT_ROUNDS {
+            let generation = self.inner.generation.load(Ordering::Acquire);
+            match self.inner.flights.join(&plan.key, generation) {
+                Joined::Leader(guard) => {
                     let mut pause = Duration::from_millis(5);
-                    loop {
-                        // Another task or host may have filled the key since our lookup.
-                        let seen = match store.lookup(&plan.key, &plan.tags, None).await {
-                            Ok(seen) => seen,
-                            Err(_) => break,
-                        };
-                        if let Some(v) = seen
-                            .hit
-                            .as_ref()
-                            .and_then(|h| decode::<T>(&plan.key, &h.value).ok())
-                        {
-                            return Ok(v);
-                        }
-                        match store.try_lock(&plan.key).await {
-                            Ok(Some(owner)) => {
-                                let out = self.load_and_fill(&plan, Some(&seen), loader).await;
-                                store.unlock(&plan.key, owner).await;
-                                return out;
+                    if online {
+                        loop {
+                            // Another task or host may have filled the key since our lookup.
+                            let Ok(Lookup { hit, seen }) = b
+                                .lookup(
+                                    &plan.key,
+                                    &plan.tags,
+                                    Look {
+                                        slide: None,
+                                        early: false,
+                                    },
+                                )
+                                .await
+                            else {
+                                break;
+                            };
+                            if let Some(h) = hit {
+                                if let Ok(v) = decode::<T>(&plan.key, &h.value) {
+                                    guard.land(Landing::Value {
+                                        value: h.value,
+                                        filled: true,
+                                    });
+                                    return Ok(v);
+                                }
                             }
-                            Ok(None) => {}
-                            Err(_) => break,
+                            match b.try_lock(&plan.key).await {
+                                Ok(Some(held)) => {
+                                    let f = loader.take().expect("the loader runs once");
+                                    let out = self.load_holding(&**b, &plan, &seen, held, f).await;
+                                    return land(guard, out);
+                                }
+                                Ok(None) => {}
+                                Err(_) => break,
+                            }
+                            if tokio::time::Instant::now() + pause > deadline {
+                                break;
+                            }
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(200));
                         }
-                        if tokio::time::Instant::now() + pause > deadline {
-                            break;
-                        }
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(200));
                     }
-                    break;
+                    // The backend is down, or another host's load did not land in time: load
+                    // here, for this process's waiters too.
+                    bump(&self.inner.stats.uncached);
+                    let f = loader.take().expect("the loader runs once");
+                    let out = self.load(f).await.map(|value| {
+                        let bytes = serde_json::to_vec(&value).ok().map(Arc::from);
+                        Loaded {
+                            value,
+                            bytes,
+                            filled: false,
+                        }
+                    });
+                    return land(guard, out);
                 }
                 Joined::Waiter(mut rx) => {
                     bump(&self.inner.stats.coalesced);
-                    let _ = rx.wait_for(Option::is_some).await;
-                    if let Ok(seen) = store.lookup(&plan.key, &plan.tags, None).await {
-                        if let Some(v) = seen
-                            .hit
-                            .as_ref()
-                            .and_then(|h| decode::<T>(&plan.key, &h.value).ok())
-                        {
-                            return Ok(v);
+                    let landed = {
+                        let waited = rx.wait_for(|l| !matches!(l, Landing::Pending));
+                        match tokio::time::timeout_at(deadline, waited).await {
+                            Ok(Ok(l)) => Some(l.clone()),
+                            Ok(Err(_)) => None,
+                            Err(_) => {
+                                tracing::warn!(
+                                    op,
+                                    key = plan.key,
+                                    "lock: the load did not land within {wait:?}; loading here"
+                                );
+                                break 'rounds;
+                            }
                         }
+                    };
+                    let landing = match landed {
+                        Some(l) => l,
+                        None => continue,
+                    };
+                    match landing {
+                        Landing::Value { value, filled } => {
+                            if filled && online {
+                                match b
+                                    .lookup(
+                                        &plan.key,
+                                        &plan.tags,
+                                        Look {
+                                            slide: None,
+                                            early: false,
+                                        },
+                                    )
+                                    .await
+                                {
+                                    Ok(Lookup { hit: Some(h), .. }) => {
+                                        if let Ok(v) = decode::<T>(&plan.key, &h.value) {
+                                            return Ok(v);
+                                        }
+                                    }
+                                    // Invalidated while in flight: go again.
+                                    Ok(_) => continue,
+                                    Err(_) => online = false,
+                                }
+                            }
+                            if let Ok(v) = decode::<T>(&plan.key, &value) {
+                                return Ok(v);
+                            }
+                        }
+                        Landing::Failed(message) => {
+                            return Err(E::from(crate::LoadError::new(message)));
+                        }
+                        Landing::Abandoned | Landing::Pending => {}
                     }
-                    // The load failed, was cancelled, or was invalidated while in flight: go
-                    // again (a new flight, or the fresh entry another one stored).
                 }
             }
         }
         tracing::warn!(op, key = plan.key, "lock: no fresh value, loading uncached");
         bump(&self.inner.stats.uncached);
-        self.load(loader).await
-    }
-
-    fn join(&self, key: &str) -> Joined {
-        let flights = &self.inner.flights;
-        let mut map = flights.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, rx)) = map.get(key) {
-            return Joined::Waiter(rx.clone());
-        }
-        let (tx, rx) = watch::channel(None);
-        let id = flights.next_id.fetch_add(1, Ordering::Relaxed);
-        map.insert(key.into(), (id, rx));
-        Joined::Leader(FlightGuard {
-            cache: self.clone(),
-            key: key.into(),
-            id,
-            tx,
-        })
+        let f = loader.take().expect("the loader runs once");
+        self.load(f).await
     }
 
     /// Runs the loader in the background and stores its value, fenced as any fill. If it fails,
     /// the next hit in the early window tries again.
-    fn refresh_early<T, E, F, Fut>(&self, seen: Lookup, plan: Plan, loader: F)
+    fn refresh_early<B, T, E, F, Fut>(&self, b: Arc<B>, seen: B::Seen, plan: Plan, loader: F)
     where
+        B: Backend,
         T: Serialize + Send + 'static,
         E: std::fmt::Display + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            if let Some(h) = &seen.hit {
-                h.release_early_claim();
-            }
             return;
         };
         bump(&self.inner.stats.early_refreshes);
         let cache = self.clone();
         rt.spawn(async move {
-            // The fence is read afresh: the tokens `seen` holds are the ones the hit validated.
-            if let Err(e) = cache.load_and_fill(&plan, Some(&seen), loader).await {
+            // The fence is read afresh: what the hit saw validated the old fill.
+            if let Err(e) = cache.load_and_fill(&*b, &plan, None, loader).await {
                 tracing::warn!(key = plan.key, "early refresh failed: {e}");
-                if let Some(h) = &seen.hit {
-                    h.release_early_claim();
-                }
+                b.release_early(&plan.key, &seen).await;
             }
         });
     }
+}
+
+/// Lands a leader's load for its waiters and returns it to its caller.
+fn land<T, E: std::fmt::Display>(
+    guard: crate::flight::FlightGuard,
+    out: Result<Loaded<T>, E>,
+) -> Result<T, E> {
+    match out {
+        Ok(l) => {
+            guard.land(match l.bytes {
+                Some(value) => Landing::Value {
+                    value,
+                    filled: l.filled,
+                },
+                None => Landing::Abandoned,
+            });
+            Ok(l.value)
+        }
+        Err(e) => {
+            guard.land(Landing::Failed(e.to_string().into()));
+            Err(e)
+        }
+    }
+}
+
+/// A rule the engine can apply, or the error that names what it cannot record.
+fn checked(op: &str, rule: ReadRule) -> Result<ReadRule, Error> {
+    if rule.tags.len() > MAX_TAGS {
+        return Err(Error::Rule {
+            op: op.to_string(),
+            problem: format!(
+                "{} tags, more than the {MAX_TAGS} an entry records",
+                rule.tags.len()
+            ),
+        });
+    }
+    if let Some(t) = rule.tags.iter().find(|t| t.len() > MAX_TAG_LEN) {
+        return Err(Error::Rule {
+            op: op.to_string(),
+            problem: format!(
+                "a tag of {} bytes, longer than the {MAX_TAG_LEN} an entry records",
+                t.len()
+            ),
+        });
+    }
+    Ok(rule)
 }

@@ -1,5 +1,6 @@
 //! The write path: run the action; on success ask the policy which tags it invalidates, bump
-//! them, then warm the recache reads with bounded concurrency.
+//! them, then warm the recache reads with bounded concurrency. Once the action has succeeded,
+//! the rest happens even if the caller goes away.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -7,7 +8,8 @@ use std::sync::atomic::Ordering;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
-use crate::args::{ToArgs, Value};
+use crate::args::{Args, ToArgs, Value};
+use crate::backend::Invalidation;
 use crate::cache::{bump, Cache};
 use crate::rules::{Recache, WriteRule};
 use crate::Error;
@@ -15,12 +17,87 @@ use crate::Error;
 /// Recache reads run at once when the policy does not say.
 const DEFAULT_RECACHE_CONCURRENCY: usize = 8;
 
+/// A write's value and what became of its invalidation ([`Cache::write_outcome`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Written<R> {
+    /// What the action returned.
+    pub value: R,
+    /// Delivered, held (the backend could not take it; delivered later by this host), or
+    /// nothing to invalidate.
+    pub invalidation: Invalidation,
+}
+
+/// What a write must still do once its action succeeded.
+struct WriteJob {
+    op: String,
+    args: Result<Args, Error>,
+    result: Option<Value>,
+}
+
+/// Finishes a write's job even if the caller's future is dropped on the way: then the job
+/// runs again (from the start: invalidating twice is harmless) in a task of its own.
+struct Finishing {
+    cache: Cache,
+    job: Option<WriteJob>,
+}
+
+impl Finishing {
+    async fn run(&mut self) -> Invalidation {
+        let job = self.job.as_ref().expect("a job until it is done");
+        let outcome = self.cache.apply_job(job).await;
+        self.job = None;
+        outcome
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        let Some(job) = self.job.take() else { return };
+        let cache = self.cache.clone();
+        bump(&cache.inner.stats.detached_writes);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                cache.inner.detached.fetch_add(1, Ordering::AcqRel);
+                rt.spawn(async move {
+                    cache.apply_job(&job).await;
+                    cache.inner.detached.fetch_sub(1, Ordering::AcqRel);
+                    cache.inner.settled.notify_waiters();
+                });
+            }
+            // No runtime to finish on (dropped outside one): invalidate everything rather
+            // than lose this write's invalidation; the backend holds it if it must.
+            Err(_) => {
+                tracing::error!(
+                    op = job.op,
+                    "write dropped outside a runtime after its action: flushing the namespace"
+                );
+                let store = cache.inner.store.clone();
+                std::thread::spawn(move || {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        rt.block_on(store.invalidate_all());
+                    }
+                });
+            }
+        }
+    }
+}
+
 impl Cache {
     /// Writes through the cache.
     ///
     /// Runs `action`; if it succeeds, the policy's write rule for `op` (given `args` and the
     /// action's result) names the tags to invalidate and the reads to warm again. When `write`
-    /// returns, no read returns a value cached before the write.
+    /// returns, no read returns a value cached before the write. If the backend cannot take
+    /// the invalidation now it is held and delivered by this host as soon as it can
+    /// ([`Cache::write_outcome`] tells which).
+    ///
+    /// Once the action has succeeded, the invalidation happens even if this future is
+    /// dropped (a timeout, a client that went away): it finishes in the background, and this
+    /// process's reads wait for it.
     ///
     /// An invalidation is never lost: if the rule cannot be computed (the policy faults or
     /// errs, an argument is missing), every entry of the namespace is invalidated instead, and
@@ -46,51 +123,108 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
-        let args = args.to_args();
-        let result = action().await?;
-        let rule = match args {
+        self.write_outcome(op, args, action).await.map(|w| w.value)
+    }
+
+    /// [`Cache::write`], telling what became of the invalidation: delivered, or held because
+    /// the backend could not take it (this host delivers it by itself as soon as the backend
+    /// answers; another host may serve what it covers until then).
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Runtime::new().unwrap();
+    /// # rt.block_on(async {
+    /// use cachelet::Invalidation;
+    /// let cache = cachelet::Cache::builder().url("mem://").build().await.unwrap();
+    /// let w = cache
+    ///     .write_outcome("update_user", &serde_json::json!({"user_id": 1}), || async {
+    ///         Ok::<_, std::io::Error>(7)
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// // No policy declares "update_user": nothing to invalidate.
+    /// assert_eq!((w.value, w.invalidation), (7, Invalidation::Nothing));
+    /// # });
+    /// ```
+    pub async fn write_outcome<A, R, E, F, Fut>(
+        &self,
+        op: &str,
+        args: &A,
+        action: F,
+    ) -> Result<Written<R>, E>
+    where
+        A: ToArgs + ?Sized,
+        R: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        let args = args.to_args().map(std::borrow::Cow::into_owned);
+        let value = action().await?;
+        // From here the write has happened: so must its invalidation.
+        let mut finishing = Finishing {
+            cache: self.clone(),
+            job: Some(WriteJob {
+                op: op.to_string(),
+                args,
+                result: serde_json::to_value(&value)
+                    .ok()
+                    .map(|v| Value::from_json(&v)),
+            }),
+        };
+        let invalidation = finishing.run().await;
+        Ok(Written {
+            value,
+            invalidation,
+        })
+    }
+
+    /// The rule of a write that succeeded, applied.
+    async fn apply_job(&self, job: &WriteJob) -> Invalidation {
+        let op = job.op.as_str();
+        let rule = match &job.args {
             Ok(args) => {
                 let set = self.inner.policies.load();
-                set.write_rule(op, &args, || {
-                    serde_json::to_value(&result)
-                        .ok()
-                        .map(|v| Value::from_json(&v))
-                })
-                .await
+                set.write_rule(op, args, || job.result.clone()).await
             }
-            Err(e) => Err(e),
+            Err(e) => Err(Error::Args(e.to_string())),
         };
         match rule {
             Ok(Some(rule)) => self.apply(rule).await,
-            Ok(None) => {}
-            Err(Error::UnknownOp(_)) => self.warn_once(
-                op,
-                format_args!("operation {op:?} is declared by no policy: it invalidates nothing"),
-            ),
+            Ok(None) => Invalidation::Nothing,
+            Err(Error::UnknownOp(_)) => {
+                self.warn_once(
+                    op,
+                    format_args!(
+                        "operation {op:?} is declared by no policy: it invalidates nothing"
+                    ),
+                );
+                Invalidation::Nothing
+            }
             Err(e) => {
                 if !matches!(e, Error::Guest { .. }) {
                     bump(&self.inner.stats.policy_errors);
                 }
                 bump(&self.inner.stats.namespace_flushes);
-                self.inner.store.invalidate_all().await;
+                self.inner.generation.fetch_add(1, Ordering::AcqRel);
+                let outcome = self.inner.store.invalidate_all().await;
                 tracing::error!(
                     op,
                     "write rule failed ({e}); invalidated the whole namespace so that nothing stale is served"
                 );
+                outcome
             }
         }
-        Ok(result)
     }
 
     /// Applies a write rule: invalidate, then recache.
-    pub(crate) async fn apply(&self, rule: WriteRule) {
-        self.inner.store.invalidate(&rule.invalidate).await;
+    pub(crate) async fn apply(&self, rule: WriteRule) -> Invalidation {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        let outcome = self.inner.store.invalidate(&rule.invalidate).await;
         self.inner
             .stats
             .invalidations
             .fetch_add(rule.invalidate.len() as u64, Ordering::Relaxed);
         if rule.recache.is_empty() {
-            return;
+            return outcome;
         }
         let limit = rule
             .recache_concurrency
@@ -98,6 +232,7 @@ impl Cache {
         stream::iter(rule.recache)
             .for_each_concurrent(limit, |rc| self.recache(rc))
             .await;
+        outcome
     }
 
     async fn recache(&self, rc: Recache) {

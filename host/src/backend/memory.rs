@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::{Backend, Fill, Held, Invalidation, Look, Lookup};
+
 use moka::ops::compute::Op;
 use moka::sync::Cache as Moka;
 use moka::Expiry;
@@ -25,18 +27,22 @@ pub(crate) struct Entry {
     pub refresh: bool,
     /// Set by the one hit that starts the early refresh.
     pub refreshing: AtomicBool,
+    /// Stored by a direct operation (`set`, `incr`): the read path never serves it.
+    pub direct: bool,
 }
 
 impl Entry {
-    pub fn new(value: Arc<[u8]>, fence: Fence, ttl: Duration) -> Entry {
+    /// An entry of a direct operation.
+    pub fn direct(value: Arc<[u8]>, ttl: Duration) -> Entry {
         Entry {
             value,
-            fence,
+            fence: Fence::default(),
             born: Instant::now(),
             ttl,
             early: None,
             refresh: false,
             refreshing: AtomicBool::new(false),
+            direct: true,
         }
     }
 
@@ -111,6 +117,11 @@ impl Memory {
         self.entries.get(key).filter(|e| e.fence.is_current())
     }
 
+    /// The read path's fresh entry under `key` (never one a direct operation stored).
+    fn get_read(&self, key: &str) -> Option<Arc<Entry>> {
+        self.get_fresh(key).filter(|e| !e.direct)
+    }
+
     pub fn insert(&self, key: &str, entry: Entry) {
         self.entries.insert(key.into(), Arc::new(entry));
     }
@@ -150,7 +161,7 @@ impl Memory {
 
     /// Adds `by` to the integer under `key` (`name` is the key as the caller gave it, for
     /// errors). An absent key counts from 0 and lives `ttl`; an existing one keeps its time.
-    pub fn incr(&self, key: &str, name: &str, by: i64, ttl: Duration) -> Result<i64, crate::Error> {
+    pub fn add(&self, key: &str, name: &str, by: i64, ttl: Duration) -> Result<i64, crate::Error> {
         let bad = |problem: String| crate::Error::Value {
             key: name.to_string(),
             problem,
@@ -175,10 +186,7 @@ impl Memory {
                 );
             };
             let bytes = new.to_string().into_bytes();
-            (
-                Some(Entry::new(bytes.into(), Fence::default(), ttl)),
-                Ok(new),
-            )
+            (Some(Entry::direct(bytes.into(), ttl)), Ok(new))
         })
     }
 
@@ -211,5 +219,148 @@ impl Memory {
     pub fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
+    }
+}
+
+impl Backend for Memory {
+    /// The entry a hit returned, whose early-refresh claim can be released.
+    type Seen = Option<Arc<Entry>>;
+    type Fence = Fence;
+
+    async fn lookup(
+        &self,
+        key: &str,
+        _tags: &[String],
+        _look: Look,
+    ) -> Result<Lookup<Self::Seen>, crate::Error> {
+        // Sliding expiry is moka's `expire_after_read`; the fence is in the entry.
+        Ok(match self.get_read(key) {
+            Some(e) => Lookup {
+                hit: Some(super::Hit {
+                    value: e.value.clone(),
+                    early_due: e.claim_early_refresh(),
+                }),
+                seen: Some(e),
+            },
+            None => Lookup {
+                hit: None,
+                seen: None,
+            },
+        })
+    }
+
+    async fn fence(
+        &self,
+        tags: &[String],
+        _seen: Option<&Self::Seen>,
+        _ttl: Duration,
+    ) -> Result<Fence, crate::Error> {
+        Ok(self.tags.fence(tags.iter().map(String::as_str)))
+    }
+
+    async fn fill(
+        &self,
+        key: &str,
+        _tags: &[String],
+        value: Vec<u8>,
+        fence: Fence,
+        fill: Fill,
+    ) -> Result<(), crate::Error> {
+        self.insert(
+            key,
+            Entry {
+                value: value.into(),
+                fence,
+                born: Instant::now(),
+                ttl: fill.ttl,
+                early: fill.early,
+                refresh: fill.refresh,
+                refreshing: AtomicBool::new(false),
+                direct: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn release_early(&self, _key: &str, seen: &Self::Seen) {
+        if let Some(e) = seen {
+            e.refreshing.store(false, Ordering::Release);
+        }
+    }
+
+    async fn try_lock(&self, _key: &str) -> Result<Option<Held>, crate::Error> {
+        Ok(Some(Held(None)))
+    }
+
+    async fn extend_lock(&self, _key: &str, _held: &Held) -> bool {
+        true
+    }
+
+    async fn unlock(&self, _key: &str, _held: Held) {}
+
+    fn lock_ttl(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    async fn invalidate(&self, tags: &[String]) -> Invalidation {
+        for t in tags {
+            self.tags.invalidate(t);
+        }
+        if tags.is_empty() {
+            Invalidation::Nothing
+        } else {
+            Invalidation::Delivered
+        }
+    }
+
+    async fn invalidate_all(&self) -> Invalidation {
+        self.tags.invalidate_all();
+        Invalidation::Delivered
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, crate::Error> {
+        Ok(self.get_fresh(key).map(|e| e.value.clone()))
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        if_absent: bool,
+    ) -> Result<bool, crate::Error> {
+        let entry = Entry::direct(value.into(), ttl);
+        if if_absent {
+            Ok(self.insert_if_absent(key, entry))
+        } else {
+            self.insert(key, entry);
+            Ok(true)
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, crate::Error> {
+        Ok(self.remove(key).is_some())
+    }
+
+    async fn get_delete(&self, key: &str) -> Result<Option<Arc<[u8]>>, crate::Error> {
+        Ok(self.remove(key).map(|e| e.value.clone()))
+    }
+
+    async fn incr(
+        &self,
+        key: &str,
+        name: &str,
+        by: i64,
+        ttl: Duration,
+    ) -> Result<i64, crate::Error> {
+        self.add(key, name, by, ttl)
+    }
+
+    async fn delete_match(&self, ns: &str, pattern: &str) -> Result<u64, crate::Error> {
+        Ok(self.remove_matching(ns, pattern))
+    }
+
+    async fn ping(&self) -> Result<(), crate::Error> {
+        Ok(())
     }
 }

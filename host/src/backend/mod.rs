@@ -1,7 +1,189 @@
-//! Where entries live. The memory backend is in-process; Redis joins it as a second backend.
+//! Where entries live: the [`Backend`] trait, which the memory backend (in process) and the
+//! Redis backend (one server or a cluster) implement. The read and write paths are generic over
+//! it, so that a fence always comes from the backend it fences.
+//!
+//! Keys given to a backend are full keys (`{prefix}:{version}:{key}`); the engine's own keys
+//! (tags, locks, early-refresh claims, the namespace epoch) live outside that space, so nothing
+//! a caller or a guest names can reach them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Error;
 
 pub(crate) mod memory;
 pub(crate) mod redis;
+
+/// What happened to a write's invalidation.
+///
+/// ```
+/// # let rt = tokio::runtime::Runtime::new().unwrap();
+/// # rt.block_on(async {
+/// use cachelet::Invalidation;
+/// let cache = cachelet::Cache::builder().url("mem://").build().await.unwrap();
+/// // The memory backend delivers at once.
+/// assert_eq!(cache.invalidate(&["user:1"]).await.unwrap(), Invalidation::Delivered);
+/// // No tags, nothing to deliver.
+/// assert_eq!(cache.invalidate::<&str>(&[]).await.unwrap(), Invalidation::Nothing);
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalidation {
+    /// There was nothing to invalidate (no rule, an unknown operation, no tags).
+    Nothing,
+    /// Every host sharing the backend sees it from now on.
+    Delivered,
+    /// The backend could not be reached: this host holds the invalidation and delivers it by
+    /// itself as soon as the backend answers (reads on this host do not use the backend until
+    /// then). Until it is delivered, another host that still reaches the backend may serve what
+    /// it covers. `journaled`: it is also on disk, and survives this process.
+    Held {
+        /// Written to the journal ([`crate::CacheBuilder::journal`]) before the write returned.
+        journaled: bool,
+    },
+}
+
+/// A fresh entry found by a lookup.
+pub(crate) struct Hit {
+    pub value: Arc<[u8]>,
+    /// This host must refresh the entry in the background (`early_ttl`): the claim is its.
+    pub early_due: bool,
+}
+
+/// What a lookup saw: the hit, if fresh, and what the backend needs to fence a fill (or to
+/// release an early-refresh claim) without reading again.
+pub(crate) struct Lookup<S> {
+    pub hit: Option<Hit>,
+    pub seen: S,
+}
+
+/// How a lookup reads an entry.
+#[derive(Clone, Copy)]
+pub(crate) struct Look {
+    /// Sliding expiry: a hit gives the entry this TTL again (and its tags their margin).
+    pub slide: Option<Duration>,
+    /// The entry may be due for an early refresh: find out.
+    pub early: bool,
+}
+
+/// How a fill stores an entry.
+#[derive(Clone, Copy)]
+pub(crate) struct Fill {
+    pub ttl: Duration,
+    pub early: Option<Duration>,
+    pub refresh: bool,
+}
+
+/// A cross-host lock this host holds (for `lock` reads).
+pub(crate) struct Held(pub Option<String>);
+
+/// One place where entries live. Every method that can fail returns [`Error::Unavailable`]
+/// for an outage (the caller serves uncached) and another error for a refusal (a value of the
+/// wrong type, a full server).
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// What a lookup saw that a following fill (or an early claim's release) needs.
+    type Seen: Send + Sync + 'static;
+    /// The versions of an entry's tags, read before its loader ran.
+    type Fence: Send + Sync + 'static;
+
+    /// The fresh entry under `key` whose fill carried `tags`.
+    fn lookup(
+        &self,
+        key: &str,
+        tags: &[String],
+        look: Look,
+    ) -> impl Future<Output = Result<Lookup<Self::Seen>, Error>> + Send;
+
+    /// The current versions of `tags` (and of the namespace), taken before a loader runs;
+    /// `seen` is what a lookup just read, which saves reading it again.
+    fn fence(
+        &self,
+        tags: &[String],
+        seen: Option<&Self::Seen>,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Self::Fence, Error>> + Send;
+
+    /// Stores a loaded value, fresh only while `fence` is current.
+    fn fill(
+        &self,
+        key: &str,
+        tags: &[String],
+        value: Vec<u8>,
+        fence: Self::Fence,
+        fill: Fill,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Lets a later hit claim the early refresh that `seen`'s hit claimed and could not do.
+    fn release_early(&self, key: &str, seen: &Self::Seen) -> impl Future<Output = ()> + Send;
+
+    /// The cross-host lock of `key`: `Some` if this host holds it now, `None` if another does.
+    /// (In process, single flight already made the caller the only loader.)
+    fn try_lock(&self, key: &str) -> impl Future<Output = Result<Option<Held>, Error>> + Send;
+    /// Keeps a held lock alive for another lock TTL; whether it was still ours.
+    fn extend_lock(&self, key: &str, held: &Held) -> impl Future<Output = bool> + Send;
+    fn unlock(&self, key: &str, held: Held) -> impl Future<Output = ()> + Send;
+    /// How long a cross-host lock lives without being extended (zero: no cross-host lock).
+    fn lock_ttl(&self) -> Duration;
+
+    /// Invalidates tags (relative names).
+    fn invalidate(&self, tags: &[String]) -> impl Future<Output = Invalidation> + Send;
+    /// Invalidates every cached read of the namespace: O(1).
+    fn invalidate_all(&self) -> impl Future<Output = Invalidation> + Send;
+
+    // ---- direct operations (full keys) ----
+
+    /// The value under `key` if fresh (a read-path entry only while its tags are current).
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Arc<[u8]>>, Error>> + Send;
+    /// Stores `value` for `ttl` (non-zero); with `if_absent`, only if no fresh entry is there.
+    fn set(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        if_absent: bool,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool, Error>> + Send;
+    fn get_delete(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Arc<[u8]>>, Error>> + Send;
+    /// Adds `by` to the integer under `key`; a new counter lives `ttl`. `name` (the key as
+    /// the caller gave it) is for errors.
+    fn incr(
+        &self,
+        key: &str,
+        name: &str,
+        by: i64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<i64, Error>> + Send;
+    /// Deletes the namespace's keys matching a glob relative to `ns`.
+    fn delete_match(
+        &self,
+        ns: &str,
+        pattern: &str,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+    fn ping(&self) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// The backend of a cache: one of the two, each behind an `Arc` so that background work
+/// (early refresh, recache, held deliveries) can keep it.
+pub(crate) enum AnyBackend {
+    Memory(Arc<memory::Memory>),
+    Redis(Arc<redis::Redis>),
+}
+
+/// Runs `$body` with `$b` bound to the concrete backend (`&Arc<B>` for some `B: Backend`).
+macro_rules! with_backend {
+    ($backend:expr, $b:ident => $body:expr) => {
+        match $backend {
+            $crate::backend::AnyBackend::Memory($b) => $body,
+            $crate::backend::AnyBackend::Redis($b) => $body,
+        }
+    };
+}
+pub(crate) use with_backend;
 
 /// Redis-style glob matching: `*`, `?`, `[abc]`, `[a-z]`, `[^a]` and `\` escapes.
 pub(crate) fn glob_match(pat: &[u8], s: &[u8]) -> bool {

@@ -127,6 +127,14 @@ impl store::Host for HostState {
         ttl: Option<types::Ttl>,
         if_absent: bool,
     ) -> bool {
+        // Values are JSON text, as every value the host stores.
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&value) {
+            tracing::warn!(
+                policy = &*self.policy,
+                "store.set of {key:?} refused: the value is not JSON ({e})"
+            );
+            return false;
+        }
         let ttl = match ttl {
             Some(t) => resolve_ttl(from_wit_ttl(t), &self.store.ttl),
             None => self.store.ttl(None),
