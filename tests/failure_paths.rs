@@ -361,6 +361,72 @@ pub async fn a_read_with_more_tags_than_recordable_is_refused(t: &Target) {
     assert_eq!(c.stats().hits, 1, "{:?}", c.stats());
 }
 
+// ---- 4. a tag key outlives every entry it fences ----
+
+pub async fn a_tag_key_outlives_every_fill_and_every_slide(t: &Target) {
+    let c = rules_with(t, |s| s.redis.tag_margin = Duration::from_millis(800)).await;
+    let loads = Arc::new(AtomicU64::new(0));
+    let (a, b) = (json!({"id": 1}), json!({"id": 2}));
+    // get_short lives 3 s; its tags (`short:{id}` and the shared `shorts`) 0.8 s more.
+    read(&c, "get_short", a.clone(), &loads, json!("a1")).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    // The entry expired; the tag keys still live: the second fill finds them...
+    read(&c, "get_short", a.clone(), &loads, json!("a2")).await;
+    read(&c, "get_short", b.clone(), &loads, json!("b1")).await;
+    assert_eq!(loads.load(Ordering::SeqCst), 3);
+    // ...and must extend them: past the first fill's margin, the second fill still hits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(read(&c, "get_short", a, &loads, json!("x")).await, "a2");
+    assert_eq!(read(&c, "get_short", b, &loads, json!("x")).await, "b1");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        3,
+        "a fill missed before its TTL"
+    );
+
+    // A sliding entry: every hit gives it 3 s again, and its tag its margin past that.
+    let s = json!({"id": 3});
+    read(&c, "get_slide", s.clone(), &loads, json!("s1")).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            read(&c, "get_slide", s.clone(), &loads, json!("x")).await,
+            "s1",
+            "a sliding entry missed while it was being read"
+        );
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 4);
+}
+
+// ---- 9. early refresh once per fill ----
+
+pub async fn early_refresh_happens_once_per_fill_and_never_misses(t: &Target) {
+    let c = rules(t).await;
+    let loads = Arc::new(AtomicU64::new(0));
+    let args = json!({"id": 1});
+    // get_early lives 4 s and is refreshed in the background once it is 1 s old.
+    let t0 = Instant::now();
+    let mut last = 0;
+    while t0.elapsed() < Duration::from_millis(7000) {
+        let n = loads.load(Ordering::SeqCst);
+        let v = read(&c, "get_early", args.clone(), &loads, json!(n)).await;
+        assert!(v.as_u64().unwrap() >= last, "went back to {v} after {last}");
+        last = v.as_u64().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = c.stats();
+    assert_eq!(
+        st.misses, 1,
+        "a read waited for a load after the first: {st:?}"
+    );
+    // About one refresh a second: once per fill, not once per lock TTL (10 s).
+    assert!(
+        (4..=9).contains(&st.early_refreshes),
+        "refreshes: {}",
+        st.early_refreshes
+    );
+}
+
 /// Instantiates the suite on one backend.
 macro_rules! suite {
     ($module:ident, $target:expr, [$($test:ident),* $(,)?]) => {
@@ -392,6 +458,8 @@ macro_rules! on_every_backend {
                 a_loader_slower_than_the_wait_bound_does_not_hold_waiters,
                 a_failed_load_is_shared_with_its_waiters,
                 a_read_with_more_tags_than_recordable_is_refused,
+                a_tag_key_outlives_every_fill_and_every_slide,
+                early_refresh_happens_once_per_fill_and_never_misses,
             ]
         );
     };

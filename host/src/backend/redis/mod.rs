@@ -185,7 +185,7 @@ impl Lua {
 
 /// The engine's Lua scripts; each touches one key.
 struct Scripts {
-    /// A tag's (or the epoch's) token, made if absent; its key lives at least ARGV[2] s more.
+    /// A tag's (or the epoch's) token, made if absent; its key lives at least ARGV[2] ms more.
     fence: Lua,
     /// Releases a lock only if this host still holds it.
     unlock: Lua,
@@ -205,10 +205,10 @@ impl Scripts {
     fn new() -> Scripts {
         Scripts {
             fence: Lua::new(
-                r"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+                r"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
                     return ARGV[1]
                   end
-                  redis.call('EXPIRE', KEYS[1], ARGV[2], 'GT')
+                  redis.call('PEXPIRE', KEYS[1], ARGV[2], 'GT')
                   return redis.call('GET', KEYS[1])",
             ),
             unlock: Lua::new(

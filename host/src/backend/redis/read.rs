@@ -169,7 +169,7 @@ impl Redis {
         seen: Option<&Seen>,
         ttl: Duration,
     ) -> Result<Vec<String>, Error> {
-        let life = self.tag_life(ttl).as_secs().max(1);
+        let life = ms(self.tag_life(ttl));
         let mut out: Vec<String> = Vec::with_capacity(1 + tags.len());
         let mut need: Vec<(usize, String)> = Vec::new();
         for i in 0..=tags.len() {
