@@ -177,18 +177,21 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The URL with any password replaced by `***`.
+/// The URL with any password replaced by `***`, also when the URL is malformed (no scheme,
+/// a mangled `//`): whatever precedes the last `@` is credentials.
 pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let auth = &url[s + 3..at];
-            let user = auth.split_once(':').map(|(u, _)| u);
-            match user {
-                Some(u) => format!("{}{u}:***{}", &url[..s + 3], &url[at..]),
-                None => format!("{}***{}", &url[..s + 3], &url[at..]),
-            }
-        }
-        _ => url.to_string(),
+    let Some(at) = url.rfind('@') else {
+        return url.to_string();
+    };
+    let start = url[..at]
+        .find("://")
+        .map(|s| s + 3)
+        .or_else(|| url[..at].rfind("//").map(|s| s + 2))
+        .unwrap_or(0);
+    let auth = &url[start..at];
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{}{user}:***{}", &url[..start], &url[at..]),
+        None => format!("{}***{}", &url[..start], &url[at..]),
     }
 }
 
@@ -437,6 +440,24 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_malformed_urls_too() {
+        for (url, shown) in [
+            ("redis://app:pw@h:1/0", "redis://app:***@h:1/0"),
+            ("redis://:pw@h", "redis://***@h"),
+            ("app:pw@h:6379", "app:***@h:6379"),
+            ("redis//app:pw@h", "redis//app:***@h"),
+            ("rediss://u:p@ss@h", "rediss://u:***@h"),
+            ("redis://h:6379", "redis://h:6379"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+        let e = BackendUrl::parse("app:s3cret@h:6379")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret") && e.contains("app:***@"), "{e}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: Vec<(String, String)> = pairs

@@ -1,0 +1,631 @@
+//! What only Redis can show about the failure paths: application errors that are not
+//! outages, held invalidations delivered by the host itself (and the window before they are),
+//! the journal across a SIGKILL, the circuit breaker's timing, the commands the engine sends,
+//! TLS that requires a client certificate, and secrets kept out of errors and logs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cachelet::{BackendUrl, Cache, Invalidation, Settings};
+use cachelet_tests::component;
+use cachelet_tests::redis::{RedisOptions, RedisServer};
+use serde_json::{json, Value as Json};
+
+fn settings(url: &str, prefix: &str) -> Settings {
+    let mut s = Settings {
+        url: BackendUrl::parse(url).unwrap(),
+        prefix: prefix.into(),
+        ..Settings::default()
+    };
+    s.redis.timeout = Duration::from_millis(200);
+    s.redis.cooldown = Duration::from_millis(400);
+    s
+}
+
+async fn rules(s: Settings) -> Cache {
+    let policy = std::env::var("CACHELET_CHILD_POLICY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| component("engine-rules"));
+    Cache::builder()
+        .settings(s)
+        .policy_file(policy)
+        .build()
+        .await
+        .expect("a cache on Redis with the engine-rules policy")
+}
+
+/// Reads `op` for `id`; the loader returns `value` and counts.
+async fn read(c: &Cache, op: &str, id: u64, value: Json, loads: &AtomicU64) -> Json {
+    loads.fetch_add(0, Ordering::SeqCst);
+    let counted = Arc::new(AtomicU64::new(0));
+    let inner = counted.clone();
+    let v = c
+        .read(op, &json!({ "id": id }), move || async move {
+            inner.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(value)
+        })
+        .await
+        .unwrap();
+    loads.fetch_add(counted.load(Ordering::SeqCst), Ordering::SeqCst);
+    v
+}
+
+async fn touch(c: &Cache, id: u64) -> Invalidation {
+    c.write_outcome("touch_user", &json!({ "id": id }), || async {
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .unwrap()
+    .invalidation
+}
+
+// ---- 8. only outages open the circuit ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_errors_from_redis_do_not_open_the_circuit() {
+    let server = RedisServer::plain();
+    let c = rules(settings(&server.url(), "apperr")).await;
+    let loads = AtomicU64::new(0);
+    read(&c, "get_user", 1, json!("u1"), &loads).await;
+
+    // A counter that is not an integer: the caller's error, every time.
+    c.set("n", &"abc", None).await.unwrap();
+    for _ in 0..3 {
+        let e = c.incr("n", 1).await.unwrap_err().to_string();
+        assert!(e.contains("not an integer"), "{e}");
+    }
+    // A sliding entry's key holding a list: WRONGTYPE on the read, served uncached.
+    server.cli(&["RPUSH", "apperr:v1:slide:9", "x"]);
+    for _ in 0..3 {
+        assert_eq!(read(&c, "get_slide", 9, json!("s"), &loads).await, "s");
+    }
+    // The circuit stayed closed: the cached entry is still served from Redis.
+    let before = loads.load(Ordering::SeqCst);
+    assert_eq!(read(&c, "get_user", 1, json!("x"), &loads).await, "u1");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        before,
+        "the read went to its loader"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_under_noeviction_refuses_fills_and_keeps_serving_hits() {
+    let server = RedisServer::start(RedisOptions::default().maxmemory("2mb", "noeviction"));
+    let c = rules(settings(&server.url(), "full")).await;
+    let loads = AtomicU64::new(0);
+    read(&c, "get_user", 1, json!("u1"), &loads).await;
+    // Fill the server until it refuses writes (OOM).
+    let big = "x".repeat(20_000);
+    let mut refused = 0;
+    for i in 0..400 {
+        if c.set(&format!("big:{i}"), &big, None).await.is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the server never filled up");
+    // Fills are refused (served uncached), many times over...
+    for id in 100..110 {
+        read(&c, "get_user", id, json!("v"), &loads).await;
+    }
+    // ...and the cache still serves what it has.
+    let before = loads.load(Ordering::SeqCst);
+    assert_eq!(read(&c, "get_user", 1, json!("x"), &loads).await, "u1");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        before,
+        "OOM answers opened the circuit"
+    );
+}
+
+// ---- the breaker: 2 outages, cooldown, one prober; every operation bounded ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_after_two_outages_and_one_caller_probes() {
+    let server = RedisServer::plain();
+    let mut s = settings(&server.url(), "breaker");
+    s.redis.timeout = Duration::from_millis(150);
+    s.redis.cooldown = Duration::from_millis(1000);
+    let c = rules(s).await;
+    let loads = AtomicU64::new(0);
+    for id in 0..10 {
+        read(&c, "get_user", id, json!(id), &loads).await;
+    }
+    server.freeze();
+    let mut took = Vec::new();
+    for id in 0..10 {
+        let t0 = Instant::now();
+        assert_eq!(read(&c, "get_user", id, json!(id), &loads).await, id);
+        took.push(t0.elapsed());
+    }
+    println!("reads while frozen: {took:?}");
+    // The first two wait for the timeout; then the circuit is open: no waiting at all.
+    for (i, t) in took.iter().enumerate() {
+        assert!(*t < Duration::from_millis(300), "read {i} took {t:?}");
+        if i < 2 {
+            assert!(*t >= Duration::from_millis(140), "read {i} took only {t:?}");
+        } else {
+            assert!(
+                *t < Duration::from_millis(20),
+                "read {i} waited {t:?}: circuit closed"
+            );
+        }
+    }
+    // After the cooldown, exactly one of many concurrent reads probes (and waits).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut tasks = Vec::new();
+    for id in 0..10 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let loads = AtomicU64::new(0);
+            read(&c, "get_user", id, json!(id), &loads).await;
+            t0.elapsed()
+        }));
+    }
+    let mut waited = 0;
+    for t in tasks {
+        if t.await.unwrap() >= Duration::from_millis(100) {
+            waited += 1;
+        }
+    }
+    assert_eq!(
+        waited, 1,
+        "one prober, the others straight to their loaders"
+    );
+    server.resume();
+}
+
+// ---- 2. held invalidations ----
+
+/// The key of tag `tag` in namespace `prefix` (the engine's layout).
+fn tag_key(prefix: &str, tag: &str) -> String {
+    format!("{prefix}:v1~tag:{tag}")
+}
+
+/// Opens `c`'s circuit on a frozen server (two reads that time out), so that the write that
+/// follows is held without being sent. (A command sent to a frozen server runs when it
+/// resumes: an invalidation that timed out is usually delivered by the server itself.)
+async fn open_circuit(c: &Cache) {
+    let loads = AtomicU64::new(0);
+    for id in 1000..1002 {
+        read(c, "get_user", id, json!(0), &loads).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_invalidations_are_delivered_by_the_host_without_a_request() {
+    let server = RedisServer::plain();
+    let a = rules(settings(&server.url(), "held")).await;
+    let b = rules(settings(&server.url(), "held")).await;
+    let loads = AtomicU64::new(0);
+    read(&a, "get_user", 1, json!("old"), &loads).await;
+    assert_eq!(read(&b, "get_user", 1, json!("x"), &loads).await, "old");
+    assert_eq!(server.cli(&["EXISTS", &tag_key("held", "user:1")]), "1");
+
+    server.freeze();
+    open_circuit(&a).await;
+    assert_eq!(touch(&a, 1).await, Invalidation::Held { journaled: false });
+    assert_eq!(a.held_invalidations(), 1);
+    assert_eq!(a.stats().held_invalidations, 1);
+    server.resume();
+    let resumed = Instant::now();
+    // Nobody uses `a` from here on: it delivers by itself.
+    let delivered = loop {
+        if a.held_invalidations() == 0 {
+            break resumed.elapsed();
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(5),
+            "never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!("held invalidation delivered {delivered:?} after Redis resumed");
+    assert!(delivered < Duration::from_millis(1500), "{delivered:?}");
+    assert_eq!(server.cli(&["EXISTS", &tag_key("held", "user:1")]), "0");
+    assert_eq!(read(&b, "get_user", 1, json!("new"), &loads).await, "new");
+    // And `a` is back in service, caching again.
+    assert_eq!(read(&a, "get_user", 1, json!("x"), &loads).await, "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_or_keeps_in_the_journal() {
+    let server = RedisServer::plain();
+    let dir = tempdir("shutdown");
+    let journal = dir.join("held.journal");
+    let mut s = settings(&server.url(), "shut");
+    s.redis.journal = Some(journal.clone());
+    let a = rules(s.clone()).await;
+    let loads = AtomicU64::new(0);
+    read(&a, "get_user", 1, json!("old"), &loads).await;
+    server.freeze();
+    open_circuit(&a).await;
+    assert_eq!(touch(&a, 1).await, Invalidation::Held { journaled: true });
+    assert!(std::fs::read_to_string(&journal)
+        .unwrap()
+        .contains("user:1"));
+    // Still frozen at shutdown: kept in the journal.
+    assert_eq!(a.shutdown().await, Invalidation::Held { journaled: true });
+    drop(a);
+    server.resume();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.cli(&["EXISTS", &tag_key("shut", "user:1")]), "1");
+    // The next start delivers it before serving.
+    let a = rules(s).await;
+    assert_eq!(server.cli(&["EXISTS", &tag_key("shut", "user:1")]), "0");
+    assert_eq!(a.held_invalidations(), 0);
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0);
+    assert_eq!(a.shutdown().await, Invalidation::Nothing);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn tempdir(what: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cachelet-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A host in a process of its own, driven line by line: `read ID`, `write ID` (answers its
+/// value, or the write's outcome), `quit`.
+struct Host {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Host {
+    fn start(url: &str, prefix: &str, journal: Option<&PathBuf>) -> Host {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "host_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("CACHELET_CHILD_URL", url)
+        .env("CACHELET_CHILD_PREFIX", prefix)
+        .env("CACHELET_CHILD_POLICY", component("engine-rules"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+        if let Some(j) = journal {
+            cmd.env("CACHELET_CHILD_JOURNAL", j);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut host = Host {
+            child,
+            stdin,
+            stdout,
+        };
+        assert_eq!(host.answer(), "ready");
+        host
+    }
+
+    fn answer(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line).unwrap() == 0 {
+                panic!("the host died: {:?}", self.child.wait());
+            }
+            // The test harness may print its own words before ours on the line.
+            if let Some((_, a)) = line.trim().split_once("HOST ") {
+                return a.to_string();
+            }
+        }
+    }
+
+    fn ask(&mut self, what: &str) -> String {
+        writeln!(self.stdin, "{what}").unwrap();
+        self.answer()
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// The child side of [`Host`] (runs only when a parent sets its variables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_child() {
+    let Ok(url) = std::env::var("CACHELET_CHILD_URL") else {
+        return;
+    };
+    let mut s = settings(&url, &std::env::var("CACHELET_CHILD_PREFIX").unwrap());
+    s.redis.journal = std::env::var("CACHELET_CHILD_JOURNAL")
+        .ok()
+        .map(PathBuf::from);
+    let c = rules(s).await;
+    println!("HOST ready");
+    let mut lines = BufReader::new(std::io::stdin()).lines();
+    let loads = AtomicU64::new(0);
+    while let Some(Ok(line)) = lines.next() {
+        let mut words = line.split_whitespace();
+        let answer = match (
+            words.next(),
+            words.next().map(|w| w.parse::<u64>().unwrap()),
+        ) {
+            (Some("read"), Some(id)) => read(&c, "get_user", id, json!(-1), &loads)
+                .await
+                .to_string(),
+            (Some("write"), Some(id)) => format!("{:?}", touch(&c, id).await),
+            (Some("open"), _) => {
+                open_circuit(&c).await;
+                "open".to_string()
+            }
+            (Some("held"), _) => c.held_invalidations().to_string(),
+            _ => {
+                println!("HOST bye");
+                break;
+            }
+        };
+        println!("HOST {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_while_holding_delivers_from_its_journal_at_restart() {
+    let server = RedisServer::plain();
+    let dir = tempdir("killed");
+    let journal = dir.join("held.journal");
+    let b = rules(settings(&server.url(), "killed")).await;
+    let loads = AtomicU64::new(0);
+    read(&b, "get_user", 1, json!("old"), &loads).await;
+
+    let mut a = Host::start(&server.url(), "killed", Some(&journal));
+    assert_eq!(a.ask("read 1"), "\"old\"");
+    server.freeze();
+    a.ask("open");
+    assert_eq!(a.ask("write 1"), "Held { journaled: true }");
+    a.kill();
+    server.resume();
+    // The host that held it is gone: the other still serves what it invalidated.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(read(&b, "get_user", 1, json!("new"), &loads).await, "old");
+    // Restarted with its journal, it delivers before it serves.
+    let mut a = Host::start(&server.url(), "killed", Some(&journal));
+    assert_eq!(read(&b, "get_user", 1, json!("new"), &loads).await, "new");
+    assert_eq!(a.ask("read 1"), "\"new\"");
+    a.ask("quit");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_after_an_outage_is_measured_across_two_processes() {
+    let server = RedisServer::plain();
+    let b = rules(settings(&server.url(), "window")).await;
+    let loads = AtomicU64::new(0);
+    let mut windows = Vec::new();
+    let mut a = Host::start(&server.url(), "window", None);
+    for round in 0..5u64 {
+        let id = 10 + round;
+        read(&b, "get_user", id, json!("old"), &loads).await;
+        while a.ask("held") != "0" {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server.freeze();
+        a.ask("open");
+        assert_eq!(a.ask(&format!("write {id}")), "Held { journaled: false }");
+        server.resume();
+        let resumed = Instant::now();
+        // How long the other host still serves the value the held write invalidated.
+        while read(&b, "get_user", id, json!("new"), &loads).await == "old" {
+            assert!(
+                resumed.elapsed() < Duration::from_secs(5),
+                "never delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        windows.push(resumed.elapsed());
+    }
+    a.ask("quit");
+    windows.sort();
+    println!(
+        "window after Redis resumed, during which another host served a held-invalidated value \
+         (cooldown 400 ms, timeout 200 ms): min {:?}, median {:?}, max {:?}",
+        windows[0], windows[2], windows[4]
+    );
+    assert!(windows[4] < Duration::from_millis(1500), "{windows:?}");
+}
+
+// ---- the commands the engine sends ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_is_one_mget_and_scans_never_use_keys() {
+    let server = RedisServer::plain();
+    let mut s = settings(&server.url(), "shape");
+    s.redis.timeout = Duration::from_secs(2);
+    let c = rules(s).await;
+    let loads = AtomicU64::new(0);
+    read(&c, "get_user", 1, json!("u1"), &loads).await;
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    let before = c.stats().redis_commands;
+    for _ in 0..100 {
+        read(&c, "get_user", 1, json!("x"), &loads).await;
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(c.stats().redis_commands - before, 100);
+    assert_eq!(server.command_calls("mget"), 100);
+    assert_eq!(server.command_calls("get"), 0);
+    for i in 0..50 {
+        c.set(&format!("user:1:k{i}"), &i, None).await.unwrap();
+    }
+    assert_eq!(c.delete_match("user:1:*").await.unwrap(), 50);
+    c.write("touch_short", &json!({}), || async {
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.command_calls("keys"), 0);
+    assert!(server.command_calls("scan") >= 1);
+    assert!(server.command_calls("unlink") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_host_backs_off_and_a_dead_holders_lock_expires() {
+    let server = RedisServer::plain();
+    let mut s = settings(&server.url(), "lockshape");
+    s.redis.timeout = Duration::from_secs(2);
+    s.redis.lock_ttl = Duration::from_millis(600);
+    let a = rules(s.clone()).await;
+    let b = rules(s).await;
+    // `a` loads for 1 s (its lock is kept alive past its 600 ms TTL); `b` waits for it.
+    let slow = tokio::spawn({
+        let a = a.clone();
+        async move {
+            a.read("get_locked", &json!({"id": 1}), || async {
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                Ok::<_, std::io::Error>(json!("from a"))
+            })
+            .await
+            .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = b.stats().redis_commands;
+    let b_loads = Arc::new(AtomicU64::new(0));
+    let counted = b_loads.clone();
+    let v = b
+        .read("get_locked", &json!({"id": 1}), move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(json!("from b"))
+        })
+        .await
+        .unwrap();
+    let commands = b.stats().redis_commands - before;
+    assert_eq!(slow.await.unwrap(), "from a");
+    assert_eq!(v, "from a", "b loaded although a held the lock");
+    assert_eq!(b_loads.load(Ordering::SeqCst), 0);
+    println!("waiting ~950 ms for another host's load: {commands} commands");
+    // Looks 5, 10, 20, ... 200 ms apart: ~10 looks of 2 commands. A 5 ms poll would be ~400.
+    assert!(commands <= 40, "{commands} commands: a busy poll");
+
+    // A holder that died: its lock expires by itself and the next reader loads.
+    server.cli(&["SET", "lockshape:v1~lock:locked:2", "dead", "PX", "500"]);
+    let t0 = Instant::now();
+    let v = b
+        .read("get_locked", &json!({"id": 2}), || async {
+            Ok::<_, std::io::Error>(json!("b2"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, "b2");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+}
+
+// ---- TLS and secrets ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_a_server_that_requires_a_client_certificate() {
+    let server = RedisServer::start(RedisOptions::default().tls().require_client_cert());
+    let mut s = settings(&server.url(), "mtls");
+    s.redis.timeout = Duration::from_secs(2);
+    s.redis.tls_ca_file = Some(server.ca_cert().to_path_buf());
+    let e = Cache::builder()
+        .settings(s.clone())
+        .build()
+        .await
+        .err()
+        .expect("a client without a certificate is refused")
+        .to_string();
+    assert!(
+        e.contains("TLS handshake failed") || e.contains("cannot connect"),
+        "{e}"
+    );
+    s.redis.tls_client_cert = Some((
+        server.client_cert().to_path_buf(),
+        server.client_key().to_path_buf(),
+    ));
+    let c = rules(s).await;
+    let loads = AtomicU64::new(0);
+    read(&c, "get_user", 1, json!("u1"), &loads).await;
+    assert_eq!(read(&c, "get_user", 1, json!("x"), &loads).await, "u1");
+}
+
+/// A writer for log lines, shared with the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn credentials_never_appear_in_errors_or_logs() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Malformed URLs, with a password in them.
+    for url in [
+        "app:hunter2@127.0.0.1:6379",
+        "redis//app:hunter2@127.0.0.1:6379",
+        "redis://app:hunter2@127.0.0.1:notaport/0",
+        "redis://app:hunter2@127.0.0.1:6379/x",
+        "memcached://app:hunter2@127.0.0.1",
+        "redis://:hunter2@,/0",
+    ] {
+        let e = BackendUrl::parse(url).expect_err(url).to_string();
+        assert!(!e.contains("hunter2"), "{url}: {e}");
+    }
+    // A wrong password, then an outage with the right one.
+    let server = RedisServer::start(RedisOptions::default().acl_user("app", "hunter2"));
+    let wrong = server.url().replace("hunter2", "hunter3");
+    let e = Cache::builder()
+        .settings(settings(&wrong, "secret"))
+        .build()
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(!e.contains("hunter3"), "{e}");
+    let c = rules(settings(&server.url(), "secret")).await;
+    let loads = AtomicU64::new(0);
+    read(&c, "get_user", 1, json!("u1"), &loads).await;
+    server.freeze();
+    for id in 0..4 {
+        read(&c, "get_user", id, json!("x"), &loads).await;
+    }
+    touch(&c, 1).await;
+    server.resume();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    read(&c, "get_user", 1, json!("u1"), &loads).await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("Redis failing"),
+        "the outage was not logged:\n{text}"
+    );
+    assert!(
+        text.contains("held"),
+        "the held invalidation was not logged:\n{text}"
+    );
+    assert!(
+        !text.contains("hunter2") && !text.contains("hunter3"),
+        "{text}"
+    );
+    assert!(!format!("{:?}", c.settings()).contains("hunter2"));
+}
