@@ -11,7 +11,7 @@ use clap::ValueEnum;
 /// A language `cachelet new` scaffolds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Lang {
-    /// Rust, with cachelet's guest SDK (a copy, in `cachelet-guest/`).
+    /// Rust, with cachelet's guest SDK (a copy, in `cachelet-guest/` and `cachelet-template/`).
     Rust,
     /// Python, with componentize-py.
     Python,
@@ -155,7 +155,7 @@ fn words(lang: Lang) -> [(&'static str, &'static str); 5] {
             ("{{language}}", "Rust"),
             (
                 "{{sdk}}",
-                "`cachelet-guest/`, a copy of cachelet's guest SDK",
+                "`cachelet-guest/` (with `cachelet-template/`), a copy of cachelet's guest SDK",
             ),
             ("{{source}}", "src/lib.rs"),
             ("{{doc}}", "rust.md"),
