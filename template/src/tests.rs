@@ -220,7 +220,7 @@ impl Rng {
         match self.next() % 8 {
             0 => OwnedArg::Integer(self.next() as i64 % 1000),
             1 => OwnedArg::Float((self.next() % 10_000) as f64 / 8.0),
-            2 => OwnedArg::Boolean(self.next() % 2 == 0),
+            2 => OwnedArg::Boolean(self.next().is_multiple_of(2)),
             3 => OwnedArg::Null,
             4 => OwnedArg::Json(text.to_owned()),
             _ => OwnedArg::Text(text.to_owned()),
