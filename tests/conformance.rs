@@ -269,6 +269,11 @@ async fn distinct_arguments_land_on_distinct_entries_on_memory() {
     distinct_arguments_land_on_distinct_entries(&Target::memory()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_arguments_land_on_distinct_entries_on_redis() {
+    distinct_arguments_land_on_distinct_entries(&Target::redis()).await;
+}
+
 async fn distinct_arguments_land_on_distinct_entries(target: &Target) {
     for lang in LANGS {
         let c = cache_on(target, lang).await;
