@@ -18,18 +18,24 @@ declare -A rust=(
   [faulty]=tests/guests/faulty
   [future-world]=tests/guests/future-world
   [engine-rules]=tests/guests/engine-rules
+  [past-world]=tests/guests/past-world
+  [broken-rust]=tests/guests/broken-rust
+  [unchecked]=tests/guests/unchecked
 )
 declare -A python=(
   [seed-python]=examples/policies/seed-python
   [sandbox-python]=tests/guests/sandbox-python
+  [broken-python]=tests/guests/broken-python
 )
 declare -A js=(
   [seed-js]=examples/policies/seed-js
   [sandbox-js]=tests/guests/sandbox-js
   [sandbox-js-http]=tests/guests/sandbox-js
+  [broken-js]=tests/guests/broken-js
 )
 declare -A c=(
   [seed-c]=examples/policies/seed-c
+  [broken-c]=tests/guests/broken-c
 )
 
 # The smallest, capability-free builds: no WASI imports at all. The sandbox guests are built

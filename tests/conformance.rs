@@ -9,6 +9,10 @@
 //! - end to end: the same scripted service (misses, hits, writes, invalidation, resource
 //!   writes, recache, TTL 0, uncached calls) gives the same trace on every language.
 //!
+//! - keys and tags never collide: adversarial text (`:`, `%`, `%3A`, ...) renders escaped, byte
+//!   for byte alike in every language's dynamic rules and in the host's native rendering, and
+//!   two argument sets that used to render to one key land on different entries.
+//!
 //! Rules do not depend on the backend: they are compared on memory. The end-to-end scenario
 //! runs on every backend of the harness (memory, and a real Redis server); each cache has a
 //! namespace of its own.
@@ -122,7 +126,201 @@ fn odd_values() -> Vec<Value> {
         Value::Text(String::new()),
         Value::Text("ünïcode ✓ {braces}".into()),
         Value::Json(r#"{"a":[1,2.5,"x"]}"#.into()),
+        Value::Text(":".into()),
+        Value::Text("%".into()),
+        Value::Text("a:b%c".into()),
     ]
+}
+
+/// Text that a renderer without escaping turns into colliding keys, or that a wrong escaper
+/// gets wrong: separators, escape characters, text that looks escaped already, unicode.
+fn adversarial_texts() -> Vec<&'static str> {
+    vec![
+        ":",
+        "::",
+        "%",
+        "%%",
+        "%3A",
+        "%3a",
+        "%25",
+        "%253A",
+        "a:b",
+        "1:user:2",
+        "2:user:3",
+        "x%",
+        ":%:",
+        "ünï:cøde✓",
+        "日本:語",
+        "{q}",
+        "{{",
+        "}",
+        "",
+        " ",
+        "a\u{0}b",
+        "\\:",
+    ]
+}
+
+/// Every adversarial text as `text` and as `json`, and one value of every other kind.
+fn adversarial_values() -> Vec<Value> {
+    // JSON text is JSON (the guests may parse it): each text also as a JSON string, but for
+    // the empty one (Python and JavaScript read `""` as an empty query).
+    let mut out: Vec<Value> = adversarial_texts()
+        .into_iter()
+        .flat_map(|t| {
+            let json = Value::Json(Json::from(t).to_string());
+            [Value::Text(t.into())]
+                .into_iter()
+                .chain((!t.is_empty()).then_some(json))
+        })
+        .collect();
+    out.push(Value::Json(r#"{"a:b":"%3A"}"#.into()));
+    out.extend([
+        Value::Int(-1),
+        Value::Float(0.25),
+        Value::Bool(true),
+        Value::Null,
+    ]);
+    out
+}
+
+/// The rendering the WIT specifies, written independently of every renderer: `text` and
+/// `json` with `%` as `%25` and `:` as `%3A`, nothing else escaped.
+fn spec(v: &Value) -> String {
+    match v {
+        Value::Text(s) | Value::Json(s) => s.replace('%', "%25").replace(':', "%3A"),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+    }
+}
+
+/// What the host renders natively for `template` (the same renderer as a static op's).
+fn host_render(template: &str, args: &Args) -> String {
+    cachelet::Template::parse(template)
+        .unwrap()
+        .render(args)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dynamic_rules_render_adversarial_values_like_the_host() {
+    let caches = in_order(LANGS.iter().map(|l| cache(l))).await;
+    for v in adversarial_values() {
+        let q = Args::new().with("q", v.clone());
+        let user = Args::new().with("user_id", v.clone());
+        let search = host_render("search:{q}", &q);
+        let tags = [
+            host_render("user:{user_id}", &user),
+            host_render("user:{user_id}:profile", &user),
+        ];
+        assert_eq!(search, format!("search:{}", spec(&v)), "{v:?}");
+        assert_eq!(tags[1], format!("user:{}:profile", spec(&v)), "{v:?}");
+        for (lang, c) in LANGS.iter().zip(&caches) {
+            // get_search and update_user_dynamic are computed by the guest on every call.
+            let got = rule(c, "get_search", true, &q, false).await;
+            if v == Value::Text(String::new()) {
+                assert_eq!(got, Json::Null, "{lang}: an empty query is not cached");
+            } else {
+                assert_eq!(got["key"], json!(search), "{lang} get_search {v:?}");
+            }
+            let got = rule(c, "update_user_dynamic", false, &user, false).await;
+            assert_eq!(
+                got["invalidate"],
+                json!(tags),
+                "{lang} update_user_dynamic {v:?}"
+            );
+            // A static op: the host's render and the guest's own agree with the spec too.
+            let pair = Args::new()
+                .with("org_id", v.clone())
+                .with("user_id", v.clone());
+            let want = format!("org:{0}:user:{0}", spec(&v));
+            for guest in [false, true] {
+                let got = rule(c, "get_org_user", true, &pair, guest).await;
+                assert_eq!(
+                    got["key"],
+                    json!(want),
+                    "{lang} get_org_user {v:?} (guest: {guest})"
+                );
+                assert_eq!(
+                    got["tags"],
+                    json!([
+                        format!("user:{}", spec(&v)),
+                        format!("org:{}:users", spec(&v))
+                    ]),
+                    "{lang} get_org_user {v:?} (guest: {guest})"
+                );
+            }
+        }
+    }
+}
+
+/// The argument sets of the WIT's example, which render to one key without escaping.
+fn colliding_pair() -> [Json; 2] {
+    [
+        json!({"org_id": "1:user:2", "user_id": "3"}),
+        json!({"org_id": "1", "user_id": "2:user:3"}),
+    ]
+}
+
+#[tokio::test]
+async fn distinct_arguments_land_on_distinct_entries_on_memory() {
+    distinct_arguments_land_on_distinct_entries(&Target::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_arguments_land_on_distinct_entries_on_redis() {
+    distinct_arguments_land_on_distinct_entries(&Target::redis()).await;
+}
+
+async fn distinct_arguments_land_on_distinct_entries(target: &Target) {
+    for lang in LANGS {
+        let c = cache_on(target, lang).await;
+        let [a, b] = colliding_pair();
+        let load =
+            |value: &'static str| move || async move { Ok::<_, std::io::Error>(value.to_string()) };
+        let got: String = c
+            .read("get_org_user", &a, load("user 3 of org 1:user:2"))
+            .await
+            .unwrap();
+        assert_eq!(got, "user 3 of org 1:user:2", "{lang}");
+        // The other user's read misses, and is never served the first one's value.
+        let got: String = c
+            .read("get_org_user", &b, load("user 2:user:3 of org 1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            got, "user 2:user:3 of org 1",
+            "{lang}: served another user's entry"
+        );
+        for (args, want) in [
+            (&a, "user 3 of org 1:user:2"),
+            (&b, "user 2:user:3 of org 1"),
+        ] {
+            let got: String = c
+                .read("get_org_user", args, load("reloaded"))
+                .await
+                .unwrap();
+            assert_eq!(got, want, "{lang}: both entries are hits");
+        }
+        let key = |args: &Json| {
+            let args = Args::from_serialize(args).unwrap();
+            let c = &c;
+            async move { rule(c, "get_org_user", true, &args, false).await["key"].clone() }
+        };
+        let (ka, kb) = (key(&a).await, key(&b).await);
+        assert_ne!(ka, kb, "{lang}: one key for two users");
+        // The dynamic op too: two queries that differ only by escaping are two entries.
+        for (q, value) in [("a:b", "first"), ("a%3Ab", "second")] {
+            let got: String = c
+                .read("get_search", &json!({ "q": q }), load(value))
+                .await
+                .unwrap();
+            assert_eq!(got, value, "{lang}: search {q}");
+        }
+        assert_eq!(c.stats().hits, 2, "{lang}");
+    }
 }
 
 /// Floats from random bit patterns (every magnitude, subnormals included) and short decimals,

@@ -193,7 +193,7 @@ async fn components_that_are_not_policies_are_refused_by_name() {
 
     let e = load_err(PolicySource::file(component("future-world"))).await;
     assert!(
-        e.contains("cachelet:policy@0.2.0") && e.contains("implements cachelet:policy@0.1.0"),
+        e.contains("cachelet:policy@0.3.0") && e.contains("implements cachelet:policy@0.2.0"),
         "{e}"
     );
 }

@@ -230,8 +230,17 @@ static void put_value(sb *b, const cl_value *v) {
     put_i64(b, v->val.integer);
     break;
   case CACHELET_POLICY_TYPES_VALUE_FLOAT: put_float(b, v->val.float_); break;
-  default: /* text and json: as is */
-    sb_putn(b, (const char *)v->val.text.ptr, v->val.text.len);
+  default: { /* text and json: `%` as `%25`, `:` as `%3A`, the rest as is */
+    const char *t = (const char *)v->val.text.ptr;
+    size_t from = 0, n = v->val.text.len;
+    for (size_t i = 0; i < n; i++) {
+      if (t[i] != '%' && t[i] != ':') continue;
+      sb_putn(b, t + from, i - from);
+      sb_puts(b, t[i] == '%' ? "%25" : "%3A");
+      from = i + 1;
+    }
+    sb_putn(b, t + from, n - from);
+  }
   }
 }
 
@@ -256,13 +265,25 @@ static bool is_param_char(char c) {
   return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
+static bool is_param_name(const char *s) {
+  if (!*s) return false;
+  for (; *s; s++)
+    if (!is_param_char(*s)) return false;
+  return true;
+}
+
 /* Walks template `t`: literal text goes to `out` (when given); each placeholder is rendered
  * from `args` (when given) or added to `params` (when given). False with `err` set on a
- * malformed template or a placeholder without an argument. */
-static bool walk(const char *t, const cl_args *args, sb *out, cl_strings *params, cl_string *err) {
+ * malformed template, two placeholders without a `:` between them (when `separated`: keys and
+ * tags, not routes) or a placeholder without an argument: the first problem in reading order. */
+static bool walk(const char *t, bool separated, const cl_args *args, sb *out, cl_strings *params,
+                 cl_string *err) {
   char num[24];
+  char last[128] = {0}; /* the previous placeholder, empty before the first */
+  bool colon = false;   /* whether a `:` came since */
   for (size_t i = 0; t[i]; i++) {
     char c = t[i];
+    if (c == ':') colon = true;
     if ((c == '{' || c == '}') && t[i + 1] == c) {
       if (out) sb_putn(out, &c, 1);
       i++;
@@ -294,6 +315,14 @@ static bool walk(const char *t, const cl_args *args, sb *out, cl_strings *params
                      "}`: a name has only ASCII letters, digits and `_`", NULL);
           return false;
         }
+      if (separated && last[0] && !colon) {
+        *err = msg("template `", t, "`: placeholders `{", last, "}` and `{", nm,
+                   "}` have no `:` between them (distinct arguments could render to the same text)",
+                   NULL);
+        return false;
+      }
+      memcpy(last, nm, nn + 1);
+      colon = false;
       if (params && !contains(params, name, n)) cl_push(params, dup_n((const uint8_t *)name, n));
       if (args) {
         const cl_value *v = cl_arg(args, nm);
@@ -313,7 +342,7 @@ static bool walk(const char *t, const cl_args *args, sb *out, cl_strings *params
 
 bool cl_render(const cl_args *args, const char *t, cl_string *out, cl_string *err) {
   sb b = {0};
-  if (!walk(t, args, &b, NULL, err)) {
+  if (!walk(t, true, args, &b, NULL, err)) {
     free(b.p);
     return false;
   }
@@ -370,14 +399,23 @@ static bool is_dynamic(const cl_op *op) {
 static bool check(const cl_op *op, cl_strings *params, cl_string *err) {
   cl_strings used = {0};
   bool ok = true;
-  if (op->kind == CACHELET_POLICY_TYPES_OP_KIND_READ && !op->read_fn) {
+  size_t twins = 0; /* the name first, as in every SDK */
+  for (const cl_op *o = CL_OPS; o->name; o++) twins += strcmp(o->name, op->name) == 0;
+  if (twins > 1) {
+    *err = cl_strdup("declared more than once");
+    ok = false;
+  } else if (!op->name[0]) {
+    *err = cl_strdup("an op name must not be empty");
+    ok = false;
+  } else if (op->kind == CACHELET_POLICY_TYPES_OP_KIND_READ && !op->read_fn) {
     if (!op->key) {
       *err = cl_strdup("a read needs a key");
       ok = false;
     } else {
-      ok = walk(op->key, NULL, NULL, &used, err);
+      ok = walk(op->key, true, NULL, NULL, &used, err);
       const char *const *tags = read_tags(op);
-      for (size_t i = 0; ok && tags && tags[i]; i++) ok = walk(tags[i], NULL, NULL, &used, err);
+      for (size_t i = 0; ok && tags && tags[i]; i++)
+        ok = walk(tags[i], true, NULL, NULL, &used, err);
       if (ok && op->has_early_ttl && op->ttl.tag == CACHELET_POLICY_TYPES_TTL_SECONDS &&
           op->early_ttl >= op->ttl.val.seconds) {
         char a[24], b[24];
@@ -392,12 +430,23 @@ static bool check(const cl_op *op, cl_strings *params, cl_string *err) {
       ok = false;
     }
     for (size_t i = 0; ok && op->invalidate && op->invalidate[i]; i++)
-      ok = walk(op->invalidate[i], NULL, NULL, &used, err);
+      ok = walk(op->invalidate[i], true, NULL, NULL, &used, err);
     for (const cl_recache *r = op->recache; ok && r && r->op; r++) {
+      /* No target: a read of another policy loaded beside this one. */
       const cl_op *target = find(r->op, strlen(r->op));
-      if (!target || target->kind != CACHELET_POLICY_TYPES_OP_KIND_READ) {
-        *err = msg("recache of `", r->op, target ? "`, which is a write" : "`, which is not declared",
-                   NULL);
+      if (target && target->kind != CACHELET_POLICY_TYPES_OP_KIND_READ) {
+        *err = msg("recache of `", r->op, "`, which is a write", NULL);
+        ok = false;
+      }
+      const char *bad = NULL;
+      for (size_t i = 0; ok && !bad && r->include && r->include[i]; i++)
+        if (!is_param_name(r->include[i])) bad = r->include[i];
+      for (size_t i = 0; ok && !bad && r->rename && r->rename[i]; i++)
+        if (!is_param_name(r->rename[i])) bad = r->rename[i];
+      for (size_t i = 0; ok && !bad && r->extra && r->extra[i].name; i++)
+        if (!is_param_name(r->extra[i].name)) bad = r->extra[i].name;
+      if (bad) {
+        *err = msg("recache of `", r->op, "`: `", bad, "` is not a parameter name", NULL);
         ok = false;
       }
       for (size_t i = 0; ok && r->include && r->include[i]; i++)
@@ -410,8 +459,13 @@ static bool check(const cl_op *op, cl_strings *params, cl_string *err) {
   }
   if (ok && op->route) {
     cl_string ignored = {0};
-    if (!walk(op->route, NULL, NULL, &used, &ignored)) cache_policy_string_free(&ignored);
+    if (!walk(op->route, false, NULL, NULL, &used, &ignored)) cache_policy_string_free(&ignored);
   }
+  for (size_t k = 0; ok && op->params && op->params[k]; k++)
+    if (!is_param_name(op->params[k])) {
+      *err = msg("`", op->params[k], "` is not a parameter name", NULL);
+      ok = false;
+    }
   if (ok && op->params) {
     for (size_t i = 0; ok && i < used.len; i++) {
       bool found = false;
@@ -433,13 +487,6 @@ static bool check(const cl_op *op, cl_strings *params, cl_string *err) {
     cache_policy_list_string_free(&used);
     memset(&used, 0, sizeof used);
     for (size_t k = 0; ok && op->params[k]; k++) cl_push(&used, cl_strdup(op->params[k]));
-  }
-  if (ok) {
-    for (const cl_op *o = CL_OPS; o != op; o++)
-      if (strcmp(o->name, op->name) == 0) {
-        *err = cl_strdup("declared more than once");
-        ok = false;
-      }
   }
   if (!ok) {
     cache_policy_list_string_free(&used);
@@ -468,8 +515,31 @@ static void list_ops(void) {
     if (find(op->name, strlen(op->name)) == op) listed[n_listed++] = op;
 }
 
-void exports_cachelet_policy_policy_describe(cachelet_policy_types_policy_info_t *ret) {
+/* Every declaration error, as `{op}: {mistake}` joined by `; `; false when there is none. */
+static bool mistakes(cl_string *err) {
+  sb b = {0};
+  for (size_t i = 0; i < n_listed; i++) {
+    cl_strings params = {0};
+    cl_string problem = {0};
+    bool ok = check(listed[i], &params, &problem);
+    cache_policy_list_string_free(&params);
+    if (ok) continue;
+    if (b.len) sb_puts(&b, "; ");
+    sb_puts(&b, listed[i]->name);
+    sb_puts(&b, ": ");
+    sb_putn(&b, (const char *)problem.ptr, problem.len);
+    cache_policy_string_free(&problem);
+  }
+  if (!b.len) return false;
+  *err = sb_take(&b);
+  return true;
+}
+
+bool exports_cachelet_policy_policy_describe(cachelet_policy_types_policy_info_t *ret,
+                                             cl_string *err) {
   list_ops();
+  memset(ret, 0, sizeof *ret);
+  if (mistakes(err)) return false;
   ret->name = cl_strdup(CL_NAME);
   ret->version = cl_strdup(CL_VERSION);
   ret->ops.len = 0;
@@ -479,9 +549,9 @@ void exports_cachelet_policy_policy_describe(cachelet_policy_types_policy_info_t
     cachelet_policy_types_op_info_t *info = &ret->ops.ptr[ret->ops.len++];
     info->name = cl_strdup(op->name);
     info->kind = op->kind;
-    cl_string err = {0};
-    bool ok = check(op, &info->params, &err);
-    cache_policy_string_free(&err);
+    cl_string problem = {0};
+    bool ok = check(op, &info->params, &problem);
+    cache_policy_string_free(&problem);
     if (op->route) {
       info->route.is_some = true;
       info->route.val = cl_strdup(op->route);
@@ -532,6 +602,7 @@ void exports_cachelet_policy_policy_describe(cachelet_policy_types_policy_info_t
       t->recache_concurrency.val = op->recache_max_concurrency;
     }
   }
+  return true;
 }
 
 /* The op named `name`, checked; false with `err` set ("{op}: ...") otherwise. */

@@ -19,9 +19,11 @@
  *     CL_POLICY("users", "0.1.0");
  *
  * `read`/`write` answer for static operations too, exactly as the host renders them (the
- * rules of the WIT `read-rule` comment). A declaration mistake (an unbalanced brace, a recache
- * of an undeclared read, an `early_ttl` not below the TTL) makes the op dynamic and every call
- * of it returns the error, which the host logs before serving the call uncached.
+ * rules of the WIT `read-rule` comment: text and JSON arguments with `%` written `%25` and `:`
+ * written `%3A`; two placeholders always with a `:` between them). A declaration mistake (an
+ * unbalanced brace, placeholders without a `:` between them, a recache of a write, an
+ * `early_ttl` not below the TTL) makes `describe` fail with every mistake, each naming its op:
+ * the host refuses to load the policy.
  *
  * Memory: everything handed back to the host is malloc'd (the bindings free it after the
  * call); the arguments the host hands in are freed here. A dynamic function fills `rule` /
@@ -118,7 +120,7 @@ const cl_value *cl_arg(const cl_args *args, const char *name);
 /* Whether `v` is the text `s`. */
 bool cl_is_text(const cl_value *v, const char *s);
 /* Renders `template` with `args` into a malloc'd `out`, as the host does; false with `err`
- * set when a placeholder has no argument. */
+ * set when a placeholder has no argument or the template is not one. */
 bool cl_render(const cl_args *args, const char *template_, cl_string *out, cl_string *err);
 /* A malloc'd copy of `s`. */
 cl_string cl_strdup(const char *s);

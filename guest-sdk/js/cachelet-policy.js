@@ -25,9 +25,13 @@
 // *dynamic*: the host calls the component on every call. `read`/`write` also answer for static
 // operations, exactly as the host renders them (the rules of the WIT `read-rule` comment).
 //
-// Declaration mistakes (an unbalanced brace, a recache of an undeclared read, an `early_ttl` not
-// below the TTL) do not throw: the op is reported as dynamic and every call of it returns the
-// error, which the host logs before serving the call uncached; `errors()` lists them.
+// Keys and tags render by the rules of the WIT `read-rule` comment: text and JSON arguments with
+// `%` written `%25` and `:` written `%3A`, and two placeholders always with a `:` between them, so
+// that distinct arguments never render to one key.
+//
+// Declaration mistakes (an unbalanced brace, placeholders without a `:` between them, a recache of
+// a write, an `early_ttl` not below the TTL) do not throw: `describe` returns them all, each
+// naming its op, and the host refuses to load the policy; `errors()` lists them.
 //
 // WIT values in JavaScript (componentize-js): a `value` is `{ tag: 'integer', val: 42n }` (s64 is
 // a BigInt), an enum is its name as a string, an `option` is the value or `undefined`, a record
@@ -89,14 +93,18 @@ function renderFloat(f) {
   return sign + out;
 }
 
-/** How a template renders a WIT `value`. */
+// `%` first, so that the `%` of `%3A` is not escaped again.
+const escapeText = (text) =>
+  /[%:]/.test(text) ? text.replace(/%/g, '%25').replace(/:/g, '%3A') : text;
+
+/** How a template renders a WIT `value`: text and JSON with `%` as `%25` and `:` as `%3A`. */
 export function renderValue(v) {
   switch (v.tag) {
     case 'null': return 'null';
     case 'boolean': return v.val ? 'true' : 'false';
     case 'integer': return v.val.toString();
     case 'float': return renderFloat(v.val);
-    default: return v.val; // text and json: as is
+    default: return escapeText(v.val); // text and json
   }
 }
 
@@ -108,13 +116,18 @@ const byteAt = (text, i) => new TextEncoder().encode(text.slice(0, i)).length;
 
 class Missing extends Error {}
 
+// A key or tag template: literal text and `{param}` placeholders, with a `:` in the literal text
+// between any two placeholders (`separated = false`: the braces only, for a route).
 class Template {
-  constructor(text) {
+  constructor(text, separated = true) {
     this.text = text;
     this.parts = []; // string: literal; { param }: placeholder
     let literal = '';
+    let last; // the previous placeholder
+    let colon = false; // whether a `:` came since
     for (let i = 0; i < text.length; i++) {
       const c = text[i];
+      if (c === ':') colon = true;
       if ((c === '{' || c === '}') && text[i + 1] === c) {
         literal += c;
         i++;
@@ -132,6 +145,11 @@ class Template {
         if (!PARAM.test(name)) {
           throw new Error(`template \`${text}\`: invalid placeholder \`{${name}}\`: a name has only ASCII letters, digits and \`_\``);
         }
+        if (separated && last !== undefined && !colon) {
+          throw new Error(`template \`${text}\`: placeholders \`{${last}}\` and \`{${name}}\` have no \`:\` between them (distinct arguments could render to the same text)`);
+        }
+        last = name;
+        colon = false;
         if (literal) this.parts.push(literal);
         literal = '';
         this.parts.push({ param: name });
@@ -280,7 +298,7 @@ function checkParams(declared, used) {
 
 function routeParams(route) {
   try {
-    return route ? new Template(route).params() : [];
+    return route ? new Template(route, false).params() : [];
   } catch {
     return [];
   }
@@ -416,8 +434,8 @@ export class CachePolicy {
     for (const [op, recaches] of this.pending) {
       for (const r of recaches) {
         const target = this.ops.find((o) => o.info.name === r.op);
-        if (!target) op.error ??= `recache of \`${r.op}\`, which is not declared`;
-        else if (target.info.kind !== 'read') op.error ??= `recache of \`${r.op}\`, which is a write`;
+        // No target: a read of another policy loaded beside this one.
+        if (target && target.info.kind !== 'read') op.error ??= `recache of \`${r.op}\`, which is a write`;
       }
     }
     this.pending = [];
@@ -430,10 +448,9 @@ export class CachePolicy {
     }
   }
 
-  /** The declaration errors, one message per faulty op. */
+  /** The declaration errors, one message per faulty op (`describe` returns them). */
   errors() {
-    this.#checked();
-    return this.ops.filter((o) => o.error).map((o) => `${o.info.name}: ${o.error}`);
+    return this.#listing().filter((o) => o.error).map((o) => `${o.info.name}: ${o.error}`);
   }
 
   /** The ops as `describe` lists them, one per name: the host calls op `i` of it. */
@@ -446,7 +463,10 @@ export class CachePolicy {
     return this.listed;
   }
 
+  /** What `describe` exports; throws (the WIT error) every declaration error. */
   describe() {
+    const errors = this.errors();
+    if (errors.length) throw errors.join('; ');
     return { name: this.name, version: this.version, ops: this.#listing().map((o) => o.info) };
   }
 

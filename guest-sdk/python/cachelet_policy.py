@@ -25,9 +25,13 @@ and the host renders them itself, without calling into Python. Operations with a
 *dynamic*: the host calls the component on every call. ``read``/``write`` also answer for static
 operations, exactly as the host renders them (the rules of the WIT ``read-rule`` comment).
 
-Declaration mistakes (an unbalanced brace, a recache of an undeclared read, an ``early_ttl`` not
-below the TTL) do not raise: the op is reported as dynamic and every call of it returns the
-error, which the host logs before serving the call uncached; ``policy.errors()`` lists them.
+Keys and tags render by the rules of the WIT ``read-rule`` comment: text and JSON arguments with
+``%`` written ``%25`` and ``:`` written ``%3A``, and two placeholders always with a ``:`` between
+them, so that distinct arguments never render to one key.
+
+Declaration mistakes (an unbalanced brace, placeholders without a ``:`` between them, a recache
+of a write, an ``early_ttl`` not below the TTL) do not raise: ``describe`` returns them all, each
+naming its op, and the host refuses to load the policy; ``policy.errors()`` lists them.
 """
 
 from decimal import Decimal
@@ -96,8 +100,18 @@ def _render_float(f):
     return text
 
 
+def _escape_text(text):
+    # `%` first, so that the `%` of `%3A` is not escaped again.
+    if "%" in text:
+        text = text.replace("%", "%25")
+    if ":" in text:
+        text = text.replace(":", "%3A")
+    return text
+
+
 def render_value(v):
-    """How a template renders a WIT ``value``."""
+    """How a template renders a WIT ``value``: text and JSON with ``%`` as ``%25`` and ``:`` as
+    ``%3A``."""
     if isinstance(v, wit.Value_Null):
         return "null"
     if isinstance(v, wit.Value_Boolean):
@@ -106,7 +120,7 @@ def render_value(v):
         return _render_float(v.value)
     if isinstance(v, wit.Value_Integer):
         return str(v.value)
-    return v.value  # text and json: as is
+    return _escape_text(v.value)  # text and json
 
 
 # ---- templates ---------------------------------------------------------------------------
@@ -121,26 +135,31 @@ def _escape(text):
 
 
 class _Template:
-    """A key or tag template: literal text and ``{param}`` placeholders."""
+    """A key or tag template: literal text and ``{param}`` placeholders, with a ``:`` in the
+    literal text between any two placeholders (``separated=False``: the braces only, for a
+    route)."""
 
-    def __init__(self, text):
+    def __init__(self, text, separated=True):
         self.text = text
         self.parts = []  # str: literal; tuple (name,): placeholder
         literal, i = [], 0
+        last, colon = None, False  # the previous placeholder; whether a `:` came since
         while i < len(text):
             c = text[i]
             if c in "{}" and text[i + 1:i + 2] == c:
                 literal.append(c)
                 i += 2
                 continue
+            if c == ":":
+                colon = True
             if c == "}":
                 raise ValueError(f"template `{text}`: unmatched `}}` at byte {_byte(text, i)} "
-                                 "(write `}}}}` for a literal brace)")
+                                 "(write `}}` for a literal brace)")
             if c == "{":
                 end = text.find("}", i + 1)
                 if end < 0:
                     raise ValueError(f"template `{text}`: unclosed `{{` at byte {_byte(text, i)} "
-                                     "(write `{{{{` for a literal brace)")
+                                     "(write `{{` for a literal brace)")
                 name = text[i + 1:end]
                 if name == "":
                     raise ValueError(f"template `{text}`: empty placeholder `{{}}` at byte "
@@ -148,6 +167,11 @@ class _Template:
                 if not _is_param(name):
                     raise ValueError(f"template `{text}`: invalid placeholder `{{{name}}}`: "
                                      "a name has only ASCII letters, digits and `_`")
+                if separated and last is not None and not colon:
+                    raise ValueError(f"template `{text}`: placeholders `{{{last}}}` and "
+                                     f"`{{{name}}}` have no `:` between them (distinct "
+                                     "arguments could render to the same text)")
+                last, colon = name, False
                 if literal:
                     self.parts.append("".join(literal))
                     literal = []
@@ -311,7 +335,7 @@ def _check_params(declared, used):
 
 def _route_params(route):
     try:
-        return _Template(route).params() if route else []
+        return _Template(route, separated=False).params() if route else []
     except ValueError:
         return []
 
@@ -469,7 +493,7 @@ class CachePolicy:
         if any(o.info.name == name for o in self._ops):
             for o in self._ops:
                 if o.info.name == name:
-                    o.error = o.error or "declared more than once"
+                    o.error = "declared more than once"
             op.error = "declared more than once"
         elif name == "":
             op.error = "an op name must not be empty"
@@ -485,9 +509,8 @@ class CachePolicy:
         for op, recaches in self._pending:
             for r in recaches:
                 target = next((o for o in self._ops if o.info.name == r.op), None)
-                if target is None:
-                    op.error = op.error or f"recache of `{r.op}`, which is not declared"
-                elif target.info.kind != wit.OpKind.READ:
+                # None: a read of another policy loaded beside this one.
+                if target is not None and target.info.kind != wit.OpKind.READ:
                     op.error = op.error or f"recache of `{r.op}`, which is a write"
         self._pending = []
         for op in self._ops:
@@ -497,9 +520,8 @@ class CachePolicy:
         return self
 
     def errors(self):
-        """The declaration errors, one message per faulty op."""
-        self._checked()
-        return [f"{o.info.name}: {o.error}" for o in self._ops if o.error]
+        """The declaration errors, one message per faulty op (``describe`` returns them)."""
+        return [f"{o.info.name}: {o.error}" for o in self._listing() if o.error]
 
     def _listing(self):
         """The ops as ``describe`` lists them, one per name: the host calls op ``i`` of it."""
@@ -513,6 +535,10 @@ class CachePolicy:
         return self._listed
 
     def describe(self):
+        """What ``describe`` exports; raises ``Err`` with every declaration error."""
+        errors = self.errors()
+        if errors:
+            raise Err("; ".join(errors))
         return wit.PolicyInfo(self.name, self.version, [o.info for o in self._listing()])
 
     def _call(self, index, kind, pairs, result):

@@ -1,6 +1,7 @@
 //! The arguments of one call, as a closure sees them.
 
-use crate::template::{render_text, RenderError, Template};
+use cachelet_template::{Arg, Template};
+
 use crate::Value;
 
 /// The named arguments of one call of an operation (and, for a write, its result), handed to
@@ -18,6 +19,8 @@ use crate::Value;
 /// assert_eq!(args.integer("user_id"), Ok(42));
 /// assert_eq!(args.text("q"), Ok("rust"));
 /// assert_eq!(args.render("user:{user_id}:q:{q}"), Ok("user:42:q:rust".to_string()));
+/// let odd = [("q".to_string(), Value::from("a:b"))];
+/// assert_eq!(Args::new(&odd, None).render("search:{q}"), Ok("search:a%3Ab".to_string()));
 /// assert_eq!(args.text("user_id"), Err("argument `user_id` is integer, not text".to_string()));
 /// assert_eq!(args.value("nope"), Err("no argument `nope`".to_string()));
 /// ```
@@ -78,12 +81,10 @@ impl<'a> Args<'a> {
     }
 
     /// Renders a template such as `"user:{user_id}"` with these arguments, exactly as a
-    /// declared key or tag renders (any kind of value; see [`Value`]).
+    /// declared key or tag renders and as the host renders it (any kind of value; text and JSON
+    /// with `%` as `%25` and `:` as `%3A`; see the crate docs).
     pub fn render(&self, template: &str) -> Result<String, String> {
-        render_text(template, |name, out| self.append(name, out)).map_err(|e| match e {
-            RenderError::Invalid(e) => e.to_string(),
-            RenderError::Missing(m) => no_arg(m.param, m.template),
-        })
+        cachelet_template::render(template, self).map_err(|e| e.to_string())
     }
 
     /// For a write, the write action's return value, if any; `None` for a read.
@@ -101,35 +102,21 @@ impl<'a> Args<'a> {
         self.args
     }
 
-    /// Renders a parsed template; on a missing argument, `(placeholder, template text)`.
-    pub(crate) fn render_template<'t>(
-        &self,
-        template: &'t Template,
-    ) -> Result<String, (&'t str, &'t str)> {
-        template
-            .render(|name, out| self.append(name, out))
-            .map_err(|m| (m.param, m.template))
+    /// Renders a parsed template; the message names a missing argument.
+    pub(crate) fn render_template(&self, template: &Template) -> Result<String, String> {
+        template.render(self).map_err(|m| m.to_string())
     }
+}
 
-    /// Appends the argument `name` as a template renders it; `false` if there is none.
-    fn append(&self, name: &str, out: &mut String) -> bool {
-        match self.get(name) {
-            Some(v) => {
-                v.render_into(out);
-                true
-            }
-            None => false,
-        }
+/// Templates find their arguments here.
+impl cachelet_template::Args for Args<'_> {
+    fn arg(&self, name: &str) -> Option<Arg<'_>> {
+        self.get(name).map(Value::as_arg)
     }
 }
 
 fn wrong_kind(name: &str, value: &Value, want: &str) -> String {
     format!("argument `{name}` is {}, not {want}", value.kind())
-}
-
-/// The message for a placeholder without an argument.
-pub(crate) fn no_arg(param: &str, template: &str) -> String {
-    format!("no argument `{param}` for the placeholder `{{{param}}}` of `{template}`")
 }
 
 #[cfg(test)]
@@ -161,14 +148,18 @@ mod tests {
         );
         assert_eq!(a.result(), Some(&Value::Integer(7)));
         assert_eq!(
-            a.render("{i}/{f}/{b}/{n}/{j}"),
-            Ok("3/0.5/true/null/{\"a\":1}".into())
+            a.render("{i}:{f}:{b}:{n}:{j}"),
+            Ok("3:0.5:true:null:{\"a\"%3A1}".into())
         );
         assert_eq!(
             a.render("x:{zz}"),
             Err("no argument `zz` for the placeholder `{zz}` of `x:{zz}`".into())
         );
         assert!(a.render("x:{").unwrap_err().contains("unclosed"));
+        assert!(a
+            .render("x:{i}{f}")
+            .unwrap_err()
+            .contains("placeholders `{i}` and `{f}` have no `:` between them"));
         assert_eq!(a.iter().map(|(n, _)| n).collect::<String>(), "ifbnj");
         assert_eq!(a.as_slice().len(), 5);
     }

@@ -1,9 +1,9 @@
 //! A declared policy, checked and compiled into what answers the host's `describe`, `read` and
 //! `write`.
 
-use crate::args::no_arg;
+use cachelet_template::{is_param_name, literal as escape, placeholders, Template};
+
 use crate::policy::{Op, ReadFn, ReadOp, RecacheFn, Resource, TagsFn, WriteFn, WriteOp};
-use crate::template::{escape, is_param_name, Template};
 use crate::{
     Args, OpInfo, OpKind, Policy, PolicyInfo, ReadRule, RecacheTemplate, Ttl, Value, WriteRule,
     WriteTemplate,
@@ -27,7 +27,7 @@ use crate::{
 /// assert_eq!(rule.ttl, Ttl::Seconds(300));
 ///
 /// // The host renders the same rule itself from the template that `describe` reports.
-/// let template = policy.describe().ops[0].read_template.clone().unwrap();
+/// let template = policy.describe().unwrap().ops[0].read_template.clone().unwrap();
 /// assert_eq!(template.key, "user:{user_id}");
 ///
 /// assert_eq!(
@@ -44,7 +44,7 @@ pub struct Compiled {
 enum OpImpl {
     Read(ReadImpl),
     Write(WriteImpl),
-    /// A declaration error, returned by every call of the op.
+    /// A declaration error: `describe` refuses the policy, and every call of the op returns it.
     Broken(String),
 }
 
@@ -70,8 +70,8 @@ enum WriteImpl {
 }
 
 impl Compiled {
-    /// Runs `define` on an empty [`Policy`] and compiles the declaration. Never fails: an op
-    /// declared wrongly answers every call with its error (see [`Compiled::errors`]).
+    /// Runs `define` on an empty [`Policy`] and compiles the declaration. Never panics: the
+    /// mistakes are listed by [`Compiled::errors`], and [`Compiled::describe`] returns them.
     pub fn new(define: impl FnOnce(&mut Policy)) -> Compiled {
         let mut policy = Policy::default();
         define(&mut policy);
@@ -107,7 +107,7 @@ impl Compiled {
             };
             let count = declared.iter().filter(|(n, _)| *n == name).count();
             let compiled = if count > 1 {
-                Err(format!("declared {count} times"))
+                Err("declared more than once".to_owned())
             } else if name.is_empty() {
                 Err("an op name must not be empty".to_owned())
             } else {
@@ -136,9 +136,30 @@ impl Compiled {
     }
 
     /// What the policy is and which operations it handles; static ops come with their
-    /// templates.
-    pub fn describe(&self) -> PolicyInfo {
-        self.info.clone()
+    /// templates. `Err` when a declaration is wrong: every mistake, as `{op}: {mistake}`
+    /// joined by `; ` (what the host's load error shows).
+    ///
+    /// ```
+    /// use cachelet_guest::prelude::*;
+    ///
+    /// let policy = Compiled::new(|p| {
+    ///     p.read("get_user").key("user:{user_id");
+    ///     p.write("update_user").tags(["user:{org_id}{user_id}"]);
+    /// });
+    /// assert_eq!(
+    ///     policy.describe().unwrap_err(),
+    ///     "get_user: template `user:{user_id`: unclosed `{` at byte 5 (write `{{` for a literal \
+    ///      brace); update_user: template `user:{org_id}{user_id}`: placeholders `{org_id}` and \
+    ///      `{user_id}` have no `:` between them (distinct arguments could render to the same text)"
+    /// );
+    /// ```
+    pub fn describe(&self) -> Result<PolicyInfo, String> {
+        let errors = self.errors();
+        if errors.is_empty() {
+            Ok(self.info.clone())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// The declaration errors, one message per faulty op (empty when the policy is sound).
@@ -169,10 +190,8 @@ impl Compiled {
         match found {
             OpImpl::Read(ReadImpl::Template { key, tags, rest }) => {
                 let args = Args::new(args, None);
-                let render = |t: &Template| {
-                    args.render_template(t)
-                        .map_err(|(param, text)| format!("{op}: {}", no_arg(param, text)))
-                };
+                let render =
+                    |t: &Template| args.render_template(t).map_err(|e| format!("{op}: {e}"));
                 Ok(Some(ReadRule {
                     key: render(key)?,
                     tags: tags.iter().map(render).collect::<Result<_, _>>()?,
@@ -223,9 +242,7 @@ impl Compiled {
                     recache_concurrency: *concurrency,
                 };
                 for t in invalidate {
-                    let tag = call
-                        .render_template(t)
-                        .map_err(|(param, text)| fail(no_arg(param, text)))?;
+                    let tag = call.render_template(t).map_err(fail)?;
                     rule.invalidate.push(tag);
                 }
                 for r in recache {
@@ -289,11 +306,11 @@ fn collect_params<'t>(params: &mut Vec<String>, names: impl IntoIterator<Item = 
     }
 }
 
-/// The placeholders of a route, if it parses as a template.
+/// The placeholders of a route, if its braces parse (a route is no key: `/` separates).
 fn route_params(route: Option<&String>) -> Vec<String> {
     let mut params = Vec::new();
-    if let Some(t) = route.and_then(|r| Template::parse(r).ok()) {
-        collect_params(&mut params, t.params());
+    if let Some(names) = route.and_then(|r| placeholders(r).ok()) {
+        collect_params(&mut params, names);
     }
     params
 }
@@ -453,7 +470,8 @@ fn compile_write(
         {
             Some(true) => {}
             Some(false) => return Err(format!("recache of `{}`, which is a write", r.op)),
-            None => return Err(format!("recache of `{}`, which is not declared", r.op)),
+            // A read of another policy loaded beside this one.
+            None => {}
         }
         let names = r
             .include
@@ -528,8 +546,8 @@ mod tests {
         info.ops.iter().find(|o| o.name == name).unwrap()
     }
 
-    /// The host's side, written independently: replace `{name}` by the value's text, then
-    /// resolve the escapes.
+    /// The host's side, written independently: replace `{name}` by the value's text (text
+    /// escaped), then resolve the brace escapes.
     fn host_render(template: &str, args: &[(String, Value)]) -> String {
         let mut s = template.replace("{{", "\u{1}").replace("}}", "\u{2}");
         for (name, value) in args {
@@ -538,7 +556,7 @@ mod tests {
                 Value::Boolean(b) => b.to_string(),
                 Value::Integer(i) => i.to_string(),
                 Value::Float(f) => f.to_string(),
-                Value::Text(t) | Value::Json(t) => t.clone(),
+                Value::Text(t) | Value::Json(t) => t.replace('%', "%25").replace(':', "%3A"),
             };
             s = s.replace(&format!("{{{name}}}"), &text);
         }
@@ -557,7 +575,7 @@ mod tests {
                 .lock(true);
         });
         assert!(policy.errors().is_empty());
-        let info = policy.describe();
+        let info = policy.describe().unwrap();
         let o = op(&info, "get_org_user");
         assert_eq!(o.kind, OpKind::Read);
         assert_eq!(o.params, ["org_id", "user_id"]);
@@ -601,7 +619,7 @@ mod tests {
             p.read("b").key(["x", "{y}"]).untagged();
             p.read("c").key(vec!["{{lit}}", "{z}"].as_slice());
         });
-        let info = policy.describe();
+        let info = policy.describe().unwrap();
         let a = op(&info, "a").read_template.clone().unwrap();
         assert_eq!(a.key, "user:card:{user_id}");
         assert_eq!(a.tags, ["user:card:{user_id}"]);
@@ -638,7 +656,7 @@ mod tests {
                 .recache_max_concurrency(3);
         });
         assert!(policy.errors().is_empty(), "{:?}", policy.errors());
-        let info = policy.describe();
+        let info = policy.describe().unwrap();
         let t = |name| op(&info, name).read_template.clone().unwrap();
         assert_eq!(t("profile").key, "user:profile:{user_id}");
         assert_eq!(t("profile").tags, ["user:{user_id}"]);
@@ -682,7 +700,7 @@ mod tests {
                 .tags(["user:{id}"])
                 .recache(recache("get_org_user").rename([("id", "user_id")]));
         });
-        let info = policy.describe();
+        let info = policy.describe().unwrap();
         let o = op(&info, "move_org_user");
         assert_eq!(o.kind, OpKind::Write);
         assert_eq!(o.params, ["id"]);
@@ -743,7 +761,7 @@ mod tests {
             });
         });
         assert!(policy.errors().is_empty(), "{:?}", policy.errors());
-        let info = policy.describe();
+        let info = policy.describe().unwrap();
         assert!(op(&info, "search").read_template.is_none());
         assert_eq!(op(&info, "search").params, ["q"]);
         assert!(op(&info, "w").write_template.is_none());
@@ -821,7 +839,10 @@ mod tests {
             p.read("mixed").key("k").rule_with(|_| Ok(None));
             p.read("params").key("k:{a}:{b}").params(["a"]);
             p.write("empty");
-            p.write("unknown").tags(["t"]).recache(recache("nope"));
+            // A read of another policy: not a mistake.
+            p.write("elsewhere").tags(["t"]).recache(recache("nope"));
+            p.read("joined").key("k:{a}{b}");
+            p.write("joinedw").tags(["t:{a}-{b}"]);
             p.write("ofwrite").tags(["t"]).recache(recache("empty"));
             p.write("conc").tags(["t"]).recache_max_concurrency(0);
             p.write("badtag").tags(["}"]);
@@ -838,7 +859,7 @@ mod tests {
         });
         let errors = policy.errors();
         let expect = [
-            "twice: declared 2 times",
+            "twice: declared more than once",
             "brace: template `user:{user_id`: unclosed `{` at byte 5 (write `{{` for a literal brace)",
             "nokey: a read needs a key",
             "suffix: suffix is only for a resource read",
@@ -848,7 +869,10 @@ mod tests {
             "mixed: rule_with computes the whole rule; it cannot be combined with key",
             "params: uses `b`, which is not among its params (a)",
             "empty: a write needs tags to invalidate or reads to recache",
-            "unknown: recache of `nope`, which is not declared",
+            "joined: template `k:{a}{b}`: placeholders `{a}` and `{b}` have no `:` between them \
+             (distinct arguments could render to the same text)",
+            "joinedw: template `t:{a}-{b}`: placeholders `{a}` and `{b}` have no `:` between \
+             them (distinct arguments could render to the same text)",
             "ofwrite: recache of `empty`, which is a write",
             "conc: recache_max_concurrency must be at least 1",
             "badtag: template `}`: unmatched `}` at byte 0 (write `}}` for a literal brace)",
@@ -859,20 +883,8 @@ mod tests {
         ];
         assert_eq!(errors, expect);
 
-        let info = policy.describe();
-        // Each name once, in declaration order; a broken op is reported without templates, so
-        // the host calls the policy and gets the error.
-        let names: Vec<_> = info.ops.iter().map(|o| o.name.as_str()).collect();
-        assert_eq!(names.len(), expect.len() + 1);
-        assert_eq!(names[..3], ["ok", "twice", "brace"]);
-        for o in &info.ops[1..] {
-            assert!(
-                o.read_template.is_none() && o.write_template.is_none(),
-                "{}",
-                o.name
-            );
-            assert!(o.params.is_empty());
-        }
+        // `describe` refuses the policy with every mistake; the host loads none of it.
+        assert_eq!(policy.describe().unwrap_err(), expect.join("; "));
         assert_eq!(policy.read("brace", &[]).unwrap_err(), expect[1]);
         assert_eq!(policy.write("twice", &[], None).unwrap_err(), expect[0]);
         assert!(policy
@@ -884,18 +896,24 @@ mod tests {
     fn name_and_version() {
         let unnamed = Compiled::new(|_| {});
         assert_eq!(
-            (unnamed.describe().name, unnamed.describe().version),
+            (
+                unnamed.describe().unwrap().name,
+                unnamed.describe().unwrap().version
+            ),
             ("policy".into(), "0.0.0".into())
         );
         let mut p = Policy::default();
         p.name("n").version("1.2.3");
         let named = Compiled::compile(p, "crate", "9.9.9");
         assert_eq!(
-            (named.describe().name, named.describe().version),
+            (
+                named.describe().unwrap().name,
+                named.describe().unwrap().version
+            ),
             ("n".into(), "1.2.3".into())
         );
         let by_crate = Compiled::compile(Policy::default(), "crate", "9.9.9");
-        assert_eq!(by_crate.describe().name, "crate");
+        assert_eq!(by_crate.describe().unwrap().name, "crate");
     }
 
     #[test]
@@ -905,7 +923,7 @@ mod tests {
                 .key("user:{user_id}")
                 .route("GET /orgs/{org_id}/users/{user_id}");
         });
-        let info = policy.describe();
+        let info = policy.describe().unwrap();
         assert_eq!(info.ops[0].params, ["user_id", "org_id"]);
         assert_eq!(
             info.ops[0].route.as_deref(),

@@ -28,16 +28,19 @@
 //!         .recache_max_concurrency(3);
 //!
 //!     // Computed per call: the host calls the policy.
+//!     // `render` renders (and escapes) exactly as a declared key does.
 //!     p.read("get_search").rule_with(|a| {
-//!         let q = a.text("q")?;
-//!         Ok((!q.is_empty()).then(|| ReadRule::new(format!("search:{q}")).tags(["search"])))
+//!         if a.text("q")?.is_empty() {
+//!             return Ok(None);
+//!         }
+//!         Ok(Some(ReadRule::new(a.render("search:{q}")?).tags(["search"])))
 //!     });
 //! }
 //!
 //! cachelet_guest::export_policy!(define);
 //! # fn main() {
 //! #     let policy = Compiled::new(define);
-//! #     assert!(policy.errors().is_empty(), "{:?}", policy.errors());
+//! #     assert!(policy.describe().is_ok(), "{:?}", policy.errors());
 //! # }
 //! ```
 //!
@@ -74,16 +77,36 @@
 //! # Templates
 //!
 //! `{name}` (ASCII letters, digits, `_`) is replaced by the argument `name`: an integer in
-//! decimal, a float as its shortest round-trip decimal (Rust's `Display`: `0.5`, `2` for `2.0`,
-//! no exponent), text as is, a boolean as `true`/`false`, null as `null`, JSON as its text. `{{` and `}}` are literal braces. A placeholder without an argument is an error, which
-//! the host logs before serving the call uncached.
+//! decimal, a float as its shortest round-trip decimal (`0.5`, `2` for `2.0`, no exponent), a
+//! boolean as `true`/`false`, null as `null`, text and JSON as their text with `%` written `%25`
+//! and `:` written `%3A`. `{{` and `}}` are literal braces. Two placeholders need a `:` between
+//! them (`{a}:{b}`, not `{a}{b}` or `{a}-{b}`), so that distinct arguments never render to one
+//! key. The host renders static ops with the very same code (crate `cachelet-template`). A
+//! placeholder without an argument is an error, which the host logs before serving the call
+//! uncached.
+//!
+//! ```
+//! use cachelet_guest::prelude::*;
+//!
+//! let policy = Compiled::new(|p| {
+//!     p.read("get_org_user").key("org:{org_id}:user:{user_id}");
+//! });
+//! let call = [
+//!     ("org_id".to_string(), Value::from("1:user:2")),
+//!     ("user_id".to_string(), Value::Integer(3)),
+//! ];
+//! let rule = policy.read("get_org_user", &call).unwrap().unwrap();
+//! assert_eq!(rule.key, "org:1%3Auser%3A2:user:3");
+//! ```
 //!
 //! # Declaration errors
 //!
-//! Declaring never panics. Mistakes (an unbalanced brace, a recache of an undeclared read, an
-//! `early_ttl` not below the TTL, two ops of one name, ...) are found when the component is
-//! loaded: each is logged, the faulty op is reported as dynamic, and every call of it returns the
-//! error, so the host serves it uncached. [`Compiled::errors`] lists them in a native test.
+//! Declaring never panics. Mistakes (an unbalanced brace, placeholders without a `:` between
+//! them, a recache of a write, an `early_ttl` not below the TTL, two ops of one name, ...) are
+//! found when the host loads the component: `describe` returns them all, each naming its op,
+//! and the host refuses to load the policy. [`Compiled::errors`] lists them in a native test.
+//! A recache may name a read that no op of this policy declares: another policy loaded beside
+//! it may.
 #![deny(missing_docs)]
 
 mod args;
@@ -91,7 +114,6 @@ mod compiled;
 mod policy;
 mod region;
 mod rules;
-mod template;
 
 /// With the feature `region-alloc` (on by default), a component's allocations go through
 /// [`Regions`]. The host's timings in BENCHMARKS.md are with it.
@@ -186,8 +208,8 @@ pub mod prelude {
 /// `cachelet:policy/policy` interface. Use it once, in the policy's `cdylib` crate.
 ///
 /// The declaration runs once, on the first call from the host (`describe`, at load time); its
-/// errors are then logged through [`log`]. The policy's name and version default to the
-/// crate's.
+/// errors are what `describe` returns, and the host refuses to load the policy. The policy's
+/// name and version default to the crate's.
 ///
 /// ```
 /// use cachelet_guest::prelude::*;
@@ -206,7 +228,7 @@ macro_rules! export_policy {
             struct CacheletPolicy;
 
             impl $crate::bindings::exports::cachelet::policy::policy::Guest for CacheletPolicy {
-                fn describe() -> $crate::PolicyInfo {
+                fn describe() -> ::std::result::Result<$crate::PolicyInfo, ::std::string::String> {
                     $crate::__private::with(
                         $define,
                         env!("CARGO_PKG_NAME"),
@@ -273,12 +295,7 @@ pub mod __private {
             let policy = cell.get_or_init(|| {
                 let mut declared = Policy::default();
                 define(&mut declared);
-                let policy = Compiled::compile(declared, name, version);
-                #[cfg(target_arch = "wasm32")]
-                for e in policy.errors() {
-                    crate::log::error(&format!("policy declaration: {e}"));
-                }
-                policy
+                Compiled::compile(declared, name, version)
             });
             f(policy)
         })

@@ -10,9 +10,10 @@ pub(crate) type WriteFn = dyn Fn(&Args) -> Result<Option<WriteRule>, String>;
 /// The declaration of a policy: its name, version and operations. Filled by the function given
 /// to [`export_policy!`](crate::export_policy), once, when the host loads the component.
 ///
-/// Declaring never fails: a mistake (a template with an unbalanced brace, a recache of an
-/// unknown read, ...) is found when the declaration is compiled, logged, and returned as the
-/// error of every call of the faulty operation, which the host then serves uncached.
+/// Declaring never panics: a mistake (a template with an unbalanced brace or placeholders
+/// without a `:` between them, a recache of a write, ...) is found when the declaration is
+/// compiled, and `describe` returns it, naming the operation: the host refuses to load the
+/// policy, so a typo never reaches a call.
 ///
 /// ```
 /// use cachelet_guest::prelude::*;
@@ -25,7 +26,7 @@ pub(crate) type WriteFn = dyn Fn(&Args) -> Result<Option<WriteRule>, String>;
 ///         .recache(recache("get_user").include(["user_id"]));
 /// }
 /// # let policy = Compiled::new(define);
-/// # assert_eq!(policy.describe().ops.len(), 2);
+/// # assert_eq!(policy.describe().unwrap().ops.len(), 2);
 /// ```
 #[derive(Default)]
 pub struct Policy {
@@ -120,7 +121,7 @@ impl Policy {
 ///     p.write_resource(&user, "update_user");
 /// }
 /// # let policy = Compiled::new(define);
-/// # let rule = policy.describe().ops[0].read_template.clone().unwrap();
+/// # let rule = policy.describe().unwrap().ops[0].read_template.clone().unwrap();
 /// # assert_eq!(rule.key, "user:profile:{user_id}");
 /// # assert_eq!(rule.tags, ["user:{user_id}"]);
 /// ```

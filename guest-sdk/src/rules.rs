@@ -1,8 +1,6 @@
 //! Conveniences on the WIT types: constructors for the rules a closure returns, conversions into
 //! [`Value`] and [`Ttl`], and the rendering of a value into a key.
 
-use std::fmt::Write as _;
-
 use crate::{ReadRule, Recache, RecacheTemplate, Ttl, TtlBucket, Value, WriteRule};
 
 impl Ttl {
@@ -90,20 +88,16 @@ impl Value {
         }
     }
 
-    /// Appends the value as a template placeholder renders it: an integer in decimal, a float
-    /// as its shortest round-trip decimal (Rust's `Display`: `0.5`, `1`, `1e21` is written out
-    /// in full), text as is, a boolean as `true`/`false`, null as `null`, JSON as its text.
-    pub(crate) fn render_into(&self, out: &mut String) {
+    /// The value as a template sees it.
+    pub(crate) fn as_arg(&self) -> cachelet_template::Arg<'_> {
+        use cachelet_template::Arg;
         match self {
-            Value::Null => out.push_str("null"),
-            Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Integer(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Value::Float(f) => {
-                let _ = write!(out, "{f}");
-            }
-            Value::Text(s) | Value::Json(s) => out.push_str(s),
+            Value::Null => Arg::Null,
+            Value::Boolean(b) => Arg::Boolean(*b),
+            Value::Integer(i) => Arg::Integer(*i),
+            Value::Float(f) => Arg::Float(*f),
+            Value::Text(s) => Arg::Text(s),
+            Value::Json(s) => Arg::Json(s),
         }
     }
 }
@@ -340,7 +334,7 @@ mod tests {
 
     fn render(v: Value) -> String {
         let mut s = String::new();
-        v.render_into(&mut s);
+        v.as_arg().render_into(&mut s);
         s
     }
 
@@ -359,7 +353,7 @@ mod tests {
         assert_eq!(render(Value::Float(1.0)), "1");
         assert_eq!(render(Value::Float(-2.5)), "-2.5");
         assert_eq!(render(Value::Float(1.0 / 3.0)), "0.3333333333333333");
-        assert_eq!(render(Value::Text("a b:{c}".into())), "a b:{c}");
+        assert_eq!(render(Value::Text("a b:{c}".into())), "a b%3A{c}");
         assert_eq!(render(Value::Boolean(true)), "true");
         assert_eq!(render(Value::Boolean(false)), "false");
         assert_eq!(render(Value::Null), "null");

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use cachelet_template::Arg;
 use serde::ser::{self, Impossible, Serialize};
 
 use crate::Error;
@@ -26,20 +27,15 @@ pub enum Value {
 }
 
 impl Value {
-    /// Appends the value as a template renders it: integers in decimal, floats in their shortest
-    /// round-trip form, text as is, `true`/`false`, `null`, JSON as its text.
-    pub(crate) fn render_into(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// The value as a template sees it.
+    pub(crate) fn as_arg(&self) -> Arg<'_> {
         match self {
-            Value::Null => out.push_str("null"),
-            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Value::Float(f) => {
-                let _ = write!(out, "{f}");
-            }
-            Value::Text(s) | Value::Json(s) => out.push_str(s),
+            Value::Null => Arg::Null,
+            Value::Bool(b) => Arg::Boolean(*b),
+            Value::Int(i) => Arg::Integer(*i),
+            Value::Float(f) => Arg::Float(*f),
+            Value::Text(s) => Arg::Text(s),
+            Value::Json(s) => Arg::Json(s),
         }
     }
 
@@ -75,10 +71,17 @@ impl Value {
     }
 }
 
+/// The value as a template placeholder renders it (text and JSON escaped).
+///
+/// ```
+/// use cachelet::Value;
+/// assert_eq!(Value::Float(2.0).to_string(), "2");
+/// assert_eq!(Value::Text("a:b".into()).to_string(), "a%3Ab");
+/// ```
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::new();
-        self.render_into(&mut s);
+        self.as_arg().render_into(&mut s);
         f.write_str(&s)
     }
 }
@@ -163,6 +166,13 @@ impl Args {
                 .map(|(n, v)| (n.to_string(), v.to_json()))
                 .collect(),
         )
+    }
+}
+
+/// Templates find their arguments here.
+impl cachelet_template::Args for Args {
+    fn arg(&self, name: &str) -> Option<Arg<'_>> {
+        self.get(name).map(Value::as_arg)
     }
 }
 
@@ -496,17 +506,17 @@ mod tests {
 
     #[test]
     fn rendering_matches_the_wit_rules() {
-        let mut s = String::new();
-        for v in [
+        let s: Vec<String> = [
             Value::Int(-3),
             Value::Float(0.5),
             Value::Bool(false),
             Value::Null,
-            Value::Text("x".into()),
-        ] {
-            v.render_into(&mut s);
-            s.push('|');
-        }
-        assert_eq!(s, "-3|0.5|false|null|x|");
+            Value::Text("x:%".into()),
+            Value::Json("{\"a\":1}".into()),
+        ]
+        .iter()
+        .map(Value::to_string)
+        .collect();
+        assert_eq!(s, ["-3", "0.5", "false", "null", "x%3A%25", "{\"a\"%3A1}"]);
     }
 }

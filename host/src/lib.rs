@@ -1,6 +1,6 @@
 //! cachelet: a cache host whose policies are WebAssembly components.
 //!
-//! A policy (a component targeting the `cachelet:policy/cache-policy@0.1.0` WIT world, written
+//! A policy (a component targeting the `cachelet:policy/cache-policy@0.2.0` WIT world, written
 //! in any language) decides, for each operation, the key, TTL and tags of a read and the tags a
 //! write invalidates. The host owns the rest: the backend, namespaces, TTL buckets, versioned
 //! tags, fenced fills, stampede control, early and sliding refresh, recache.

@@ -4,7 +4,6 @@
 //! declares an operation's rule as templates (`op-info.read-template`), the host keeps the parsed
 //! [`Template`]s and renders the rule itself on every call: the hit path then costs no Wasm call.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -76,129 +75,37 @@ pub struct WriteRule {
     pub recache_concurrency: Option<u32>,
 }
 
-/// A `{param}` template, parsed once.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Template {
-    source: String,
-    parts: Vec<Part>,
+/// A key or tag template, parsed once: the grammar and renderer the host shares with the Rust
+/// guest SDK (crate `cachelet-template`; the rules of the WIT `read-rule` comment).
+///
+/// ```
+/// use cachelet::{Args, Template};
+/// let t = Template::parse("org:{org_id}:user:{user_id}").unwrap();
+/// let args = Args::new().with("org_id", 7).with("user_id", 42);
+/// assert_eq!(t.render(&args).unwrap(), "org:7:user:42");
+/// // Text is escaped: distinct arguments never render to one key.
+/// let args = Args::new().with("org_id", "1:user:2").with("user_id", 3);
+/// assert_eq!(t.render(&args).unwrap(), "org:1%3Auser%3A2:user:3");
+/// assert!(Template::parse("user:{user_id").is_err());
+/// assert!(Template::parse("{org_id}-{user_id}").is_err());
+/// ```
+pub use cachelet_template::Template;
+
+/// Parses a template, as the host's error.
+pub(crate) fn parse_template(text: &str) -> Result<Template, Error> {
+    Template::parse(text).map_err(|e| Error::Template {
+        template: e.template().to_owned(),
+        problem: e.problem().to_owned(),
+    })
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Lit(String),
-    Param(String),
-}
-
-impl Template {
-    /// Parses `{name}` placeholders (letters, digits and `_`); `{{` and `}}` are literal braces.
-    ///
-    /// ```
-    /// use cachelet::{Args, Template};
-    /// let t = Template::parse("org:{org_id}:user:{user_id}").unwrap();
-    /// let args = Args::new().with("org_id", 7).with("user_id", 42);
-    /// assert_eq!(t.render(&args).unwrap(), "org:7:user:42");
-    /// assert!(Template::parse("user:{user_id").is_err());
-    /// ```
-    pub fn parse(source: &str) -> Result<Template, Error> {
-        let bad = |why: &str| Error::Template {
-            template: source.to_string(),
-            problem: why.to_string(),
-        };
-        let mut parts = Vec::new();
-        let mut lit = String::new();
-        let mut chars = source.char_indices().peekable();
-        while let Some((_, c)) = chars.next() {
-            match c {
-                '{' if chars.peek().map(|p| p.1) == Some('{') => {
-                    chars.next();
-                    lit.push('{');
-                }
-                '}' if chars.peek().map(|p| p.1) == Some('}') => {
-                    chars.next();
-                    lit.push('}');
-                }
-                '}' => return Err(bad("a `}` with no `{` (write `}}` for a literal brace)")),
-                '{' => {
-                    let mut name = String::new();
-                    loop {
-                        match chars.next() {
-                            Some((_, '}')) => break,
-                            Some((_, ch)) if ch.is_ascii_alphanumeric() || ch == '_' => {
-                                name.push(ch)
-                            }
-                            Some((_, ch)) => {
-                                return Err(bad(&format!(
-                                    "placeholder names take letters, digits and `_`, found {ch:?}"
-                                )))
-                            }
-                            None => return Err(bad("a `{` that is never closed")),
-                        }
-                    }
-                    if name.is_empty() {
-                        return Err(bad("an empty placeholder `{}`"));
-                    }
-                    if !lit.is_empty() {
-                        parts.push(Part::Lit(std::mem::take(&mut lit)));
-                    }
-                    parts.push(Part::Param(name));
-                }
-                c => lit.push(c),
-            }
-        }
-        if !lit.is_empty() {
-            parts.push(Part::Lit(lit));
-        }
-        Ok(Template {
-            source: source.to_string(),
-            parts,
-        })
-    }
-
-    /// The template as written.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
-    /// The placeholder names, in order.
-    pub fn params(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Param(n) => Some(n.as_str()),
-            Part::Lit(_) => None,
-        })
-    }
-
-    /// Renders with `args`; a placeholder with no argument of that name is an error.
-    pub fn render(&self, args: &Args) -> Result<String, Error> {
-        let mut out = String::with_capacity(self.source.len() + 8);
-        self.render_into(args, &mut out)?;
-        Ok(out)
-    }
-
-    /// Renders, appending to `out`.
-    pub(crate) fn render_into(&self, args: &Args, out: &mut String) -> Result<(), Error> {
-        for p in &self.parts {
-            match p {
-                Part::Lit(s) => out.push_str(s),
-                Part::Param(name) => match args.get(name) {
-                    Some(v) => v.render_into(out),
-                    None => {
-                        return Err(Error::MissingArg {
-                            template: self.source.clone(),
-                            param: name.clone(),
-                            given: args.iter().map(|(n, _)| n.to_string()).collect(),
-                        })
-                    }
-                },
-            }
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for Template {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
-    }
+/// Renders `t` with `args`; a placeholder without an argument names what the call passed.
+pub(crate) fn render(t: &Template, args: &Args) -> Result<String, Error> {
+    t.render(args).map_err(|m| Error::MissingArg {
+        template: m.template.to_owned(),
+        param: m.param.to_owned(),
+        given: args.iter().map(|(n, _)| n.to_string()).collect(),
+    })
 }
 
 /// A read rule whose key and tags are templates.
@@ -215,12 +122,12 @@ pub(crate) struct ReadTemplate {
 impl ReadTemplate {
     pub fn render(&self, args: &Args) -> Result<ReadRule, Error> {
         Ok(ReadRule {
-            key: self.key.render(args)?,
+            key: render(&self.key, args)?,
             ttl: self.ttl,
             tags: self
                 .tags
                 .iter()
-                .map(|t| t.render(args))
+                .map(|t| render(t, args))
                 .collect::<Result<_, _>>()?,
             early_ttl: self.early_ttl,
             refresh: self.refresh,
@@ -289,7 +196,7 @@ impl WriteTemplate {
             invalidate: self
                 .invalidate
                 .iter()
-                .map(|t| t.render(args))
+                .map(|t| render(t, args))
                 .collect::<Result<_, _>>()?,
             // A recache entry that cannot get its arguments is skipped (and logged): warming is
             // an optimisation, and it must never cost the write its invalidation.
@@ -362,37 +269,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates_render_and_escape() {
-        let t = Template::parse("{{literal}}:{a}-{b_2}").unwrap();
-        let args = Args::new().with("a", "x").with("b_2", 3);
-        assert_eq!(t.render(&args).unwrap(), "{literal}:x-3");
-        assert_eq!(t.params().collect::<Vec<_>>(), ["a", "b_2"]);
-    }
-
-    #[test]
-    fn malformed_templates_name_the_problem() {
-        for (src, want) in [
-            ("user:{id", "never closed"),
-            ("user:id}", "no `{`"),
-            ("user:{}", "empty placeholder"),
-            ("user:{user id}", "found ' '"),
-        ] {
-            let e = Template::parse(src).unwrap_err().to_string();
-            assert!(e.contains(want) && e.contains(src), "{src}: {e}");
-        }
-    }
-
-    #[test]
     fn a_missing_argument_names_the_placeholder_and_what_was_given() {
-        let t = Template::parse("user:{user_id}").unwrap();
-        let e = t
-            .render(&Args::new().with("usr_id", 1))
+        let t = parse_template("user:{user_id}").unwrap();
+        let e = render(&t, &Args::new().with("usr_id", 1))
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("{user_id}") && e.contains("user:{user_id}") && e.contains("usr_id"),
             "{e}"
         );
+        let e = parse_template("user:{id").unwrap_err().to_string();
+        assert!(e.contains("user:{id") && e.contains("unclosed"), "{e}");
     }
 
     #[test]

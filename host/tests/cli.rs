@@ -25,7 +25,7 @@ fn check_lists_ops_imports_size_and_compile_time() {
         "policy seed-rust 0.1.0",
         "compiled in",
         "calls: synchronous",
-        "cachelet:policy/log@0.1.0",
+        "cachelet:policy/types@0.2.0",
         "read  get_user ",
         "rule rendered by the host",
         "read  get_search",
@@ -49,7 +49,13 @@ fn check_rejects_what_is_not_a_policy_with_exit_1() {
     std::fs::write(&junk, b"not wasm at all").unwrap();
     for (path, want) in [
         (junk.clone(), "no `\\0asm` header"),
-        (component("future-world"), "cachelet:policy@0.2.0"),
+        (component("future-world"), "cachelet:policy@0.3.0"),
+        (component("past-world"), "built for cachelet:policy@0.1.0"),
+        // A declaration its SDK refuses: the load error names each op and its mistake.
+        (
+            component("broken-rust"),
+            "declaration refused: brace_key: template `user:{user_id`",
+        ),
         (dir.join("missing.wasm"), "No such file"),
     ] {
         let out = cachelet(&["check", path.to_str().unwrap()]);

@@ -60,6 +60,8 @@ fn new_build_check_call(lang: &str) {
         .env("CACHELET_TOOLCHAINS", repo().join("build/toolchains"))
         // Rust: reuse the guest builds' dependencies.
         .env("CARGO_TARGET_DIR", repo().join("build/guest-target"))
+        // Everything the project needs is in it or in the toolchains: no registry is asked.
+        .env("CARGO_NET_OFFLINE", "true")
         .output()
         .unwrap();
     assert!(
@@ -86,6 +88,13 @@ fn new_build_check_call(lang: &str) {
         let rule: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(rule["key"], "item:42", "guest: {guest}");
         assert_eq!(rule["ttl"]["seconds"], 300);
+        // The vendored SDK renders text as the host does: escaped.
+        args.pop();
+        args.push("item_id:=a:b%");
+        let out = cachelet(&dir, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let rule: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(rule["key"], "item:a%3Ab%25", "guest: {guest}");
     }
     let out = cachelet(
         &dir,

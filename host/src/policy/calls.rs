@@ -57,7 +57,7 @@ pub(crate) type ReadParams<'a> = (u32, &'a [Arg<'a>]);
 pub(crate) type ReadResults = (Result<Option<wit::ReadRule>, String>,);
 pub(crate) type WriteParams<'a> = (u32, &'a [Arg<'a>], Option<WireValue<'a>>);
 pub(crate) type WriteResults = (Result<Option<wit::WriteRule>, String>,);
-pub(crate) type DescribeResults = (wit::PolicyInfo,);
+pub(crate) type DescribeResults = (Result<wit::PolicyInfo, String>,);
 
 /// Where the three exports are in a component.
 pub(crate) struct Exports {

@@ -32,16 +32,17 @@ use self::calls::{
 use self::runtime::{from_wit_ttl, runtime, HostState, TICK};
 use crate::args::{Args, Value};
 use crate::rules::{
-    ReadRule, ReadTemplate, Recache, RecacheTemplate, Template, WriteRule, WriteTemplate,
+    parse_template, ReadRule, ReadTemplate, Recache, RecacheTemplate, Template, WriteRule,
+    WriteTemplate,
 };
 use crate::store::Store;
 use crate::Error;
 
 /// The WIT package this host implements.
-pub const WORLD: &str = "cachelet:policy/cache-policy@0.1.0";
-const POLICY_EXPORT: &str = "cachelet:policy/policy@0.1.0";
+pub const WORLD: &str = "cachelet:policy/cache-policy@0.2.0";
+const POLICY_EXPORT: &str = "cachelet:policy/policy@0.2.0";
 const PACKAGE: &str = "cachelet:policy";
-const PACKAGE_VERSION: &str = "0.1.0";
+const PACKAGE_VERSION: &str = "0.2.0";
 
 /// Limits every instance of a policy runs under.
 ///
@@ -265,6 +266,8 @@ impl Policy {
                 .await
         };
         let (info,) = described.map_err(|e| bad(format!("describe() failed: {e}")))?;
+        // The policy's own word that a declaration is wrong: nothing of it is served.
+        let info = info.map_err(|mistakes| bad(format!("declaration refused: {mistakes}")))?;
         if !info.name.is_empty() {
             policy.name = info.name.as_str().into();
             policy.report.name = info.name.clone();
@@ -571,7 +574,7 @@ fn op_rule(op: &wit::OpInfo) -> Result<(Rule, bool), Error> {
         if !op.params.is_empty() {
             if let Some(p) = t.params().find(|p| !op.params.iter().any(|d| d == p)) {
                 return Err(Error::Template {
-                    template: t.source().to_string(),
+                    template: t.text().to_string(),
                     problem: format!(
                         "{{{p}}} is not a parameter of the operation (parameters: {})",
                         op.params.join(", ")
@@ -589,11 +592,11 @@ fn op_rule(op: &wit::OpInfo) -> Result<(Rule, bool), Error> {
             let t = match &op.read_template {
                 None => None,
                 Some(r) => Some(ReadTemplate {
-                    key: check(Template::parse(&r.key)?)?,
+                    key: check(parse_template(&r.key)?)?,
                     tags: r
                         .tags
                         .iter()
-                        .map(|t| Template::parse(t).and_then(check))
+                        .map(|t| parse_template(t).and_then(check))
                         .collect::<Result<_, _>>()?,
                     ttl: from_wit_ttl(r.ttl),
                     early_ttl: r.early_ttl,
@@ -614,7 +617,7 @@ fn op_rule(op: &wit::OpInfo) -> Result<(Rule, bool), Error> {
                     invalidate: w
                         .invalidate
                         .iter()
-                        .map(|t| Template::parse(t).and_then(check))
+                        .map(|t| parse_template(t).and_then(check))
                         .collect::<Result<_, _>>()?,
                     recache: w
                         .recache

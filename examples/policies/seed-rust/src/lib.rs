@@ -129,7 +129,7 @@ mod tests {
     fn declares_every_op_without_errors() {
         let policy = Compiled::new(define);
         assert!(policy.errors().is_empty(), "{:?}", policy.errors());
-        let info = policy.describe();
+        let info = policy.describe().unwrap();
         assert_eq!(
             (info.name.as_str(), info.version.as_str()),
             ("seed-rust", "0.1.0")

@@ -1,7 +1,7 @@
 //! `cachelet new --lang rust|python|js|c NAME`: scaffolds a policy project — the WIT, the
 //! language's guest helper, one read and one write, a build script — that builds into a
 //! component `cachelet check` accepts. The files are embedded from `templates/` and from the
-//! repository's `wit/` and `guest-sdk/`, so the binary carries everything it writes.
+//! repository's `wit/`, `guest-sdk/` and `template/`, so the binary carries everything it writes.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,7 @@ use clap::ValueEnum;
 /// A language `cachelet new` scaffolds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Lang {
-    /// Rust, with cachelet's guest SDK (a copy, in `cachelet-guest/`).
+    /// Rust, with cachelet's guest SDK (a copy, in `cachelet-guest/` and `cachelet-template/`).
     Rust,
     /// Python, with componentize-py.
     Python,
@@ -95,9 +95,18 @@ fn files(lang: Lang) -> Vec<File> {
                 "cachelet-guest/src/rules.rs",
                 include_str!("../../../../guest-sdk/src/rules.rs"),
             ),
+            // The template grammar and renderer the SDK shares with the host.
+            filled(
+                "cachelet-template/Cargo.toml",
+                include_str!("templates/rust/template-Cargo.toml"),
+            ),
             verbatim(
-                "cachelet-guest/src/template.rs",
-                include_str!("../../../../guest-sdk/src/template.rs"),
+                "cachelet-template/src/lib.rs",
+                include_str!("../../../../template/src/lib.rs"),
+            ),
+            verbatim(
+                "cachelet-template/src/tests.rs",
+                include_str!("../../../../template/src/tests.rs"),
             ),
         ],
         Lang::Python => vec![
@@ -146,7 +155,7 @@ fn words(lang: Lang) -> [(&'static str, &'static str); 5] {
             ("{{language}}", "Rust"),
             (
                 "{{sdk}}",
-                "`cachelet-guest/`, a copy of cachelet's guest SDK",
+                "`cachelet-guest/` (with `cachelet-template/`), a copy of cachelet's guest SDK",
             ),
             ("{{source}}", "src/lib.rs"),
             ("{{doc}}", "rust.md"),

@@ -49,8 +49,8 @@ fn outcome<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) -> String {
 }
 
 impl Guest for Faulty {
-    fn describe() -> PolicyInfo {
-        PolicyInfo {
+    fn describe() -> Result<PolicyInfo, String> {
+        Ok(PolicyInfo {
             name: "faulty".into(),
             version: "0.1.0".into(),
             ops: READS
@@ -58,7 +58,7 @@ impl Guest for Faulty {
                 .map(|n| op(n, OpKind::Read))
                 .chain(WRITES.iter().map(|n| op(n, OpKind::Write)))
                 .collect(),
-        }
+        })
     }
 
     fn read(op: u32, args: Vec<(String, Value)>) -> Result<Option<ReadRule>, String> {

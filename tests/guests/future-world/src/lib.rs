@@ -1,8 +1,8 @@
-//! Exports `cachelet:policy/policy@0.2.0`: the host (0.1.0) must refuse it by name.
+//! Exports `cachelet:policy/policy@0.3.0`: the host (0.2.0) must refuse it by name.
 
 wit_bindgen::generate!({
     inline: "
-        package cachelet:policy@0.2.0;
+        package cachelet:policy@0.3.0;
         interface policy {
             describe: func() -> string;
         }

@@ -1,0 +1,135 @@
+//! A declaration a policy cannot serve is a load error, never a per-call error: every SDK's
+//! `describe` refuses it naming each faulty op (real components, one per language, declaring
+//! the same mistakes), the host refuses native templates it cannot render injectively, and a
+//! component built for another version of the world is refused by name.
+
+use cachelet::{Cache, Error, PolicySource, Settings};
+use cachelet_tests::{component, repo};
+use serde_json::json;
+
+/// The broken guests: the same ops and mistakes in every language.
+const BROKEN: [&str; 4] = ["broken-rust", "broken-python", "broken-js", "broken-c"];
+
+/// What every SDK's `describe` answers for the broken guests' declaration.
+const MISTAKES: &str = "\
+brace_key: template `user:{user_id`: unclosed `{` at byte 5 (write `{{` for a literal brace); \
+joined_key: template `org:{org_id}{user_id}`: placeholders `{org_id}` and `{user_id}` have no `:` \
+between them (distinct arguments could render to the same text); \
+joined_tag: template `org:{org_id}-{user_id}`: placeholders `{org_id}` and `{user_id}` have no \
+`:` between them (distinct arguments could render to the same text); \
+no_key: a read needs a key; \
+early: early_ttl (30 s) must be less than the ttl (30 s); \
+undeclared_param: uses `b`, which is not among its params (a); \
+bad_param: `a-b` is not a parameter name; \
+twice: declared more than once; \
+broken_tag_write: template `user:{user_id`: unclosed `{` at byte 5 (write `{{` for a literal \
+brace); \
+joined_write: template `t:{a}-{b}`: placeholders `{a}` and `{b}` have no `:` between them \
+(distinct arguments could render to the same text); \
+empty_write: a write needs tags to invalidate or reads to recache; \
+recache_write: recache of `broken_tag_write`, which is a write; \
+bad_include: recache of `ok_read`: `a-b` is not a parameter name";
+
+fn builder() -> cachelet::CacheBuilder {
+    Cache::builder()
+        .settings(Settings::default())
+        .compile_cache(repo().join("build/compile-cache"))
+}
+
+async fn load_err(source: PolicySource) -> Error {
+    match builder().policy(source).build().await {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn every_sdk_refuses_the_same_broken_declarations_at_load_naming_each_op() {
+    for name in BROKEN {
+        let path = component(name);
+        let e = load_err(PolicySource::file(&path)).await;
+        let Error::Load {
+            source_name,
+            problem,
+        } = &e
+        else {
+            panic!("{name}: not a load error: {e}");
+        };
+        assert_eq!(source_name, &path.display().to_string());
+        assert_eq!(
+            problem,
+            &format!("declaration refused: {MISTAKES}"),
+            "{name}"
+        );
+        // The sound ops are not blamed; a recache of another policy's read is no mistake.
+        for sound in ["ok_read", "elsewhere"] {
+            assert!(!problem.contains(&format!("{sound}:")), "{name}: {problem}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_broken_write_no_longer_empties_the_cache_on_every_write() {
+    // Before: broken-rust loaded, its `broken_tag_write` answered every call with an error,
+    // and the host invalidated the whole namespace for each such write.
+    let c = builder()
+        .policy_file(component("seed-rust"))
+        .build()
+        .await
+        .unwrap();
+    let load = |v: u32| move || async move { Ok::<_, std::io::Error>(v) };
+    let user = json!({"user_id": 1});
+    assert_eq!(c.read("get_user", &user, load(1)).await.unwrap(), 1);
+    let e = c
+        .replace_policies([
+            PolicySource::file(component("seed-rust")),
+            PolicySource::file(component("broken-rust")),
+        ])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("broken_tag_write: template `user:{user_id`"),
+        "{e}"
+    );
+    // The serving set is untouched: the seed still serves, and the broken op is unknown.
+    assert_eq!(c.policies().len(), 1);
+    for _ in 0..3 {
+        c.write("broken_tag_write", &user, || async {
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        c.read("get_user", &user, load(2)).await.unwrap(),
+        1,
+        "still a hit"
+    );
+    assert_eq!(c.stats().namespace_flushes, 0);
+}
+
+#[tokio::test]
+async fn the_host_refuses_a_native_template_whose_placeholders_touch() {
+    let e = load_err(PolicySource::file(component("unchecked")))
+        .await
+        .to_string();
+    assert!(
+        e.contains("operation \"joined\"")
+            && e.contains("member:{org_id}-{user_id}")
+            && e.contains("placeholders `{org_id}` and `{user_id}` have no `:` between them"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_component_built_for_the_previous_world_is_refused_naming_both_versions() {
+    let e = load_err(PolicySource::file(component("past-world")))
+        .await
+        .to_string();
+    assert!(
+        e.contains("built for cachelet:policy@0.1.0")
+            && e.contains("this host implements cachelet:policy@0.2.0"),
+        "{e}"
+    );
+}
