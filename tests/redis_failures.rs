@@ -629,3 +629,101 @@ async fn credentials_never_appear_in_errors_or_logs() {
     );
     assert!(!format!("{:?}", c.settings()).contains("hunter2"));
 }
+
+// ---- 10. single flight with Redis down ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_flight_holds_while_redis_is_down() {
+    let server = RedisServer::plain();
+    let c = rules(settings(&server.url(), "flightdown")).await;
+    server.freeze();
+    open_circuit(&c).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (c, calls) = (c.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            c.read("get_locked", &json!({"id": 1}), move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, std::io::Error>(json!("from the database"))
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "from the database");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "an outage became a stampede on the database"
+    );
+    server.resume();
+}
+
+// ---- 12. guest instances are bounded ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_calls_use_at_most_the_instance_bound() {
+    let server = RedisServer::plain();
+    let mut s = settings(&server.url(), "bounded");
+    s.redis.timeout = Duration::from_secs(3);
+    // `probe_store` awaits Redis four times inside the guest: each call holds its instance
+    // across those round trips.
+    let c = Cache::builder()
+        .settings(s)
+        .policy_limits(cachelet::PolicyLimits {
+            max_instances: 4,
+            instance_wait: Duration::from_millis(50),
+            ..Default::default()
+        })
+        .policy_file(component("engine-rules"))
+        .build()
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.read("probe_store", &json!({ "k": format!("k{i}") }), || async {
+                Ok::<_, std::io::Error>(1)
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 1);
+    }
+    let st = c.stats();
+    println!(
+        "1000 concurrent calls: peak {} instances, {} served uncached as busy",
+        st.guest_instances_peak, st.guest_busy
+    );
+    assert!(st.guest_instances_peak <= 4, "{st:?}");
+    assert!(st.guest_instances <= 4, "{st:?}");
+    assert_eq!(st.guest_faults, 0);
+    // Calls past the bound waited for an instance (most) or were counted as busy.
+    let computed = c.stats().uncached - st.guest_busy;
+    assert!(computed > 100, "{st:?}");
+}
+
+// ---- 13. atomic commands ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_sets_its_ttl_in_the_same_command() {
+    let server = RedisServer::plain();
+    let c = rules(settings(&server.url(), "incr")).await;
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    let before = c.stats().redis_commands;
+    for n in 1..=3 {
+        assert_eq!(c.incr("visits", 1).await.unwrap(), n);
+    }
+    // One command per incr, the TTL set by the same script that counts.
+    assert_eq!(c.stats().redis_commands - before, 3);
+    assert_eq!(server.command_calls("evalsha"), 3);
+    let pttl: i64 = server.cli(&["PTTL", "incr:v1:visits"]).parse().unwrap();
+    assert!(pttl > 290_000 && pttl <= 300_000, "{pttl}");
+}

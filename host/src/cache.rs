@@ -68,6 +68,7 @@ pub(crate) struct Inner {
 
 /// Counters of what the cache did, for metrics and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Stats {
     /// Reads served from the cache.
     pub hits: u64,
@@ -87,6 +88,12 @@ pub struct Stats {
     pub policy_errors: u64,
     /// Guest faults (trap, deadline, memory cap); each discarded an instance.
     pub guest_faults: u64,
+    /// Calls served uncached because every instance of their policy was busy.
+    pub guest_busy: u64,
+    /// Policy instances alive now (all policies).
+    pub guest_instances: u64,
+    /// The most policy instances alive at once, since the policies were loaded.
+    pub guest_instances_peak: u64,
     /// Tags invalidated by writes and `invalidate`.
     pub invalidations: u64,
     /// Writes whose rule could not be computed: the whole namespace was invalidated instead.
@@ -378,6 +385,7 @@ impl Cache {
     pub fn stats(&self) -> Stats {
         let c = &self.inner.stats;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let policies = self.inner.policies.load();
         Stats {
             hits: g(&c.hits),
             misses: g(&c.misses),
@@ -387,13 +395,10 @@ impl Cache {
             early_refreshes: g(&c.early_refreshes),
             uncached: g(&c.uncached),
             policy_errors: g(&c.policy_errors),
-            guest_faults: self
-                .inner
-                .policies
-                .load()
-                .policies()
-                .map(|p| p.faults())
-                .sum(),
+            guest_faults: policies.policies().map(|p| p.faults()).sum(),
+            guest_busy: policies.policies().map(|p| p.busy()).sum(),
+            guest_instances: policies.policies().map(|p| p.instances().0 as u64).sum(),
+            guest_instances_peak: policies.policies().map(|p| p.instances().1 as u64).sum(),
             invalidations: g(&c.invalidations),
             namespace_flushes: g(&c.namespace_flushes),
             recaches: g(&c.recaches),

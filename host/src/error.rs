@@ -105,6 +105,17 @@ pub enum Error {
         /// The trap.
         message: String,
     },
+    /// Every instance of the policy was busy (its bound, `PolicyLimits::max_instances`, was
+    /// reached and none came back in time). The call is served uncached.
+    #[error("policy {policy:?} is busy: all {instances} instances in use, {op:?} served uncached")]
+    Busy {
+        /// The policy.
+        policy: String,
+        /// The operation.
+        op: String,
+        /// Its bound.
+        instances: usize,
+    },
     /// No loaded policy declares the operation.
     #[error("no loaded policy declares operation {0:?}")]
     UnknownOp(String),

@@ -174,7 +174,7 @@ impl Cache {
                 return None;
             }
             Err(e) => {
-                if !matches!(e, Error::Guest { .. }) {
+                if !matches!(e, Error::Guest { .. } | Error::Busy { .. }) {
                     bump(&self.inner.stats.policy_errors);
                 }
                 tracing::warn!(op, "serving uncached: {e}");

@@ -200,7 +200,7 @@ impl Cache {
                 Invalidation::Nothing
             }
             Err(e) => {
-                if !matches!(e, Error::Guest { .. }) {
+                if !matches!(e, Error::Guest { .. } | Error::Busy { .. }) {
                     bump(&self.inner.stats.policy_errors);
                 }
                 bump(&self.inner.stats.namespace_flushes);

@@ -57,8 +57,15 @@ pub struct PolicyLimits {
     pub deadline: Duration,
     /// Most linear memory one instance may hold (default 64 MiB). Growing past it traps.
     pub memory: usize,
-    /// Idle instances kept ready per policy (default 16).
+    /// Idle instances kept ready per policy (default 8; at most `max_instances`).
     pub idle_instances: usize,
+    /// Most instances of one policy alive at once, idle or busy (default 8): a Python or
+    /// JavaScript instance holds tens of MiB. A call that finds them all busy waits up to
+    /// `instance_wait` for one (a write up to 1 s), then is served uncached and counted
+    /// (`Stats::guest_busy`); a write whose rule cannot be computed invalidates the namespace.
+    pub max_instances: usize,
+    /// How long a read's call waits for a busy policy's instance (default 10 ms).
+    pub instance_wait: Duration,
 }
 
 impl Default for PolicyLimits {
@@ -66,8 +73,55 @@ impl Default for PolicyLimits {
         PolicyLimits {
             deadline: Duration::from_millis(100),
             memory: 64 << 20,
-            idle_instances: 16,
+            idle_instances: 8,
+            max_instances: 8,
+            instance_wait: Duration::from_millis(10),
         }
+    }
+}
+
+/// How long a write's call waits for a busy policy's instance.
+const WRITE_INSTANCE_WAIT: Duration = Duration::from_secs(1);
+
+/// The count of a policy's live instances: one [`Slot`] per instance.
+#[derive(Default)]
+struct Slots {
+    live: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+    /// Woken when an instance goes back to the pool or is dropped.
+    freed: tokio::sync::Notify,
+}
+
+/// Held by each live instance: the policy's count goes down when the instance is dropped
+/// (a trap, a full pool, a cancelled call).
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    /// A slot for a new instance, if fewer than `max` are alive.
+    fn take(self: &Arc<Self>, max: usize) -> Option<Slot> {
+        let mut n = self.live.load(Ordering::Acquire);
+        loop {
+            if n >= max {
+                return None;
+            }
+            match self
+                .live
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    self.peak.fetch_max(n + 1, Ordering::Relaxed);
+                    return Some(Slot(self.clone()));
+                }
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify_one();
     }
 }
 
@@ -156,6 +210,7 @@ enum Rule {
 struct Instance {
     store: WasmStore<HostState>,
     funcs: Funcs,
+    _slot: Slot,
 }
 
 /// A loaded policy: a compiled component and a pool of instances.
@@ -168,9 +223,12 @@ pub(crate) struct Policy {
     /// (`PolicyReport::synchronous`), this copy sits with the fields every call reads.
     sync: bool,
     pool: ArrayQueue<Instance>,
+    slots: Arc<Slots>,
     limits: PolicyLimits,
     store: Arc<Store>,
     faults: AtomicU64,
+    /// Calls served uncached because every instance was busy.
+    busy: AtomicU64,
     report: PolicyReport,
     rules: Vec<(String, Rule)>,
 }
@@ -222,10 +280,12 @@ impl Policy {
             pre,
             exports,
             sync: true,
-            pool: ArrayQueue::new(limits.idle_instances.max(1)),
+            pool: ArrayQueue::new(limits.idle_instances.clamp(1, limits.max_instances.max(1))),
+            slots: Arc::default(),
             limits,
             store,
             faults: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
             report: PolicyReport {
                 name: default_name,
                 version: String::new(),
@@ -250,8 +310,9 @@ impl Policy {
                 policy.pre.instantiate_async(&mut store).await
             }
         };
+        let slot = policy.slot("describe")?;
         let inst = policy
-            .with_funcs("describe", store, instance)
+            .with_funcs("describe", slot, store, instance)
             .map_err(|e| bad(format!("cannot instantiate: {e}")))?;
         inst.funcs
             .typecheck(&inst.store)
@@ -262,7 +323,7 @@ impl Policy {
             policy.call_now::<(), DescribeResults>("describe", pick, ())
         } else {
             policy
-                .call_on_fiber::<(), DescribeResults>("describe", pick, ())
+                .call_on_fiber::<(), DescribeResults>("describe", pick, (), WRITE_INSTANCE_WAIT)
                 .await
         };
         let (info,) = described.map_err(|e| bad(format!("describe() failed: {e}")))?;
@@ -307,6 +368,35 @@ impl Policy {
         self.faults.load(Ordering::Relaxed)
     }
 
+    /// Calls served uncached because every instance was busy.
+    pub fn busy(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Instances alive now, and the most that were at once.
+    pub fn instances(&self) -> (usize, usize) {
+        (
+            self.slots.live.load(Ordering::Relaxed),
+            self.slots.peak.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A slot for a new instance, or the error of a policy whose instances are all busy.
+    fn slot(&self, op: &str) -> Result<Slot, Error> {
+        self.slots
+            .take(self.limits.max_instances.max(1))
+            .ok_or_else(|| self.all_busy(op))
+    }
+
+    fn all_busy(&self, op: &str) -> Error {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Error::Busy {
+            policy: self.name.to_string(),
+            op: op.to_string(),
+            instances: self.limits.max_instances.max(1),
+        }
+    }
+
     /// An instance from the pool, armed with the call deadline; `None` when the pool is empty.
     fn pooled(&self) -> Option<Instance> {
         let mut inst = self.pool.pop()?;
@@ -327,6 +417,7 @@ impl Policy {
     fn with_funcs(
         &self,
         op: &str,
+        slot: Slot,
         mut store: WasmStore<HostState>,
         instance: wasmtime::Result<wasmtime::component::Instance>,
     ) -> Result<Instance, Error> {
@@ -336,7 +427,11 @@ impl Policy {
                 .ok_or_else(|| wasmtime::format_err!("an export of {WORLD} is missing"))
         });
         match funcs {
-            Ok(funcs) => Ok(Instance { store, funcs }),
+            Ok(funcs) => Ok(Instance {
+                store,
+                funcs,
+                _slot: slot,
+            }),
             Err(e) => Err(self.fault(op, e)),
         }
     }
@@ -352,12 +447,15 @@ impl Policy {
         P: ComponentNamedList + Lower + Send + Sync,
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
+        // A synchronous call holds its instance only while it runs on this thread: it never
+        // waits for one (the bound is only reached with as many threads calling at once).
         let mut inst = match self.pooled() {
             Some(inst) => inst,
             None => {
+                let slot = self.slot(op)?;
                 let mut store = self.new_store();
                 let instance = self.pre.instantiate(&mut store);
-                self.with_funcs(op, store, instance)?
+                self.with_funcs(op, slot, store, instance)?
             }
         };
         let out = pick(&inst.funcs).call(&mut inst.store, params);
@@ -371,28 +469,45 @@ impl Policy {
         op: &str,
         pick: fn(&Funcs) -> TypedFunc<P, R>,
         params: P,
+        wait: Duration,
     ) -> Result<R, Error>
     where
         P: ComponentNamedList + Lower + Send + Sync,
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
-        let mut inst = match self.pooled() {
-            Some(inst) => inst,
-            None => {
-                let mut store = self.new_store();
-                let instance = self.pre.instantiate_async(&mut store).await;
-                self.with_funcs(op, store, instance)?
-            }
-        };
+        let mut inst = self.instance_within(op, wait).await?;
         let out = pick(&inst.funcs).call_async(&mut inst.store, params).await;
         self.give_back(op, inst, out)
     }
 
-    /// Returns a healthy instance to the pool; a trapped one is dropped with its `Store`.
+    /// An idle instance, a new one if fewer than the bound are alive, or one that another
+    /// call gives back within `wait`.
+    async fn instance_within(&self, op: &str, wait: Duration) -> Result<Instance, Error> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.slots.freed.notified();
+            if let Some(inst) = self.pooled() {
+                return Ok(inst);
+            }
+            if let Some(slot) = self.slots.take(self.limits.max_instances.max(1)) {
+                let mut store = self.new_store();
+                let instance = self.pre.instantiate_async(&mut store).await;
+                return self.with_funcs(op, slot, store, instance);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(self.all_busy(op));
+            }
+        }
+    }
+
+    /// Returns a healthy instance to the pool (a full pool drops it); a trapped one is
+    /// dropped with its `Store`. Either way a waiting call is woken.
     fn give_back<R>(&self, op: &str, inst: Instance, out: wasmtime::Result<R>) -> Result<R, Error> {
         match out {
             Ok(r) => {
-                let _ = self.pool.push(inst);
+                if self.pool.push(inst).is_ok() {
+                    self.slots.freed.notify_one();
+                }
                 Ok(r)
             }
             Err(e) => Err(self.fault(op, e)),
@@ -452,7 +567,8 @@ impl Policy {
             Box::pin(async {
                 let wargs = wire_args(args);
                 let params: ReadParams<'_> = (index, &wargs);
-                self.call_on_fiber::<_, ReadResults>(op, pick, params).await
+                self.call_on_fiber::<_, ReadResults>(op, pick, params, self.limits.instance_wait)
+                    .await
             })
             .await?
         };
@@ -478,7 +594,7 @@ impl Policy {
             Box::pin(async {
                 let wargs = wire_args(args);
                 let params: WriteParams<'_> = (index, &wargs, result.map(WireValue::from));
-                self.call_on_fiber::<_, WriteResults>(op, pick, params)
+                self.call_on_fiber::<_, WriteResults>(op, pick, params, WRITE_INSTANCE_WAIT)
                     .await
             })
             .await?
