@@ -275,6 +275,33 @@ pub async fn a_guest_store_reaches_only_its_namespace(t: &Target) {
     assert!(rule.key.starts_with("probe:get=-:"), "{}", rule.key);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_can_look_up_no_name_and_read_no_input() {
+    let c = rules(&Target::memory()).await;
+    let lookup = c
+        .read_rule("probe_wasi", &json!({"what": "lookup"}), false)
+        .await;
+    match lookup {
+        Ok(Some(r)) => assert!(r.key.starts_with("lookup:denied"), "{}", r.key),
+        other => panic!("{other:?}"),
+    }
+    // Nothing to read on stdin: the guest gets end of input or a trap, never host data.
+    match c
+        .read_rule("probe_wasi", &json!({"what": "stdin"}), false)
+        .await
+    {
+        Ok(Some(r)) => assert!(
+            r.key == "stdin:empty" || r.key.starts_with("stdin:denied"),
+            "{}",
+            r.key
+        ),
+        Err(cachelet::Error::Guest { message, .. }) => {
+            assert!(message.contains("would wait"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 // ---- 10, 11. single flight and bounded locks ----
 
 pub async fn a_loader_slower_than_the_wait_bound_does_not_hold_waiters(t: &Target) {

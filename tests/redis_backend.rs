@@ -237,31 +237,64 @@ fn a_stampede_across_four_processes_loads_once_with_few_commands() {
     );
 }
 
+/// How many of users `0..n` have an entry `{op_key}:{id}` in Redis whose tag key
+/// `user:{id}` is gone: the situation the eviction test must create.
+fn entries_without_their_tag(server: &RedisServer, prefix: &str, suffix: &str, n: u64) -> u64 {
+    (0..n)
+        .filter(|id| {
+            let entry = format!("{prefix}:v1:user:{suffix}:{id}");
+            let tag = format!("{prefix}:v1~tag:user:{id}");
+            server.cli(&["EXISTS", &entry]) == "1" && server.cli(&["EXISTS", &tag]) == "0"
+        })
+        .count() as u64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_tag_metadata_never_resurrects_invalidated_entries() {
-    let server = RedisServer::start(RedisOptions::default().maxmemory("2mb", "allkeys-lru"));
+    // Random eviction: tag keys go while entries that carry them stay.
+    let server = RedisServer::start(RedisOptions::default().maxmemory("2mb", "allkeys-random"));
     let c = cache(settings(&server.url(), "evict")).await;
     let db = Db::default();
-    let loads = Arc::new(AtomicU64::new(0));
     let n = 300;
+    let read = |op: &'static str, id: u64| {
+        let (c, db) = (c.clone(), db.clone());
+        async move {
+            c.read(op, &json!({ "user_id": id }), move || async move {
+                Ok::<_, std::io::Error>(db.get(&format!("u{id}")))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // Two entries per user share the tag `user:{id}`: profile and settings.
     for id in 0..n {
-        read_user(&c, &db, id, &loads).await;
+        read("get_user_profile", id).await;
+        read("get_user_settings", id).await;
     }
+    // Invalidate every user; then the profile reads make the tags again (new tokens), while
+    // the settings entries, invalidated, stay in Redis.
     for id in 0..n {
         write_user(&c, &db, id).await;
+        assert_eq!(read("get_user_profile", id).await, 1);
     }
     // Push the server past maxmemory so that it evicts keys, tag keys among them.
+    // Just past it: enough evictions to lose tag keys, few enough to keep entries.
     let filler = "x".repeat(2000);
-    for i in 0..3000 {
+    for i in 0..1000 {
         c.set(&format!("filler:{i}"), &filler, None).await.unwrap();
     }
+    assert!(server.info_stat("evicted_keys") > 0, "no evictions");
+    let orphans = entries_without_their_tag(&server, "evict", "settings", n);
+    println!("{orphans} invalidated settings entries outlived their tag key");
     assert!(
-        server.info_stat("evicted_keys") > 0,
-        "the test must cause evictions"
+        orphans > 0,
+        "the test must evict tag keys while entries survive"
     );
+    // A tag made again (by any read) never validates an entry invalidated before.
     for id in 0..n {
+        read("get_user_profile", id).await;
         assert_eq!(
-            read_user(&c, &db, id, &loads).await,
+            read("get_user_settings", id).await,
             1,
             "user {id} came back stale"
         );

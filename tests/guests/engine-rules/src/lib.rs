@@ -49,6 +49,29 @@ fn define(p: &mut Policy) {
         );
         Ok(Some(ReadRule::new(key).ttl(0)))
     });
+    // What the guest gets from WASI: a name lookup, and a read of its (empty) stdin.
+    p.read("probe_wasi").params(["what"]).rule_with(|a| {
+        let outcome = match a.text("what")? {
+            "lookup" => {
+                use std::net::ToSocketAddrs;
+                match ("localhost", 80).to_socket_addrs() {
+                    Ok(mut addrs) => format!("lookup:REACHED:{:?}", addrs.next()),
+                    Err(e) => format!("lookup:denied:{}", e.kind()),
+                }
+            }
+            "stdin" => {
+                use std::io::Read;
+                let mut buf = [0u8; 16];
+                match std::io::stdin().read(&mut buf) {
+                    Ok(0) => "stdin:empty".to_string(),
+                    Ok(n) => format!("stdin:REACHED:{n}"),
+                    Err(e) => format!("stdin:denied:{}", e.kind()),
+                }
+            }
+            other => return Err(format!("no probe {other}")),
+        };
+        Ok(Some(ReadRule::new(outcome).ttl(0)))
+    });
     // Invalidates from inside the guest.
     p.read("guest_invalidate").params(["tag"]).rule_with(|a| {
         store::invalidate(&[a.text("tag")?.to_string()]);
