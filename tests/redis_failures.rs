@@ -919,7 +919,7 @@ fn two_processes_ten_thousand_interleavings_an_outage_and_a_crash_no_stale_read(
     a.go();
     b.go();
     let mut seen = Vec::new();
-    let mut drain = |s: &Stressed, seen: &mut Vec<String>| {
+    let drain = |s: &Stressed, seen: &mut Vec<String>| {
         while let Some(l) = s.next(Duration::from_millis(1)) {
             seen.push(l);
         }
@@ -998,9 +998,8 @@ fn two_processes_ten_thousand_interleavings_an_outage_and_a_crash_no_stale_read(
             seen.push(line);
         }
     }
-    for s in [&mut a] {
-        s.child.wait().unwrap();
-    }
+    a.child.wait().unwrap();
+    b.child.wait().unwrap();
     println!(
         "stress: {results:?}; {} held lines",
         seen.iter().filter(|l| l.starts_with("held")).count()
