@@ -54,7 +54,8 @@ if wants redis; then
   c1=$(rps -c 1 -n 20000)
   c64=$(rps -c 64 -n 200000)
   echo "# redis-benchmark -t get: -c 1 $c1/s, -c 64 $c64/s"
-  "$bench" "$policy" --redis "$url" "${anchor_args[@]}" \
+  # --redis-pid: the held-invalidation part freezes the server (SIGSTOP) and resumes it.
+  "$bench" "$policy" --redis "$url" --redis-pid "$(cat "$dir/redis.pid")" "${anchor_args[@]}" \
     --redis-benchmark-c1 "$c1" --redis-benchmark-c64 "$c64" --json "$out/cachelet-redis.json"
 fi
 

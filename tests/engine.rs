@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cachelet::{Args, Cache, Error, Settings, Ttl, TtlBucket, Value};
-use cachelet_tests::{component, Target};
+use cachelet_tests::{component, suite, Target};
 use serde_json::{json, Value as Json};
 
 /// A cache on the suite's backend with the seed policy, in a namespace of its own.
@@ -747,21 +747,6 @@ fn args_from_structs_and_pairs_agree() {
     .unwrap();
     assert_eq!(a, Args::new().with("org_id", 1).with("user_id", 2));
     assert_eq!(a.get("user_id"), Some(&Value::Int(2)));
-}
-
-/// Instantiates the suite: one test module per backend, the same tests in each.
-macro_rules! suite {
-    ($module:ident, $target:expr, [$($test:ident),* $(,)?]) => {
-        mod $module {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(&$target).await
-                }
-            )*
-        }
-    };
 }
 
 /// Every test of the suite, handed to `suite!`.

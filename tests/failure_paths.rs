@@ -12,7 +12,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use cachelet::{Cache, Settings};
-use cachelet_tests::{component, Target};
+use cachelet_tests::{component, suite, Target};
 use serde_json::{json, Value as Json};
 
 async fn rules_with(t: &Target, adjust: impl FnOnce(&mut Settings)) -> Cache {
@@ -452,21 +452,6 @@ pub async fn early_refresh_happens_once_per_fill_and_never_misses(t: &Target) {
         "refreshes: {}",
         st.early_refreshes
     );
-}
-
-/// Instantiates the suite on one backend.
-macro_rules! suite {
-    ($module:ident, $target:expr, [$($test:ident),* $(,)?]) => {
-        mod $module {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(&$target).await
-                }
-            )*
-        }
-    };
 }
 
 macro_rules! on_every_backend {

@@ -47,3 +47,20 @@ pub mod redis;
 mod target;
 
 pub use target::Target;
+
+/// Instantiates a behavioural suite on one backend: a module of `#[tokio::test]`s, each
+/// calling the suite's `async fn NAME(&Target)` of the same name in the enclosing module.
+#[macro_export]
+macro_rules! suite {
+    ($module:ident, $target:expr, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(&$target).await
+                }
+            )*
+        }
+    };
+}

@@ -586,11 +586,107 @@ async fn bench_redis(
     Ok(())
 }
 
+/// Sends a signal to the Redis server (`STOP` freezes it, `CONT` resumes it).
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "kill -{sig} {pid} failed");
+    Ok(())
+}
+
+/// Writes while Redis is frozen (held, with and without a journal) beside writes it takes,
+/// and how long after Redis resumes the host has delivered what it held.
+async fn bench_held(r: &mut Report, policy: &PathBuf, url: &str, pid: u32) -> Result<()> {
+    r.line("\n## Held invalidations on Redis (Redis frozen with SIGSTOP, then resumed)".into());
+    r.line("| | write (2 tags), median | delivered after Redis resumed |".into());
+    r.line("|---|---|---|".into());
+    let dir = std::env::temp_dir().join(format!("cachelet-bench-held-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let write = |c: Cache, u: u64| async move {
+        let t0 = Instant::now();
+        c.write_outcome(
+            "update_user_org",
+            &json!({"org_id": 9, "user_id": u}),
+            || async { Ok::<_, std::io::Error>(()) },
+        )
+        .await
+        .map(|w| (w.invalidation, t0.elapsed().as_secs_f64() * 1e6))
+    };
+    for journaled in [false, true] {
+        let mut s = redis_settings(url, &format!("held{}{journaled}", std::process::id()))?;
+        s.redis.timeout = Duration::from_millis(50);
+        s.redis.cooldown = Duration::from_millis(200);
+        if journaled {
+            s.redis.journal = Some(dir.join("held.journal"));
+        }
+        let c = cache(policy, s).await?;
+        let mut delivered = Vec::new();
+        for u in 0..200 {
+            delivered.push(write(c.clone(), u).await?.1);
+        }
+        let mut windows = Vec::new();
+        let mut held = Vec::new();
+        for round in 0..5u64 {
+            signal(pid, "STOP")?;
+            // Two reads that time out open the circuit: the writes that follow are held at
+            // once, without waiting for Redis.
+            for u in 0..2 {
+                let _: u64 = c
+                    .read("get_user", &UserId { user_id: 900 + u }, || async {
+                        Ok::<_, std::io::Error>(0)
+                    })
+                    .await?;
+            }
+            for u in 0..40 {
+                let (outcome, us) = write(c.clone(), round * 100 + u).await?;
+                anyhow::ensure!(
+                    matches!(outcome, cachelet::Invalidation::Held { .. }),
+                    "{outcome:?}"
+                );
+                held.push(us);
+            }
+            signal(pid, "CONT")?;
+            let t0 = Instant::now();
+            while c.held_invalidations() > 0 && t0.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            windows.push(t0.elapsed().as_secs_f64() * 1e3);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let (d, h, w) = (median(delivered), median(held), median(windows));
+        let name = if journaled { "journaled" } else { "in memory" };
+        r.line(format!(
+            "| delivered (Redis up) | {d:.0} us | |\n| held, {name} | {h:.0} us | {w:.0} ms (median of 5) |"
+        ));
+        r.figure(
+            &format!(
+                "held_{}_write_us",
+                if journaled { "journal" } else { "memory" }
+            ),
+            h,
+        );
+        r.figure(
+            &format!(
+                "held_{}_window_ms",
+                if journaled { "journal" } else { "memory" }
+            ),
+            w,
+        );
+        r.figure("delivered_write_us", d);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut policy = None;
     let mut anchor = serde_json::Value::Null;
     let mut out = None;
     let mut redis_url = None;
+    let mut redis_pid = None;
     let mut rb = RedisBenchmark {
         c1: None,
         c64: None,
@@ -604,6 +700,7 @@ fn main() -> Result<()> {
             }
             "--json" => out = Some(args.next().context("--json FILE")?),
             "--redis" => redis_url = Some(args.next().context("--redis URL")?),
+            "--redis-pid" => redis_pid = args.next().and_then(|v| v.parse::<u32>().ok()),
             "--redis-benchmark-c1" => rb.c1 = args.next().and_then(|v| v.parse().ok()),
             "--redis-benchmark-c64" => rb.c64 = args.next().and_then(|v| v.parse().ok()),
             p => policy = Some(PathBuf::from(p)),
@@ -625,7 +722,11 @@ fn main() -> Result<()> {
     let run = |s: &str| only.is_empty() || only.split(',').any(|o| o == s || o == "mem");
     rt.block_on(async {
         if let Some(url) = &redis_url {
-            return bench_redis(&mut r, &policy, url, &anchor, &rb).await;
+            bench_redis(&mut r, &policy, url, &anchor, &rb).await?;
+            if let Some(pid) = redis_pid {
+                bench_held(&mut r, &policy, url, pid).await?;
+            }
+            return Ok(());
         }
         if run("memory") {
             bench_memory(&mut r, &policy).await?;

@@ -22,6 +22,13 @@ use crate::Error;
 /// invalidated or abandoned, before it loads on its own without caching.
 const MAX_FLIGHT_ROUNDS: usize = 3;
 
+/// How a lock's leader and waiters look a key up again: no sliding, no early claim (the
+/// caller's own lookup did that).
+const AGAIN: Look = Look {
+    slide: None,
+    early: false,
+};
+
 /// A read rule with its TTL resolved and its key namespaced.
 struct Plan {
     key: String,
@@ -339,16 +346,8 @@ impl Cache {
                     if online {
                         loop {
                             // Another task or host may have filled the key since our lookup.
-                            let Ok(Lookup { hit, seen }) = b
-                                .lookup(
-                                    &plan.key,
-                                    &plan.tags,
-                                    Look {
-                                        slide: None,
-                                        early: false,
-                                    },
-                                )
-                                .await
+                            let Ok(Lookup { hit, seen }) =
+                                b.lookup(&plan.key, &plan.tags, AGAIN).await
                             else {
                                 break;
                             };
@@ -415,17 +414,7 @@ impl Cache {
                     match landing {
                         Landing::Value { value, filled } => {
                             if filled && online {
-                                match b
-                                    .lookup(
-                                        &plan.key,
-                                        &plan.tags,
-                                        Look {
-                                            slide: None,
-                                            early: false,
-                                        },
-                                    )
-                                    .await
-                                {
+                                match b.lookup(&plan.key, &plan.tags, AGAIN).await {
                                     Ok(Lookup { hit: Some(h), .. }) => {
                                         if let Ok(v) = decode::<T>(&plan.key, &h.value) {
                                             return Ok(v);
