@@ -445,7 +445,7 @@ mod tests {
     fn passwords_are_hidden_in_malformed_urls_too() {
         for (url, shown) in [
             ("redis://app:pw@h:1/0", "redis://app:***@h:1/0"),
-            ("redis://:pw@h", "redis://***@h"),
+            ("redis://:pw@h", "redis://:***@h"),
             ("app:pw@h:6379", "app:***@h:6379"),
             ("redis//app:pw@h", "redis//app:***@h"),
             ("rediss://u:p@ss@h", "rediss://u:***@h"),
