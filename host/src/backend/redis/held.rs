@@ -5,11 +5,12 @@
 //! invalidation covers. A background task delivers them as soon as Redis answers again, with a
 //! bounded back-off (50 ms doubling up to the cooldown), without waiting for a request.
 //!
-//! With a journal (`CACHE_JOURNAL`), each newly held key is appended to the file, and the
-//! file flushed to disk, before the write that held it returns; at the next start, whatever
-//! the journal holds is delivered before the cache serves. Delivery is at least once: a key
-//! delivered twice invalidates twice, which costs a miss, never a stale read. The file is
-//! emptied when nothing is held any more, and locked while a cache uses it.
+//! With a journal (`CACHE_JOURNAL`), every invalidation is appended to the file before it is
+//! sent (so that a process killed while sending it loses nothing), and a held one is flushed to
+//! disk before the write that held it returns; at the next start, whatever the journal holds is
+//! delivered before the cache serves. Delivery is at least once: a key delivered twice
+//! invalidates twice, which costs a miss, never a stale read. The file is emptied whenever
+//! nothing is held and no invalidation is being sent, and locked while a cache uses it.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -38,7 +39,62 @@ pub(super) struct HeldLog {
 
 struct Journal {
     path: PathBuf,
-    file: Mutex<File>,
+    /// The file, and how many invalidations written to it are being sent now.
+    file: Mutex<(File, usize)>,
+}
+
+/// An invalidation being sent: written to the journal first; when it is done (delivered,
+/// held, or its future dropped) the journal may be emptied again.
+pub(super) struct Sending<'a>(Option<&'a Journal>, &'a HeldLog);
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if let Some(j) = self.0 {
+            let mut f = j.file.lock().unwrap_or_else(|p| p.into_inner());
+            f.1 -= 1;
+            if f.1 == 0 && !self.1.any() {
+                j.empty(&mut f.0);
+            }
+        }
+    }
+}
+
+impl Journal {
+    /// Appends one JSON string per key (flushed to disk with `sync`).
+    fn append(&self, f: &mut File, keys: &[&str], sync: bool) -> bool {
+        let mut lines = String::new();
+        for k in keys {
+            lines.push_str(&serde_json::to_string(k).unwrap_or_default());
+            lines.push('\n');
+        }
+        let written =
+            f.write_all(lines.as_bytes())
+                .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(
+                    "journal {}: cannot write invalidations ({e}); they are in memory only",
+                    self.path.display()
+                );
+                false
+            }
+        }
+    }
+
+    fn empty(&self, f: &mut File) {
+        if f.metadata().map_or(true, |m| m.len() == 0) {
+            return;
+        }
+        let emptied = f
+            .set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| f.sync_data());
+        if let Err(e) = emptied {
+            // Left as it is, it is delivered again at the next start: a miss, not a stale read.
+            tracing::warn!("journal {}: cannot empty it ({e})", self.path.display());
+        }
+    }
 }
 
 impl HeldLog {
@@ -83,7 +139,7 @@ impl HeldLog {
                 }
                 Some(Journal {
                     path: path.to_path_buf(),
-                    file: Mutex::new(file),
+                    file: Mutex::new((file, 0)),
                 })
             }
         };
@@ -131,24 +187,23 @@ impl HeldLog {
         let Some(j) = &self.journal else {
             return false;
         };
-        // Under the lock of the set: the file never lacks a key the set has.
-        let mut lines = String::new();
-        for k in new {
-            lines.push_str(&serde_json::to_string(k).unwrap_or_default());
-            lines.push('\n');
-        }
+        // Under the lock of the set: the file never lacks a key the set has. The keys are
+        // there already (written before sending); flushing makes them durable.
         let mut f = j.file.lock().unwrap_or_else(|p| p.into_inner());
-        let written = f.write_all(lines.as_bytes()).and_then(|()| f.sync_data());
-        match written {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(
-                    "journal {}: cannot write held invalidations ({e}); they are held in memory only",
-                    j.path.display()
-                );
-                false
-            }
-        }
+        j.append(&mut f.0, &new, true)
+    }
+
+    /// Writes `keys` to the journal before they are sent (no flush: a killed process's
+    /// writes are in the file; flushing is for what is held).
+    pub(super) fn sending(&self, keys: &[String]) -> Sending<'_> {
+        let Some(j) = &self.journal else {
+            return Sending(None, self);
+        };
+        let mut f = j.file.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        j.append(&mut f.0, &keys, false);
+        f.1 += 1;
+        Sending(Some(j), self)
     }
 
     fn snapshot(&self) -> Vec<String> {
@@ -156,7 +211,8 @@ impl HeldLog {
         held.iter().cloned().collect()
     }
 
-    /// `keys` were deleted in Redis: forget them; with nothing left, empty the journal.
+    /// `keys` were deleted in Redis: forget them; with nothing left (and nothing being sent),
+    /// empty the journal.
     fn delivered(&self, keys: &[String]) {
         let mut held = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         for k in keys {
@@ -168,14 +224,8 @@ impl HeldLog {
         self.any.store(false, Ordering::Release);
         if let Some(j) = &self.journal {
             let mut f = j.file.lock().unwrap_or_else(|p| p.into_inner());
-            let emptied = f
-                .set_len(0)
-                .and_then(|()| f.rewind())
-                .and_then(|()| f.sync_data());
-            if let Err(e) = emptied {
-                // Left as it is, it is delivered again at the next start: a miss, not a
-                // stale read.
-                tracing::warn!("journal {}: cannot empty it ({e})", j.path.display());
+            if f.1 == 0 {
+                j.empty(&mut f.0);
             }
         }
     }
@@ -187,6 +237,7 @@ impl Redis {
         if keys.is_empty() {
             return Invalidation::Nothing;
         }
+        let _sending = self.held.sending(&keys);
         let sent = match self.ready().await {
             Ok(()) => {
                 let r = self.unlink(&keys).await;
@@ -364,6 +415,28 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         drop(log);
         assert!(!HeldLog::open(Some(&path)).unwrap().any());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_invalidation_being_sent_survives_a_crash_in_the_journal() {
+        let dir = std::env::temp_dir().join(format!("cachelet-sending-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("held.journal");
+        let _ = std::fs::remove_file(&path);
+        let keys = vec!["p:v~tag:user:1".to_string()];
+        {
+            let log = HeldLog::open(Some(&path)).unwrap();
+            let sending = log.sending(&keys);
+            // Killed here, before the command was answered: the key is in the file.
+            std::mem::forget(sending);
+        }
+        let log = HeldLog::open(Some(&path)).unwrap();
+        assert_eq!(log.snapshot(), keys, "the next start delivers it");
+        log.delivered(&keys);
+        // Sent and answered: nothing is left to deliver.
+        drop(log.sending(&keys));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
