@@ -3,8 +3,12 @@
 # installed into a venv from PyPI by its own script) first, then cachelet's, whose report prints
 # the ratios.
 #   scripts/bench.sh                      # everything: mem://, Redis, guest languages
-#   BENCH_ONLY=mem,redis scripts/bench.sh # some parts (mem, redis, languages; the mem part
-#                                         # also takes its sections: memory,policy,hit,invalidation)
+#   BENCH_ONLY=mem,redis scripts/bench.sh # some parts (mem, redis, languages, instructions;
+#                                         # the mem part also takes its sections:
+#                                         # memory,policy,hit,invalidation)
+# `instructions` (not in the default run: it needs valgrind) counts the instructions of a hit
+# with callgrind — cachelet beside bare moka and bare redis-rs — which, unlike wall-clock
+# figures on a shared VM, repeat to the instruction: the figure to compare two commits by.
 # Redis: a redis-server on a free loopback port, started here and stopped at the end.
 # Results: build/bench/*.json and the report on stdout (copy it into BENCHMARKS.md).
 set -euo pipefail
@@ -57,6 +61,33 @@ if wants redis; then
   # --redis-pid: the held-invalidation part freezes the server (SIGSTOP) and resumes it.
   "$bench" "$policy" --redis "$url" --redis-pid "$(cat "$dir/redis.pid")" "${anchor_args[@]}" \
     --redis-benchmark-c1 "$c1" --redis-benchmark-c64 "$c64" --json "$out/cachelet-redis.json"
+fi
+
+if [[ ,${BENCH_ONLY:-}, == *,instructions,* ]]; then
+  command -v valgrind >/dev/null || { echo "instructions: valgrind is not installed" >&2; exit 1; }
+  cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p cachelet-bench --bin hitcount
+  export CACHELET_COMPILE_CACHE=$out/compile-cache-valgrind
+  count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$root/target/release/hitcount" "$@" 2>&1 |
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p'; }
+  per_hit() { # WHAT N [URL]: instructions per hit, the setup (a run with N = 0) taken out
+    local zero full
+    count "$1" 0 "$policy" ${3:-} >/dev/null # compiles the policy into the cache once
+    zero=$(count "$1" 0 "$policy" ${3:-}); full=$(count "$1" "$2" "$policy" ${3:-})
+    echo $(((full - zero) / $2))
+  }
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  idir=$(mktemp -d)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --dir "$idir" --pidfile "$idir/redis.pid" --logfile "$idir/redis.log"
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  mem=$(per_hit cachelet 20000); moka=$(per_hit moka 20000)
+  rhit=$(per_hit cachelet 5000 "redis://127.0.0.1:$port/0"); rbare=$(per_hit redis 5000 "redis://127.0.0.1:$port/0")
+  kill "$(cat "$idir/redis.pid")"; rm -rf "$idir"
+  echo "## Instructions per hit (callgrind, 1 task)"
+  echo "| | cachelet | bare | cachelet / bare |"
+  echo "|---|---|---|---|"
+  echo "| mem:// (bare: moka get + deserialize) | $mem | $moka | $(python3 -c "print(f'{$mem/$moka:.3f}x')") |"
+  echo "| Redis (bare: redis-rs GET + deserialize) | $rhit | $rbare | $(python3 -c "print(f'{$rhit/$rbare:.3f}x')") |"
 fi
 
 # Guest languages: the seed policy rebuilt from source in Rust, Python, JavaScript and C, then

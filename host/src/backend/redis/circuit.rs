@@ -50,6 +50,11 @@ impl Circuit {
         self.open_until.load(Ordering::Acquire) != 0
     }
 
+    /// Whether Redis failed since it last answered (the circuit may be closed or open).
+    pub fn suspect(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) != 0 || self.is_open()
+    }
+
     /// An outage: the circuit opens after `FAILURES_TO_OPEN` in a row.
     pub fn failed(&self, e: &redis::RedisError) {
         let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;

@@ -107,10 +107,7 @@ impl Redis {
         self.ready().await?;
         let full = format!("{}{pattern}", glob_escape(ns));
         let r = self.scan_delete(&full).await;
-        match &r {
-            Err(Failure::Outage(e)) => self.circuit.failed(e),
-            _ => self.circuit.answered(),
-        }
+        self.count(&r);
         Ok(r?)
     }
 

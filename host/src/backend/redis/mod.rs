@@ -541,26 +541,46 @@ impl Redis {
     /// cluster), bounded by the timeout, without the circuit. A server that lost its scripts
     /// (restarted) gets them again, once.
     async fn send(&self, cmds: &[Cmd]) -> Result<Vec<redis::Value>, Failure> {
-        match self.send_once(cmds).await {
-            Err(Failure::Refused(e))
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
+        if let [cmd] = cmds {
+            return self.send_one(cmd).await.map(|v| vec![v]);
+        }
+        match self.send_many(cmds).await {
+            Err(e) if lost_scripts(&e) => {
                 self.load_scripts().await?;
-                self.send_once(cmds).await
+                self.send_many(cmds).await
             }
             r => r,
         }
     }
 
-    async fn send_once(&self, cmds: &[Cmd]) -> Result<Vec<redis::Value>, Failure> {
+    /// One command, its answer parsed straight into `T` (the hit path: no intermediate
+    /// values), bounded by the timeout.
+    async fn send_one<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Failure> {
+        match self.send_one_once(cmd).await {
+            Err(e) if lost_scripts(&e) => {
+                self.load_scripts().await?;
+                self.send_one_once(cmd).await
+            }
+            r => r,
+        }
+    }
+
+    async fn send_one_once<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Failure> {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let fut = async {
+            match &self.conn {
+                Conn::Single(c) => cmd.query_async::<T>(&mut c.clone()).await,
+                Conn::Cluster(c) => cmd.query_async::<T>(&mut c.clone()).await,
+            }
+        };
+        self.bounded(fut).await
+    }
+
+    async fn send_many(&self, cmds: &[Cmd]) -> Result<Vec<redis::Value>, Failure> {
         self.commands
             .fetch_add(cmds.len() as u64, Ordering::Relaxed);
         let fut = async {
             match &self.conn {
-                Conn::Single(c) if cmds.len() == 1 => cmds[0]
-                    .query_async::<redis::Value>(&mut c.clone())
-                    .await
-                    .map(|v| vec![v]),
                 Conn::Single(c) => {
                     let mut p = redis::pipe();
                     for cmd in cmds {
@@ -577,8 +597,20 @@ impl Redis {
                 .collect(),
             }
         };
-        // redis-rs bounds a request by its response timeout; this bounds the whole operation,
-        // reconnection included.
+        self.bounded(fut).await
+    }
+
+    /// Bounds an operation by the timeout. On a healthy connection redis-rs's response
+    /// timeout (the same value) bounds the request, and nothing more is armed (a timer costs
+    /// ~3% of a hit). Once something failed — the connection may be reconnecting, which can
+    /// take longer — every operation also runs under a timer, until Redis answers again.
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Failure> {
+        if !self.circuit.suspect() {
+            return fut.await.map_err(classify);
+        }
         match tokio::time::timeout(self.opts.timeout, fut).await {
             Ok(r) => r.map_err(classify),
             Err(_) => Err(timed_out(self.opts.timeout)),
@@ -587,9 +619,7 @@ impl Redis {
 
     /// One command, without the circuit (the probe, connect).
     async fn raw<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, Failure> {
-        let v = self.send(std::slice::from_ref(&cmd)).await?;
-        let v = v.into_iter().next().unwrap_or(redis::Value::Nil);
-        T::from_redis_value(v).map_err(|e| Failure::Refused(e.into()))
+        self.send_one(&cmd).await
     }
 
     /// Several commands in one round trip through the circuit: an outage counts toward
@@ -597,19 +627,30 @@ impl Redis {
     async fn run_many(&self, cmds: &[Cmd]) -> Result<Vec<redis::Value>, Failure> {
         self.ready().await?;
         let r = self.send(cmds).await;
-        match &r {
-            Err(Failure::Outage(e)) => self.circuit.failed(e),
-            _ => self.circuit.answered(),
-        }
+        self.count(&r);
         r
     }
 
     /// One command through the circuit.
     async fn run<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, Failure> {
-        let v = self.run_many(std::slice::from_ref(&cmd)).await?;
-        let v = v.into_iter().next().unwrap_or(redis::Value::Nil);
-        T::from_redis_value(v).map_err(|e| Failure::Refused(e.into()))
+        self.ready().await?;
+        let r = self.send_one(&cmd).await;
+        self.count(&r);
+        r
     }
+
+    /// Tells the circuit how an operation went.
+    fn count<T>(&self, r: &Result<T, Failure>) {
+        match r {
+            Err(Failure::Outage(e)) => self.circuit.failed(e),
+            _ => self.circuit.answered(),
+        }
+    }
+}
+
+/// Whether a server answered that it does not know a script (it restarted, or flushed them).
+fn lost_scripts(e: &Failure) -> bool {
+    matches!(e, Failure::Refused(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
 }
 
 impl Backend for Redis {

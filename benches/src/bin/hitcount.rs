@@ -1,0 +1,94 @@
+//! Instructions per hit, counted (valgrind --tool=callgrind): `hitcount cachelet|moka N
+//! POLICY [REDIS_URL]`. Run it with N and with 0 and subtract: the setup cancels out.
+use std::sync::Arc;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Row {
+    id: u64,
+    name: String,
+}
+
+#[derive(serde::Serialize)]
+struct UserId {
+    user_id: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (what, n, policy) = (&args[1], args[2].parse::<u64>().unwrap(), &args[3]);
+    let url = args.get(4).cloned().unwrap_or_else(|| "mem://".into());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match what.as_str() {
+        "cachelet" => rt.block_on(async {
+            let c = cachelet::Cache::builder()
+                .url(&url)
+                .prefix(format!("hc{}", std::process::id()))
+                .policy_file(policy)
+                .build()
+                .await
+                .unwrap();
+            let key = UserId { user_id: 1 };
+            let _: Row = c
+                .read("get_user", &key, || async {
+                    Ok::<_, std::io::Error>(Row {
+                        id: 1,
+                        name: "x".repeat(32),
+                    })
+                })
+                .await
+                .unwrap();
+            for _ in 0..n {
+                let row: Row = c
+                    .read("get_user", &key, || async {
+                        Err::<Row, _>(std::io::Error::other("hit"))
+                    })
+                    .await
+                    .unwrap();
+                std::hint::black_box(row);
+            }
+        }),
+        "moka" => {
+            let m: Arc<moka::sync::Cache<String, Arc<[u8]>>> =
+                Arc::new(moka::sync::Cache::new(10_000));
+            let v = serde_json::to_vec(&Row {
+                id: 1,
+                name: "x".repeat(32),
+            })
+            .unwrap();
+            m.insert("svc:v1:user:1".to_string(), v.into());
+            for _ in 0..n {
+                let v = m.get(&"svc:v1:user:1".to_string()).unwrap();
+                let row: Row = serde_json::from_slice(&v).unwrap();
+                std::hint::black_box(row);
+            }
+        }
+        "redis" => rt.block_on(async {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+            let v = serde_json::to_vec(&Row {
+                id: 1,
+                name: "x".repeat(32),
+            })
+            .unwrap();
+            let _: () = redis::cmd("SET")
+                .arg("bare:1")
+                .arg(v)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            for _ in 0..n {
+                let v: Vec<u8> = redis::cmd("GET")
+                    .arg("bare:1")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let row: Row = serde_json::from_slice(&v).unwrap();
+                std::hint::black_box(row);
+            }
+        }),
+        _ => panic!("cachelet|moka|redis"),
+    }
+}
