@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: installs what the tests need (the wasm32-wasip2 target; the
 # Python, JavaScript and C guest toolchains into build/toolchains;
-# redis-server, redis-cli and openssl from Debian's packages for the Redis tests),
+# redis-server, redis-cli, openssl and faketime from Debian's packages for the Redis tests),
 # checks formatting and lints, builds the guest components from source, runs the workspace's
 # tests (unit, integration against real components, doc tests) and the seed policy's own.
 set -euo pipefail
@@ -17,11 +17,13 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
-step "redis servers (for the Redis tests)"
+step "redis servers and faketime (for the Redis tests)"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# A host whose clock is skewed, for the early-refresh test.
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if ((${#missing[@]})); then
   sudo=()
   [[ $(id -u) -eq 0 ]] || sudo=(sudo)

@@ -1020,3 +1020,125 @@ fn two_processes_ten_thousand_interleavings_an_outage_and_a_crash_no_stale_read(
     assert!(held > 0, "the outages held nothing: {results:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+// ---- 9. early refresh does not depend on the hosts' clocks ----
+
+/// A host whose clock is an hour behind (run under libfaketime by the parent): it only reads
+/// `get_early` for a few seconds and reports its misses and refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skewed_clock_child() {
+    let Ok(url) = std::env::var("CACHELET_SKEWED_URL") else {
+        return;
+    };
+    let c = rules(settings(&url, "skew")).await;
+    let loads = AtomicU64::new(0);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(6000) {
+        read(&c, "get_early", 1, json!("b"), &loads).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = c.stats();
+    println!(
+        "SKEWED now={:?} misses={} refreshes={}",
+        std::time::SystemTime::now(),
+        st.misses,
+        st.early_refreshes
+    );
+}
+
+#[test]
+fn early_refresh_on_a_host_whose_clock_is_an_hour_behind() {
+    assert!(
+        Command::new("faketime").arg("-h").output().is_ok(),
+        "faketime is needed (Debian package faketime; scripts/test.sh installs it)"
+    );
+    let server = RedisServer::plain();
+    // Host A fills the entry (early refresh after 1 s of its 4 s).
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let a = rules(settings(&server.url(), "skew")).await;
+        let loads = AtomicU64::new(0);
+        read(&a, "get_early", 1, json!("a"), &loads).await;
+    });
+    // Host B, an hour behind, reads it from then on: the entry's age comes from the server's
+    // clock, so B refreshes it about once a second and never misses.
+    let out = Command::new("faketime")
+        .args(["-m", "-f", "-1h"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "skewed_clock_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("CACHELET_SKEWED_URL", server.url())
+        .env("CACHELET_CHILD_POLICY", component("engine-rules"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find_map(|l| l.split_once("SKEWED ").map(|(_, r)| r.to_string()))
+        .unwrap_or_else(|| panic!("no report: {text}"));
+    println!("host an hour behind: {line}");
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("misses="), 0, "{line}");
+    assert!((3..=8).contains(&field("refreshes=")), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_invalidations_are_delivered_on_a_cluster_too() {
+    use cachelet_tests::redis::RedisCluster;
+    let cluster = RedisCluster::start(3);
+    let mut s = settings(&cluster.url(), "cheld");
+    s.redis.timeout = Duration::from_millis(300);
+    let a = rules(s.clone()).await;
+    let b = rules(s).await;
+    let loads = AtomicU64::new(0);
+    // Users whose tags sit on different masters.
+    let ids: Vec<u64> = (1..=6).collect();
+    for &id in &ids {
+        read(&a, "get_user", id, json!("old"), &loads).await;
+        assert_eq!(read(&b, "get_user", id, json!("x"), &loads).await, "old");
+    }
+    for n in cluster.nodes() {
+        n.freeze();
+    }
+    open_circuit(&a).await;
+    for &id in &ids {
+        assert_eq!(touch(&a, id).await, Invalidation::Held { journaled: false });
+    }
+    assert_eq!(a.held_invalidations(), ids.len());
+    for n in cluster.nodes() {
+        n.resume();
+    }
+    let resumed = Instant::now();
+    while a.held_invalidations() > 0 {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(10),
+            "never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "cluster: held invalidations delivered {:?} after resuming",
+        resumed.elapsed()
+    );
+    for &id in &ids {
+        let tag = tag_key("cheld", &format!("user:{id}"));
+        assert_eq!(
+            cluster.node_for_key(&tag).cli(&["EXISTS", &tag]),
+            "0",
+            "{tag}"
+        );
+        assert_eq!(read(&b, "get_user", id, json!("new"), &loads).await, "new");
+    }
+}
