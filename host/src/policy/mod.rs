@@ -80,6 +80,18 @@ impl Default for PolicyLimits {
     }
 }
 
+/// Epoch ticks of a deadline.
+fn ticks(d: Duration) -> u64 {
+    (d.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1
+}
+
+/// What instantiating a component and its `describe` at load may take: they run off the
+/// request path, and a Python or JavaScript component's start-up on a busy machine can take
+/// longer than one call's deadline. 10 times the deadline, at least 1 s.
+fn setup_budget(deadline: Duration) -> Duration {
+    (deadline * 10).max(Duration::from_secs(1))
+}
+
 /// How long a write's call waits for a busy policy's instance.
 const WRITE_INSTANCE_WAIT: Duration = Duration::from_secs(1);
 
@@ -318,6 +330,9 @@ impl Policy {
             .typecheck(&inst.store)
             .map_err(|e| bad(format!("does not match world {WORLD}: {e}")))?;
         let _ = policy.pool.push(inst);
+        // `describe` runs once, off the request path: with the set-up budget.
+        let call_deadline = policy.limits.deadline;
+        policy.limits.deadline = setup_budget(call_deadline);
         let pick = Funcs::describe;
         let described = if policy.sync {
             policy.call_now::<(), DescribeResults>("describe", pick, ())
@@ -326,6 +341,7 @@ impl Policy {
                 .call_on_fiber::<(), DescribeResults>("describe", pick, (), WRITE_INSTANCE_WAIT)
                 .await
         };
+        policy.limits.deadline = call_deadline;
         let (info,) = described.map_err(|e| bad(format!("describe() failed: {e}")))?;
         // The policy's own word that a declaration is wrong: nothing of it is served.
         let info = info.map_err(|mistakes| bad(format!("declaration refused: {mistakes}")))?;
@@ -404,12 +420,13 @@ impl Policy {
         Some(inst)
     }
 
-    /// A new store, limited and armed with the call deadline.
+    /// A new store, limited, armed with the instantiation budget (see [`setup_budget`]); the
+    /// call deadline is armed once the instance exists.
     fn new_store(&self) -> WasmStore<HostState> {
         let state = HostState::new(self.store.clone(), self.name.clone(), self.limits.memory);
         let mut store = WasmStore::new(&runtime().engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_epoch_deadline(ticks(setup_budget(self.limits.deadline)));
         store
     }
 
@@ -427,11 +444,14 @@ impl Policy {
                 .ok_or_else(|| wasmtime::format_err!("an export of {WORLD} is missing"))
         });
         match funcs {
-            Ok(funcs) => Ok(Instance {
-                store,
-                funcs,
-                _slot: slot,
-            }),
+            Ok(funcs) => {
+                store.set_epoch_deadline(self.deadline_ticks());
+                Ok(Instance {
+                    store,
+                    funcs,
+                    _slot: slot,
+                })
+            }
             Err(e) => Err(self.fault(op, e)),
         }
     }
@@ -515,7 +535,7 @@ impl Policy {
     }
 
     fn deadline_ticks(&self) -> u64 {
-        (self.limits.deadline.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1
+        ticks(self.limits.deadline)
     }
 
     fn fault(&self, op: &str, e: wasmtime::Error) -> Error {
