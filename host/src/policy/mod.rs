@@ -182,8 +182,9 @@ pub struct OpInfo {
     pub name: String,
     /// Read or write.
     pub kind: OpKind,
-    /// Declared parameters (empty when not declared).
-    pub params: Vec<String>,
+    /// Declared parameters; `None` when the policy declares none for the op (then the host
+    /// cannot check its placeholders: see [`PolicyReport::warnings`]).
+    pub params: Option<Vec<String>>,
     /// Route for the HTTP proxy, e.g. `GET /users/{user_id}`.
     pub route: Option<String>,
     /// Whether the host renders the rule natively (`true`) or calls the guest per request.
@@ -211,12 +212,34 @@ pub struct PolicyReport {
     pub synchronous: bool,
     /// The operations it declares.
     pub ops: Vec<OpInfo>,
+    /// What the policy declares that the host cannot check, one line per op, naming it: an op
+    /// with placeholders or a computed rule that declares no params (a misspelled placeholder
+    /// then fails its calls instead of the load). `cachelet check` prints them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug)]
 enum Rule {
     Read(Option<ReadTemplate>),
     Write(Option<WriteTemplate>),
+}
+
+impl Rule {
+    /// Whether a template of the rule names an argument.
+    fn has_placeholders(&self) -> bool {
+        match self {
+            Rule::Read(Some(t)) => std::iter::once(&t.key)
+                .chain(&t.tags)
+                .any(|t| t.params().next().is_some()),
+            Rule::Write(Some(t)) => {
+                t.invalidate.iter().any(|t| t.params().next().is_some())
+                    || t.recache.iter().any(|r| {
+                        r.include.as_ref().is_some_and(|i| !i.is_empty()) || !r.rename.is_empty()
+                    })
+            }
+            Rule::Read(None) | Rule::Write(None) => false,
+        }
+    }
 }
 
 struct Instance {
@@ -307,6 +330,7 @@ impl Policy {
                 imports,
                 synchronous: true,
                 ops: Vec::new(),
+                warnings: Vec::new(),
             },
             rules: Vec::new(),
         };
@@ -357,6 +381,17 @@ impl Policy {
             }
             let (rule, native) =
                 op_rule(&op).map_err(|e| bad(format!("operation {:?}: {e}", op.name)))?;
+            if op.params.is_none() && (!native || rule.has_placeholders()) {
+                policy.report.warnings.push(format!(
+                    "{}: no params declared, so its placeholders cannot be checked at load (a \
+                     misspelled one fails every call{})",
+                    op.name,
+                    match op.kind {
+                        wit::OpKind::Write => ", and a write that fails invalidates the namespace",
+                        wit::OpKind::Read => "",
+                    }
+                ));
+            }
             policy.report.ops.push(OpInfo {
                 name: op.name.clone(),
                 kind: match op.kind {
@@ -707,13 +742,13 @@ fn check_world(component: &Component) -> Result<Vec<String>, String> {
 
 fn op_rule(op: &wit::OpInfo) -> Result<(Rule, bool), Error> {
     let check = |t: Template| -> Result<Template, Error> {
-        if !op.params.is_empty() {
-            if let Some(p) = t.params().find(|p| !op.params.iter().any(|d| d == p)) {
+        if let Some(params) = &op.params {
+            if let Some(p) = t.params().find(|p| !params.iter().any(|d| d == p)) {
                 return Err(Error::Template {
                     template: t.text().to_string(),
                     problem: format!(
                         "{{{p}}} is not a parameter of the operation (parameters: {})",
-                        op.params.join(", ")
+                        params.join(", ")
                     ),
                 });
             }
@@ -758,13 +793,33 @@ fn op_rule(op: &wit::OpInfo) -> Result<(Rule, bool), Error> {
                     recache: w
                         .recache
                         .iter()
-                        .map(|r| RecacheTemplate {
-                            op: r.op.clone(),
-                            include: r.include.clone(),
-                            rename: r.rename.clone(),
-                            extra: from_wit_args(r.extra.clone()),
+                        .map(|r| {
+                            // The write's arguments it names are parameters too.
+                            if let Some(params) = &op.params {
+                                let mut names = r
+                                    .include
+                                    .iter()
+                                    .flatten()
+                                    .chain(r.rename.iter().map(|(from, _)| from));
+                                if let Some(n) = names.find(|n| !params.contains(n)) {
+                                    return Err(Error::Template {
+                                        template: format!("recache of {}", r.op),
+                                        problem: format!(
+                                            "`{n}` is not a parameter of the operation \
+                                             (parameters: {})",
+                                            params.join(", ")
+                                        ),
+                                    });
+                                }
+                            }
+                            Ok(RecacheTemplate {
+                                op: r.op.clone(),
+                                include: r.include.clone(),
+                                rename: r.rename.clone(),
+                                extra: from_wit_args(r.extra.clone()),
+                            })
                         })
-                        .collect(),
+                        .collect::<Result<_, _>>()?,
                     recache_concurrency: w.recache_concurrency,
                 }),
             };

@@ -23,6 +23,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a policy component: the operations it declares, its imports, size, compile time.
+    /// Exits non-zero when the policy cannot be loaded (a declaration its SDK refuses
+    /// included); warns, naming the op, where the declared params do not let the host check
+    /// the op's placeholders.
     Check {
         /// The component (.wasm).
         policy: PathBuf,
@@ -104,6 +107,9 @@ async fn run(cli: Cli) -> Result<()> {
             let report = cache.policies().pop().context("no policy loaded")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
+                for w in &report.warnings {
+                    eprintln!("warning: {w}");
+                }
                 return Ok(());
             }
             println!(
@@ -151,6 +157,9 @@ async fn run(cli: Cli) -> Result<()> {
                         .map(|r| format!(", route {r}"))
                         .unwrap_or_default()
                 );
+            }
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
             }
             Ok(())
         }

@@ -23,7 +23,7 @@ fn op(name: &str, kind: OpKind) -> OpInfo {
     OpInfo {
         name: name.into(),
         kind,
-        params: vec![],
+        params: None,
         route: None,
         read_template: None,
         write_template: None,

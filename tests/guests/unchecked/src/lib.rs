@@ -12,7 +12,7 @@ fn read(name: &str, key: &str, tags: &[&str]) -> OpInfo {
     OpInfo {
         name: name.into(),
         kind: OpKind::Read,
-        params: vec![],
+        params: None,
         route: None,
         read_template: Some(ReadRule {
             key: key.into(),
