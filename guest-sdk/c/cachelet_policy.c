@@ -251,6 +251,92 @@ static cl_value copy_value(const cl_value *v) {
   return c;
 }
 
+/* The value of a constant, malloc'd: text and JSON from their NUL-terminated `text`. */
+static cl_value const_value(const cl_const *k) {
+  if (k->value.tag != CACHELET_POLICY_TYPES_VALUE_TEXT &&
+      k->value.tag != CACHELET_POLICY_TYPES_VALUE_JSON)
+    return k->value;
+  cl_value v = k->value;
+  v.val.text = cl_strdup(k->text ? k->text : "");
+  return v;
+}
+
+static const char *kind_name(const cl_value *v) {
+  switch (v->tag) {
+  case CACHELET_POLICY_TYPES_VALUE_NULL: return "null";
+  case CACHELET_POLICY_TYPES_VALUE_BOOLEAN: return "boolean";
+  case CACHELET_POLICY_TYPES_VALUE_INTEGER: return "integer";
+  case CACHELET_POLICY_TYPES_VALUE_FLOAT: return "float";
+  case CACHELET_POLICY_TYPES_VALUE_TEXT: return "text";
+  default: return "json";
+  }
+}
+
+/* The argument `name` of kind `tag` (or NULL, `err` set). */
+static const cl_value *typed(const cl_args *args, const char *name, uint8_t tag, uint8_t also,
+                             const char *want, cl_string *err) {
+  const cl_value *v = cl_arg(args, name);
+  if (!v) {
+    *err = msg("no argument `", name, "`", NULL);
+    return NULL;
+  }
+  if (v->tag != tag && v->tag != also) {
+    *err = msg("argument `", name, "` is ", kind_name(v), ", not ", want, NULL);
+    return NULL;
+  }
+  return v;
+}
+
+bool cl_arg_int(const cl_args *args, const char *name, int64_t *out, cl_string *err) {
+  const cl_value *v = typed(args, name, CACHELET_POLICY_TYPES_VALUE_INTEGER,
+                            CACHELET_POLICY_TYPES_VALUE_INTEGER, "integer", err);
+  if (v) *out = v->val.integer;
+  return v != NULL;
+}
+
+bool cl_arg_float(const cl_args *args, const char *name, double *out, cl_string *err) {
+  const cl_value *v = typed(args, name, CACHELET_POLICY_TYPES_VALUE_FLOAT,
+                            CACHELET_POLICY_TYPES_VALUE_INTEGER, "float", err);
+  if (v)
+    *out = v->tag == CACHELET_POLICY_TYPES_VALUE_FLOAT ? v->val.float_ : (double)v->val.integer;
+  return v != NULL;
+}
+
+bool cl_arg_bool(const cl_args *args, const char *name, bool *out, cl_string *err) {
+  const cl_value *v = typed(args, name, CACHELET_POLICY_TYPES_VALUE_BOOLEAN,
+                            CACHELET_POLICY_TYPES_VALUE_BOOLEAN, "boolean", err);
+  if (v) *out = v->val.boolean;
+  return v != NULL;
+}
+
+bool cl_arg_text(const cl_args *args, const char *name, cl_string *out, cl_string *err) {
+  const cl_value *v = typed(args, name, CACHELET_POLICY_TYPES_VALUE_TEXT,
+                            CACHELET_POLICY_TYPES_VALUE_TEXT, "text", err);
+  if (v) *out = v->val.text;
+  return v != NULL;
+}
+
+cl_ttl cl_seconds(uint32_t seconds) {
+  return (cl_ttl){.tag = CACHELET_POLICY_TYPES_TTL_SECONDS, .val.seconds = seconds};
+}
+
+cl_recache_call *cl_recache_push(cl_recache_calls *calls, const char *op) {
+  calls->ptr = realloc(calls->ptr, (calls->len + 1) * sizeof *calls->ptr);
+  if (!calls->ptr) abort();
+  cl_recache_call *c = &calls->ptr[calls->len++];
+  memset(c, 0, sizeof *c);
+  c->op = cl_strdup(op);
+  return c;
+}
+
+void cl_recache_arg(cl_recache_call *call, const char *name, const cl_value *value) {
+  call->args.ptr = realloc(call->args.ptr, (call->args.len + 1) * sizeof *call->args.ptr);
+  if (!call->args.ptr) abort();
+  call->args.ptr[call->args.len].f0 = cl_strdup(name);
+  call->args.ptr[call->args.len].f1 = copy_value(value);
+  call->args.len++;
+}
+
 /* `v` in decimal, in `buf`. */
 static const char *utoa(uint64_t v, char buf[24]) {
   char *p = buf + 23;
@@ -386,19 +472,141 @@ static const cl_op *find(const char *name, size_t n) {
   return NULL;
 }
 
-static const char *const *read_tags(const cl_op *op) {
-  return op->tags;
+/* An op's templates once its resource is spelled out: the key, the tags of a read (its entity
+ * tag included), the tags a write invalidates (its entity tag first). */
+typedef struct {
+  const char *key;
+  const char *const *tags;
+  const char *const *invalidate;
+  const char *mistake; /* a resource declaration that cannot be served */
+} resolved;
+
+static resolved *resolved_ops; /* by position in CL_OPS, built once */
+
+/* `text` with `{` and `}` doubled: literal text in a template. */
+static void put_literal(sb *b, const char *text) {
+  for (; *text; text++) {
+    sb_putn(b, text, 1);
+    if (*text == '{' || *text == '}') sb_putn(b, text, 1);
+  }
+}
+
+static char *owned(sb *b) {
+  cl_string s = sb_take(b);
+  return (char *)s.ptr;
+}
+
+/* A NULL-terminated copy of `list` (NULL stays NULL) with `extra` added when it is missing,
+ * first (`front`) or last. */
+static const char *const *with_tag(const char *const *list, const char *extra, bool front) {
+  size_t n = count(list);
+  const char **out = calloc(n + 2, sizeof *out);
+  size_t k = 0;
+  bool there = false;
+  for (size_t i = 0; i < n; i++) there |= strcmp(list[i], extra) == 0;
+  if (front && !there) out[k++] = extra;
+  for (size_t i = 0; i < n; i++)
+    if (!(front && strcmp(list[i], extra) == 0)) out[k++] = list[i];
+  if (!front && !there) out[k++] = extra;
+  return out;
+}
+
+static void resolve(const cl_op *op, resolved *r) {
+  r->key = op->key;
+  r->tags = op->tags;
+  r->invalidate = op->invalidate;
+  const cl_resource *res = op->resource;
+  if (!res) {
+    if (op->kind == CACHELET_POLICY_TYPES_OP_KIND_READ && op->suffix && !op->read_fn)
+      r->mistake = "suffix is only for a resource read";
+    return;
+  }
+  if (!res->id_param || !is_param_name(res->id_param)) {
+    sb b = {0};
+    sb_puts(&b, "resource id `");
+    sb_puts(&b, res->id_param ? res->id_param : "");
+    sb_puts(&b, "` is not a parameter name (ASCII letters, digits, `_`)");
+    r->mistake = owned(&b);
+    return;
+  }
+  sb e = {0};
+  put_literal(&e, res->entity ? res->entity : "");
+  sb_puts(&e, ":{");
+  sb_puts(&e, res->id_param);
+  sb_puts(&e, "}");
+  const char *entity = owned(&e);
+  if (op->kind == CACHELET_POLICY_TYPES_OP_KIND_WRITE) {
+    r->invalidate = with_tag(op->invalidate, entity, true);
+    return;
+  }
+  if (op->read_fn) return; /* refused below: a computed rule with a resource */
+  if (!op->key && op->suffix) {
+    sb k = {0};
+    put_literal(&k, res->entity ? res->entity : "");
+    sb_puts(&k, ":");
+    put_literal(&k, op->suffix);
+    sb_puts(&k, ":{");
+    sb_puts(&k, res->id_param);
+    sb_puts(&k, "}");
+    r->key = owned(&k);
+  } else if (!op->key) {
+    r->mistake = "a resource read needs a suffix or a key";
+    return;
+  }
+  if (op->tags && !op->tags[0]) {
+    r->mistake = "a resource read always carries its entity tag; it cannot be untagged";
+    return;
+  }
+  r->tags = with_tag(op->tags, entity, false);
+}
+
+static const resolved *resolved_of(const cl_op *op) {
+  if (!resolved_ops) {
+    resolved_ops = calloc(n_ops() + 1, sizeof *resolved_ops);
+    for (size_t i = 0; CL_OPS[i].name; i++) resolve(&CL_OPS[i], &resolved_ops[i]);
+  }
+  return &resolved_ops[op - CL_OPS];
+}
+
+/* The tags of a static read: declared, or its key. */
+static const char *const *read_tags(const cl_op *op, const char *const *key_only) {
+  const resolved *r = resolved_of(op);
+  return r->tags ? r->tags : key_only;
 }
 
 static bool is_dynamic(const cl_op *op) {
-  return op->read_fn || op->tags_fn;
+  return op->read_fn || op->tags_fn || op->recache_fn || op->write_fn;
 }
 
-/* The parameters an op reports (declared, or the placeholders of its templates); false with
- * `err` set when the declaration is wrong. */
-static bool check(const cl_op *op, cl_strings *params, cl_string *err) {
+/* What a computed rule is declared together with, or NULL (the order of every SDK). */
+static const char *combined(const cl_op *op) {
+  if (op->kind == CACHELET_POLICY_TYPES_OP_KIND_READ) {
+    if (!op->read_fn) return NULL;
+    if (op->key) return "key";
+    if (op->tags) return "tags";
+    if (op->suffix) return "suffix";
+    if (op->has_early_ttl) return "early_ttl";
+    if (op->refresh) return "refresh";
+    if (op->lock) return "lock";
+    if (op->resource) return "a resource";
+    return NULL;
+  }
+  if (!op->write_fn) return NULL;
+  if (op->invalidate) return "invalidate";
+  if (op->tags_fn) return "tags_fn";
+  if (op->recache) return "recache";
+  if (op->recache_fn) return "recache_fn";
+  if (op->recache_max_concurrency) return "recache_max_concurrency";
+  if (op->resource) return "a resource";
+  return NULL;
+}
+
+/* The parameters an op reports (`is_some`: declared); false with `err` set when the
+ * declaration is wrong. */
+static bool check(const cl_op *op, cache_policy_option_list_string_t *params, cl_string *err) {
   cl_strings used = {0};
   bool ok = true;
+  const resolved *r = resolved_of(op);
   size_t twins = 0; /* the name first, as in every SDK */
   for (const cl_op *o = CL_OPS; o->name; o++) twins += strcmp(o->name, op->name) == 0;
   if (twins > 1) {
@@ -407,13 +615,19 @@ static bool check(const cl_op *op, cl_strings *params, cl_string *err) {
   } else if (!op->name[0]) {
     *err = cl_strdup("an op name must not be empty");
     ok = false;
+  } else if (combined(op)) {
+    *err = msg("a computed rule cannot also declare ", combined(op), NULL);
+    ok = false;
+  } else if (r->mistake) {
+    *err = cl_strdup(r->mistake);
+    ok = false;
   } else if (op->kind == CACHELET_POLICY_TYPES_OP_KIND_READ && !op->read_fn) {
-    if (!op->key) {
+    if (!r->key) {
       *err = cl_strdup("a read needs a key");
       ok = false;
     } else {
-      ok = walk(op->key, true, NULL, NULL, &used, err);
-      const char *const *tags = read_tags(op);
+      ok = walk(r->key, true, NULL, NULL, &used, err);
+      const char *const *tags = r->tags;
       for (size_t i = 0; ok && tags && tags[i]; i++)
         ok = walk(tags[i], true, NULL, NULL, &used, err);
       if (ok && op->has_early_ttl && op->ttl.tag == CACHELET_POLICY_TYPES_TTL_SECONDS &&
@@ -424,37 +638,38 @@ static bool check(const cl_op *op, cl_strings *params, cl_string *err) {
         ok = false;
       }
     }
-  } else if (op->kind == CACHELET_POLICY_TYPES_OP_KIND_WRITE) {
-    if (!count(op->invalidate) && !op->tags_fn && !(op->recache && op->recache[0].op)) {
+  } else if (op->kind == CACHELET_POLICY_TYPES_OP_KIND_WRITE && !op->write_fn) {
+    if (!count(r->invalidate) && !op->tags_fn && !op->recache_fn &&
+        !(op->recache && op->recache[0].op)) {
       *err = cl_strdup("a write needs tags to invalidate or reads to recache");
       ok = false;
     }
-    for (size_t i = 0; ok && op->invalidate && op->invalidate[i]; i++)
-      ok = walk(op->invalidate[i], true, NULL, NULL, &used, err);
-    for (const cl_recache *r = op->recache; ok && r && r->op; r++) {
+    for (size_t i = 0; ok && r->invalidate && r->invalidate[i]; i++)
+      ok = walk(r->invalidate[i], true, NULL, NULL, &used, err);
+    for (const cl_recache *rc = op->recache; ok && rc && rc->op; rc++) {
       /* No target: a read of another policy loaded beside this one. */
-      const cl_op *target = find(r->op, strlen(r->op));
+      const cl_op *target = find(rc->op, strlen(rc->op));
       if (target && target->kind != CACHELET_POLICY_TYPES_OP_KIND_READ) {
-        *err = msg("recache of `", r->op, "`, which is a write", NULL);
+        *err = msg("recache of `", rc->op, "`, which is a write", NULL);
         ok = false;
       }
       const char *bad = NULL;
-      for (size_t i = 0; ok && !bad && r->include && r->include[i]; i++)
-        if (!is_param_name(r->include[i])) bad = r->include[i];
-      for (size_t i = 0; ok && !bad && r->rename && r->rename[i]; i++)
-        if (!is_param_name(r->rename[i])) bad = r->rename[i];
-      for (size_t i = 0; ok && !bad && r->extra && r->extra[i].name; i++)
-        if (!is_param_name(r->extra[i].name)) bad = r->extra[i].name;
+      for (size_t i = 0; ok && !bad && rc->include && rc->include[i]; i++)
+        if (!is_param_name(rc->include[i])) bad = rc->include[i];
+      for (size_t i = 0; ok && !bad && rc->rename && rc->rename[i]; i++)
+        if (!is_param_name(rc->rename[i])) bad = rc->rename[i];
+      for (size_t i = 0; ok && !bad && rc->extra && rc->extra[i].name; i++)
+        if (!is_param_name(rc->extra[i].name)) bad = rc->extra[i].name;
       if (bad) {
-        *err = msg("recache of `", r->op, "`: `", bad, "` is not a parameter name", NULL);
+        *err = msg("recache of `", rc->op, "`: `", bad, "` is not a parameter name", NULL);
         ok = false;
       }
-      for (size_t i = 0; ok && r->include && r->include[i]; i++)
-        if (!contains(&used, r->include[i], strlen(r->include[i])))
-          cl_push(&used, cl_strdup(r->include[i]));
-      for (size_t i = 0; ok && r->rename && r->rename[i]; i += 2)
-        if (!contains(&used, r->rename[i], strlen(r->rename[i])))
-          cl_push(&used, cl_strdup(r->rename[i]));
+      for (size_t i = 0; ok && rc->include && rc->include[i]; i++)
+        if (!contains(&used, rc->include[i], strlen(rc->include[i])))
+          cl_push(&used, cl_strdup(rc->include[i]));
+      for (size_t i = 0; ok && rc->rename && rc->rename[i]; i += 2)
+        if (!contains(&used, rc->rename[i], strlen(rc->rename[i])))
+          cl_push(&used, cl_strdup(rc->rename[i]));
     }
   }
   if (ok && op->route) {
@@ -466,33 +681,29 @@ static bool check(const cl_op *op, cl_strings *params, cl_string *err) {
       *err = msg("`", op->params[k], "` is not a parameter name", NULL);
       ok = false;
     }
-  if (ok && op->params) {
-    for (size_t i = 0; ok && i < used.len; i++) {
-      bool found = false;
-      for (size_t k = 0; op->params[k]; k++) found |= eq(&used.ptr[i], op->params[k]);
-      if (!found) {
-        sb b = {0};
-        sb_puts(&b, "uses `");
-        sb_putn(&b, (const char *)used.ptr[i].ptr, used.ptr[i].len);
-        sb_puts(&b, "`, which is not among its params (");
-        for (size_t k = 0; op->params[k]; k++) {
-          if (k) sb_puts(&b, ", ");
-          sb_puts(&b, op->params[k]);
-        }
-        sb_puts(&b, ")");
-        *err = sb_take(&b);
-        ok = false;
+  for (size_t i = 0; ok && op->params && i < used.len; i++) {
+    bool found = false;
+    for (size_t k = 0; op->params[k]; k++) found |= eq(&used.ptr[i], op->params[k]);
+    if (!found) {
+      sb b = {0};
+      sb_puts(&b, "uses `");
+      sb_putn(&b, (const char *)used.ptr[i].ptr, used.ptr[i].len);
+      sb_puts(&b, "`, which is not among its params (");
+      for (size_t k = 0; op->params[k]; k++) {
+        if (k) sb_puts(&b, ", ");
+        sb_puts(&b, op->params[k]);
       }
+      sb_puts(&b, ")");
+      *err = sb_take(&b);
+      ok = false;
     }
-    cache_policy_list_string_free(&used);
-    memset(&used, 0, sizeof used);
-    for (size_t k = 0; ok && op->params[k]; k++) cl_push(&used, cl_strdup(op->params[k]));
   }
-  if (!ok) {
-    cache_policy_list_string_free(&used);
-    memset(&used, 0, sizeof used);
+  cache_policy_list_string_free(&used);
+  memset(params, 0, sizeof *params);
+  if (ok && op->params) {
+    params->is_some = true;
+    for (size_t k = 0; op->params[k]; k++) cl_push(&params->val, cl_strdup(op->params[k]));
   }
-  *params = used;
   return ok;
 }
 
@@ -503,8 +714,8 @@ static void copy_list(cl_strings *out, const char *const *list) {
   for (size_t i = 0; list && list[i]; i++) cl_push(out, cl_strdup(list[i]));
 }
 
-/* The ops as `describe` lists them (the first op of each name), built on the first call: the
-   host calls op `i` of this list. */
+/* The ops as `describe` lists them (the first op of each name), built on the first call of
+   any export: the host calls op `i` of this list, on instances it never asked to describe. */
 static const cl_op **listed;
 static size_t n_listed;
 
@@ -519,10 +730,10 @@ static void list_ops(void) {
 static bool mistakes(cl_string *err) {
   sb b = {0};
   for (size_t i = 0; i < n_listed; i++) {
-    cl_strings params = {0};
+    cache_policy_option_list_string_t params;
     cl_string problem = {0};
     bool ok = check(listed[i], &params, &problem);
-    cache_policy_list_string_free(&params);
+    cache_policy_option_list_string_free(&params);
     if (ok) continue;
     if (b.len) sb_puts(&b, "; ");
     sb_puts(&b, listed[i]->name);
@@ -546,24 +757,23 @@ bool exports_cachelet_policy_policy_describe(cachelet_policy_types_policy_info_t
   ret->ops.ptr = calloc(n_listed ? n_listed : 1, sizeof(cachelet_policy_types_op_info_t));
   for (size_t i = 0; i < n_listed; i++) {
     const cl_op *op = listed[i];
+    const resolved *r = resolved_of(op);
     cachelet_policy_types_op_info_t *info = &ret->ops.ptr[ret->ops.len++];
     info->name = cl_strdup(op->name);
     info->kind = op->kind;
     cl_string problem = {0};
-    bool ok = check(op, &info->params, &problem);
-    cache_policy_string_free(&problem);
+    check(op, &info->params, &problem);
     if (op->route) {
       info->route.is_some = true;
       info->route.val = cl_strdup(op->route);
     }
-    if (!ok || is_dynamic(op)) continue;
+    if (is_dynamic(op)) continue;
     if (op->kind == CACHELET_POLICY_TYPES_OP_KIND_READ) {
       cl_rule *t = &info->read_template.val;
       info->read_template.is_some = true;
-      t->key = cl_strdup(op->key);
+      t->key = cl_strdup(r->key);
       t->ttl = op->ttl;
-      if (op->tags) copy_list(&t->tags, op->tags);
-      else copy_list(&t->tags, CL_LIST(op->key));
+      copy_list(&t->tags, read_tags(op, CL_LIST(r->key)));
       t->early_ttl.is_some = op->has_early_ttl;
       t->early_ttl.val = op->early_ttl;
       t->refresh = op->refresh;
@@ -571,31 +781,31 @@ bool exports_cachelet_policy_policy_describe(cachelet_policy_types_policy_info_t
     } else {
       cachelet_policy_types_write_template_t *t = &info->write_template.val;
       info->write_template.is_some = true;
-      copy_list(&t->invalidate, op->invalidate);
+      copy_list(&t->invalidate, r->invalidate);
       size_t nr = 0;
       while (op->recache && op->recache[nr].op) nr++;
       t->recache.len = nr;
       t->recache.ptr = calloc(nr ? nr : 1, sizeof *t->recache.ptr);
-      for (size_t i = 0; i < nr; i++) {
-        const cl_recache *r = &op->recache[i];
-        cachelet_policy_types_recache_template_t *rt = &t->recache.ptr[i];
-        rt->op = cl_strdup(r->op);
-        rt->include.is_some = r->include != NULL;
-        copy_list(&rt->include.val, r->include);
-        size_t np = count(r->rename) / 2;
+      for (size_t k = 0; k < nr; k++) {
+        const cl_recache *rc = &op->recache[k];
+        cachelet_policy_types_recache_template_t *rt = &t->recache.ptr[k];
+        rt->op = cl_strdup(rc->op);
+        rt->include.is_some = rc->include != NULL;
+        copy_list(&rt->include.val, rc->include);
+        size_t np = count(rc->rename) / 2;
         rt->rename.len = np;
         rt->rename.ptr = calloc(np ? np : 1, sizeof *rt->rename.ptr);
-        for (size_t k = 0; k < np; k++) {
-          rt->rename.ptr[k].f0 = cl_strdup(r->rename[2 * k]);
-          rt->rename.ptr[k].f1 = cl_strdup(r->rename[2 * k + 1]);
+        for (size_t j = 0; j < np; j++) {
+          rt->rename.ptr[j].f0 = cl_strdup(rc->rename[2 * j]);
+          rt->rename.ptr[j].f1 = cl_strdup(rc->rename[2 * j + 1]);
         }
         size_t ne = 0;
-        while (r->extra && r->extra[ne].name) ne++;
+        while (rc->extra && rc->extra[ne].name) ne++;
         rt->extra.len = ne;
         rt->extra.ptr = calloc(ne ? ne : 1, sizeof *rt->extra.ptr);
-        for (size_t k = 0; k < ne; k++) {
-          rt->extra.ptr[k].f0 = cl_strdup(r->extra[k].name);
-          rt->extra.ptr[k].f1 = copy_value(&r->extra[k].value);
+        for (size_t j = 0; j < ne; j++) {
+          rt->extra.ptr[j].f0 = cl_strdup(rc->extra[j].name);
+          rt->extra.ptr[j].f1 = const_value(&rc->extra[j]);
         }
       }
       t->recache_concurrency.is_some = op->recache_max_concurrency != 0;
@@ -605,7 +815,7 @@ bool exports_cachelet_policy_policy_describe(cachelet_policy_types_policy_info_t
   return true;
 }
 
-/* The op named `name`, checked; false with `err` set ("{op}: ...") otherwise. */
+/* The op at `index`, checked; NULL with `err` set ("{op}: ...") otherwise. */
 static const cl_op *lookup(uint32_t index, cachelet_policy_types_op_kind_t kind, cl_string *err) {
   sb b = {0};
   list_ops();
@@ -616,10 +826,10 @@ static const cl_op *lookup(uint32_t index, cachelet_policy_types_op_kind_t kind,
     return NULL;
   }
   const cl_op *op = listed[index];
-  cl_strings params = {0};
+  cache_policy_option_list_string_t params;
   cl_string problem = {0};
   bool ok = check(op, &params, &problem);
-  cache_policy_list_string_free(&params);
+  cache_policy_option_list_string_free(&params);
   if (ok && op->kind != kind) {
     problem = cl_strdup(kind == CACHELET_POLICY_TYPES_OP_KIND_READ ? "a write, not a read"
                                                                   : "a read, not a write");
@@ -659,14 +869,15 @@ bool exports_cachelet_policy_policy_read(uint32_t index, cl_args *args,
       blame(op, err);
     }
   } else if (op) {
+    const resolved *rs = resolved_of(op);
     cl_rule *r = &ret->val;
     r->ttl = op->ttl;
     r->early_ttl.is_some = op->has_early_ttl;
     r->early_ttl.val = op->early_ttl;
     r->refresh = op->refresh;
     r->lock = op->lock;
-    ok = cl_render(args, op->key, &r->key, err) &&
-         render_list(args, op->tags ? op->tags : CL_LIST(op->key), &r->tags, err);
+    ok = cl_render(args, rs->key, &r->key, err) &&
+         render_list(args, read_tags(op, CL_LIST(rs->key)), &r->tags, err);
     if (ok) ret->is_some = true;
     else {
       cachelet_policy_types_read_rule_free(r);
@@ -677,45 +888,40 @@ bool exports_cachelet_policy_policy_read(uint32_t index, cl_args *args,
   return ok;
 }
 
-/* The recache call of `r` for a write with `args`. */
-static bool apply(const cl_recache *r, const cl_args *args, cachelet_policy_types_recache_t *out,
-                  cl_string *err) {
-  cl_args passed = {0}, renamed = {0};
-  size_t cap = args->len + 1;
-  passed.ptr = calloc(cap, sizeof *passed.ptr);
-  if (r->include) {
-    for (size_t i = 0; r->include[i]; i++) {
-      const cl_value *v = cl_arg(args, r->include[i]);
-      if (!v) {
-        *err = msg("recache of `", r->op, "`: no argument `", r->include[i], "` to include", NULL);
-        free(passed.ptr);
-        return false;
-      }
-      if (!cl_arg(&passed, r->include[i]))
-        passed.ptr[passed.len++] = (cachelet_policy_types_tuple2_string_value_t){
-            {(uint8_t *)r->include[i], strlen(r->include[i])}, *v};
-    }
-  } else {
-    for (size_t i = 0; i < args->len; i++) passed.ptr[passed.len++] = args->ptr[i];
-  }
-  size_t ne = 0;
-  while (r->extra && r->extra[ne].name) ne++;
-  renamed.ptr = calloc(passed.len + ne + 1, sizeof *renamed.ptr);
-  /* set(): replaces an argument of the same name, else appends; every string is copied. */
+/* The recache call of `r` for a write with `args`: false (nothing appended) when the call
+ * lacks an included argument, which skips it, as the host skips it. */
+static bool apply(const cl_recache *r, const cl_args *args, cl_recache_calls *calls) {
+  for (size_t i = 0; r->include && r->include[i]; i++)
+    if (!cl_arg(args, r->include[i])) return false;
+  cl_recache_call *out = cl_recache_push(calls, r->op);
+  /* set(): replaces the value of an argument of the same name, else appends. */
 #define SET(nm, nlen, val)                                                                   \
   do {                                                                                     \
     size_t k = 0;                                                                          \
-    while (k < renamed.len && !(renamed.ptr[k].f0.len == (nlen) &&                         \
-                                memcmp(renamed.ptr[k].f0.ptr, (nm), (nlen)) == 0))         \
+    while (k < out->args.len && !(out->args.ptr[k].f0.len == (nlen) &&                     \
+                                  memcmp(out->args.ptr[k].f0.ptr, (nm), (nlen)) == 0))     \
       k++;                                                                                 \
-    if (k == renamed.len) {                                                                \
-      renamed.len++;                                                                       \
-      renamed.ptr[k].f0 = dup_n((const uint8_t *)(nm), (nlen));                            \
+    if (k == out->args.len) {                                                              \
+      out->args.ptr = realloc(out->args.ptr, (k + 1) * sizeof *out->args.ptr);             \
+      if (!out->args.ptr) abort();                                                         \
+      out->args.len++;                                                                     \
+      out->args.ptr[k].f0 = dup_n((const uint8_t *)(nm), (nlen));                          \
     } else {                                                                               \
-      cachelet_policy_types_value_free(&renamed.ptr[k].f1);                                \
+      cachelet_policy_types_value_free(&out->args.ptr[k].f1);                              \
     }                                                                                      \
-    renamed.ptr[k].f1 = copy_value(val);                                                   \
+    out->args.ptr[k].f1 = (val);                                                           \
   } while (0)
+  /* 1. include (or every argument), 2. rename, 3. extra. */
+  cl_args passed = {0};
+  passed.ptr = calloc(args->len + 1, sizeof *passed.ptr);
+  if (r->include) {
+    for (size_t i = 0; r->include[i]; i++)
+      if (!cl_arg(&passed, r->include[i]))
+        passed.ptr[passed.len++] = (cachelet_policy_types_tuple2_string_value_t){
+            {(uint8_t *)r->include[i], strlen(r->include[i])}, *cl_arg(args, r->include[i])};
+  } else {
+    for (size_t i = 0; i < args->len; i++) passed.ptr[passed.len++] = args->ptr[i];
+  }
   for (size_t i = 0; i < passed.len; i++) {
     const cl_string *n = &passed.ptr[i].f0;
     const char *to = NULL;
@@ -724,14 +930,13 @@ static bool apply(const cl_recache *r, const cl_args *args, cachelet_policy_type
         to = r->rename[k + 1];
         break;
       }
-    if (to) SET(to, strlen(to), &passed.ptr[i].f1);
-    else SET(n->ptr, n->len, &passed.ptr[i].f1);
+    if (to) SET(to, strlen(to), copy_value(&passed.ptr[i].f1));
+    else SET(n->ptr, n->len, copy_value(&passed.ptr[i].f1));
   }
-  for (size_t i = 0; i < ne; i++) SET(r->extra[i].name, strlen(r->extra[i].name), &r->extra[i].value);
+  for (size_t i = 0; r->extra && r->extra[i].name; i++)
+    SET(r->extra[i].name, strlen(r->extra[i].name), const_value(&r->extra[i]));
 #undef SET
   free(passed.ptr);
-  out->op = cl_strdup(r->op);
-  out->args = renamed;
   return true;
 }
 
@@ -741,21 +946,27 @@ bool exports_cachelet_policy_policy_write(uint32_t index, cl_args *args, cl_valu
   bool ok = false;
   memset(ret, 0, sizeof *ret);
   const cl_op *op = lookup(index, CACHELET_POLICY_TYPES_OP_KIND_WRITE, err);
-  if (op) {
-    cachelet_policy_types_write_rule_t *w = &ret->val;
-    size_t nr = 0;
-    while (op->recache && op->recache[nr].op) nr++;
-    w->recache.ptr = calloc(nr ? nr : 1, sizeof *w->recache.ptr);
-    ok = render_list(args, op->invalidate, &w->invalidate, err);
-    for (size_t i = 0; ok && i < nr; i++) {
-      ok = apply(&op->recache[i], args, &w->recache.ptr[i], err);
-      if (ok) w->recache.len++;
+  cl_write_rule *w = &ret->val;
+  if (op && op->write_fn) {
+    *err = (cl_string){0};
+    ret->is_some = op->write_fn(args, result, w, err);
+    ok = ret->is_some || err->ptr == NULL;
+    if (!ok) {
+      cachelet_policy_types_write_rule_free(w);
+      blame(op, err);
     }
+  } else if (op) {
+    ok = render_list(args, resolved_of(op)->invalidate, &w->invalidate, err);
+    for (const cl_recache *r = op->recache; ok && r && r->op; r++) apply(r, args, &w->recache);
     w->recache_concurrency.is_some = op->recache_max_concurrency != 0;
     w->recache_concurrency.val = op->recache_max_concurrency;
     if (ok && op->tags_fn) {
       *err = (cl_string){0};
       ok = op->tags_fn(args, result, &w->invalidate, err);
+    }
+    if (ok && op->recache_fn) {
+      *err = (cl_string){0};
+      ok = op->recache_fn(args, result, &w->recache, err);
     }
     if (ok) ret->is_some = true;
     else {

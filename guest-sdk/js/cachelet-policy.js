@@ -6,9 +6,10 @@
 //   import { CachePolicy, recache, resource, TTL } from './cachelet-policy.js';
 //
 //   const policy = new CachePolicy('users', '0.1.0');
-//   policy.read('get_user', { key: 'user:{user_id}', ttl: 300 });     // tagged with its key
+//   policy.read('get_user', { key: 'user:{user_id}', ttl: 300, params: ['user_id'] });
 //   policy.write('update_user', {
 //     tags: ['user:{user_id}'],
+//     params: ['user_id'],
 //     recache: [recache('get_user', { include: ['user_id'] })],
 //   });
 //   policy.readRule('get_search', { params: ['q'] }, (args) =>       // computed per call
@@ -29,9 +30,17 @@
 // `%` written `%25` and `:` written `%3A`, and two placeholders always with a `:` between them, so
 // that distinct arguments never render to one key.
 //
-// Declaration mistakes (an unbalanced brace, placeholders without a `:` between them, a recache of
-// a write, an `early_ttl` not below the TTL) do not throw: `describe` returns them all, each
-// naming its op, and the host refuses to load the policy; `errors()` lists them.
+// Declaration mistakes (an unbalanced brace, placeholders without a `:` between them, a
+// placeholder not among the declared `params`, a recache of a write, an `earlyTtl` not below the
+// TTL, a TTL out of range, a string where a list belongs, an unknown option, a computed rule
+// combined with a declared one, an op declared twice) do not throw: `describe` returns them all,
+// each naming its op, and the host refuses to load the policy; `errors()` lists them. Declare
+// `params` on every op: without them a misspelled placeholder is found only when a call fails,
+// and `cachelet check` warns.
+//
+// Test a policy in Node, without building a component, with `Compiled` (this file imports
+// nothing): `new Compiled(policy).read('get_user', { user_id: 42n }).key === 'user:42'`.
+// Types for editors: cachelet-policy.d.ts, beside this file.
 //
 // WIT values in JavaScript (componentize-js): a `value` is `{ tag: 'integer', val: 42n }` (s64 is
 // a BigInt), an enum is its name as a string, an `option` is the value or `undefined`, a record
@@ -40,12 +49,53 @@
 /** TTL buckets the host resolves from its settings (30 s, 300 s and 3600 s by default). */
 export const TTL = Object.freeze({ SHORT: 'short', DEFAULT: 'default', LONG: 'long' });
 
+const show = (v) => (typeof v === 'string' ? `'${v}'` : typeof v === 'bigint' ? `${v}n` : String(v));
+
 function ttlOf(ttl) {
   if (ttl === TTL.SHORT || ttl === TTL.DEFAULT || ttl === TTL.LONG) {
     return { tag: 'bucket', val: ttl };
   }
   if (Number.isInteger(ttl) && ttl >= 0 && ttl < 2 ** 32) return { tag: 'seconds', val: ttl };
-  throw new Error(`ttl ${ttl} is neither seconds (0 .. 2^32-1) nor a TTL bucket`);
+  throw new Error(`ttl ${show(ttl)} is neither seconds (0 .. 2^32-1) nor a TTL bucket`);
+}
+
+function earlyTtlOf(early, ttl) {
+  if (early === undefined) return undefined;
+  if (!Number.isInteger(early) || early < 0 || early >= 2 ** 32) {
+    throw new Error(`early_ttl ${show(early)} is not seconds (0 .. 2^32-1)`);
+  }
+  if (ttl.tag === 'seconds' && early >= ttl.val) {
+    throw new Error(`early_ttl (${early} s) must be less than the ttl (${ttl.val} s)`);
+  }
+  return early;
+}
+
+// A list of strings, refusing a lone string (it would be taken letter by letter).
+function strings(value, what) {
+  if (typeof value === 'string') {
+    throw new Error(`${what} must be a list of strings, not the string ${show(value)}`);
+  }
+  if (!Array.isArray(value)) throw new Error(`${what} must be a list of strings, not ${show(value)}`);
+  const bad = value.find((v) => typeof v !== 'string');
+  if (bad !== undefined) throw new Error(`${what} must be a list of strings, not a list holding ${show(bad)}`);
+  return value;
+}
+
+// Refuses option names the form does not take; `computed`: those of the declared form.
+function refuseUnknown(options, known, computed = []) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new Error(`options must be an object, not ${show(options)}`);
+  }
+  for (const name of Object.keys(options)) {
+    if (known.includes(name)) continue;
+    if (computed.includes(name)) throw new Error(`a computed rule cannot also declare ${name}`);
+    throw new Error(`unknown option \`${name}\` (options: ${known.join(', ')})`);
+  }
+}
+
+function fn(f, what) {
+  if (f !== undefined && typeof f !== 'function') throw new Error(`${what} must be a function, not ${show(f)}`);
+  return f;
 }
 
 // ---- values -------------------------------------------------------------------------------
@@ -246,16 +296,38 @@ function setArg(pairs, name, value) {
   else pairs.push([name, value]);
 }
 
+const RECACHE_OPTIONS = ['include', 'rename', 'extra'];
+
 /** A read to warm again after a write: `op` called with the write's arguments (all of them, or
- * those in `include`), renamed by `rename` ({ writeName: readName }), plus `extra` constants. */
-export function recache(op, { include, rename = {}, extra = {} } = {}) {
+ * those in `include`), renamed by `rename` ({ writeName: readName }), plus `extra` constants. A
+ * write whose call lacks an included argument skips this recache. */
+export function recache(op, options = {}) {
+  let mistake;
+  let { include, rename = {}, extra = {} } = options ?? {};
+  try {
+    refuseUnknown(options, RECACHE_OPTIONS);
+    if (include !== undefined) include = strings(include, 'include');
+    if (rename === null || typeof rename !== 'object' || Array.isArray(rename)) {
+      throw new Error('rename must be an object { nameInTheWrite: nameInTheRead }');
+    }
+    if (extra === null || typeof extra !== 'object' || Array.isArray(extra)) {
+      throw new Error('extra must be an object { name: constant }');
+    }
+  } catch (e) {
+    mistake = `recache of \`${op}\`: ${e.message}`;
+    include = undefined;
+    rename = {};
+    extra = {};
+  }
   const renames = Object.entries(rename);
   const extras = Object.entries(extra).map(([n, v]) => [n, toValue(v)]);
   return {
+    [RECACHE]: true,
     op,
     include,
     renames,
     extras,
+    mistake,
     wit() {
       return { op, include, rename: renames, extra: extras };
     },
@@ -266,7 +338,7 @@ export function recache(op, { include, rename = {}, extra = {} } = {}) {
       } else {
         for (const name of include) {
           const v = args.value(name);
-          if (v === undefined) throw new Error(`recache of \`${op}\`: no argument \`${name}\` to include`);
+          if (v === undefined) return undefined; // skipped, as the host skips it
           setArg(passed, name, v);
         }
       }
@@ -281,12 +353,37 @@ export function recache(op, { include, rename = {}, extra = {} } = {}) {
   };
 }
 
+const RECACHE = Symbol('recache');
+
+/** One read to warm again, for a computed write rule or `recacheWith`:
+ * `recacheCall('get_user', { user_id: 42n })`. */
+export function recacheCall(op, args = {}) {
+  return { op, args: Object.entries(args).map(([n, v]) => [n, toValue(v)]) };
+}
+
+function recaches(value) {
+  if (value && value[RECACHE]) throw new Error('recache must be a list of recache(...), not a single one');
+  if (!Array.isArray(value)) throw new Error(`recache must be a list of recache(...), not ${show(value)}`);
+  for (const r of value) {
+    if (!r || !r[RECACHE]) throw new Error(`recache must be a list of recache(...), not a list holding ${show(r)}`);
+    if (r.mistake) throw new Error(r.mistake);
+  }
+  return value;
+}
+
+function calls(value) {
+  if (!Array.isArray(value)) throw new Error('reads to recache must be a list of recacheCall(...)');
+  return value;
+}
+
 function collect(params, names) {
   for (const n of names) if (!params.includes(n)) params.push(n);
 }
 
+// The declared params, after checking that every name used is one; undefined: undeclared.
 function checkParams(declared, used) {
-  if (declared === undefined) return used;
+  if (declared === undefined) return undefined;
+  strings(declared, 'params');
   const bad = declared.find((p) => !PARAM.test(p));
   if (bad !== undefined) throw new Error(`\`${bad}\` is not a parameter name`);
   const unknown = used.find((u) => !declared.includes(u));
@@ -317,10 +414,12 @@ export class CachePolicy {
 
   /** `@cache_read`: an op rendered from templates. Tags default to the key; a `resource` read
    * is keyed `{entity}:{suffix}:{id}` and always carries the entity tag. */
-  read(name, { key, tags, ttl = TTL.DEFAULT, earlyTtl, refresh = false, lock = false,
-    resource: res, suffix, params, route } = {}) {
+  read(name, options = {}) {
+    const { key, tags, ttl = TTL.DEFAULT, earlyTtl, refresh = false, lock = false,
+      resource: res, suffix, params, route } = options ?? {};
     const op = this.#add(name, 'read', route);
     try {
+      refuseUnknown(options, READ_OPTIONS);
       const entity = res ? new Template(res.tag()) : undefined;
       let k;
       if (key !== undefined) k = new Template(key);
@@ -329,7 +428,7 @@ export class CachePolicy {
       } else if (res) throw new Error('a resource read needs a suffix or a key');
       else throw new Error('a read needs a key');
       if (suffix !== undefined && !res) throw new Error('suffix is only for a resource read');
-      const ts = tags !== undefined ? tags.map((t) => new Template(t)) : entity ? [] : [k];
+      const ts = tags !== undefined ? strings(tags, 'tags').map((t) => new Template(t)) : entity ? [] : [k];
       if (entity) {
         if (tags !== undefined && tags.length === 0) {
           throw new Error('a resource read always carries its entity tag; it cannot be untagged');
@@ -337,15 +436,13 @@ export class CachePolicy {
         if (!ts.some((t) => t.text === entity.text)) ts.push(entity);
       }
       const t = ttlOf(ttl);
-      if (earlyTtl !== undefined && t.tag === 'seconds' && earlyTtl >= t.val) {
-        throw new Error(`early_ttl (${earlyTtl} s) must be less than the ttl (${t.val} s)`);
-      }
+      const early = earlyTtlOf(earlyTtl, t);
       const used = [];
       collect(used, k.params());
       for (const tt of ts) collect(used, tt.params());
       collect(used, routeParams(route));
       op.info.params = checkParams(params, used);
-      const rule = (key, tags) => ({ key, ttl: t, tags, earlyTtl, refresh, lock });
+      const rule = (key, tags) => ({ key, ttl: t, tags, earlyTtl: early, refresh: !!refresh, lock: !!lock });
       op.info.readTemplate = rule(k.text, ts.map((tt) => tt.text));
       op.call = (args) => rule(k.render(args), ts.map((tt) => tt.render(args)));
     } catch (e) {
@@ -355,62 +452,75 @@ export class CachePolicy {
 
   /** A read computed per call: `fn(args)` returns a rule (`CachePolicy.rule(...)`) or null
    * (do not cache this call). */
-  readRule(name, { params, route } = {}, fn) {
+  readRule(name, options, rule) {
+    const { params, route } = options ?? {};
     const op = this.#add(name, 'read', route);
     try {
+      refuseUnknown(options ?? {}, ['params', 'route'], READ_OPTIONS);
+      if (typeof rule !== 'function') throw new Error('readRule needs a function: readRule(name, options, (args) => rule)');
       op.info.params = checkParams(params, routeParams(route));
-      op.call = (args) => fn(args) ?? undefined;
+      op.call = (args) => rule(args) ?? undefined;
     } catch (e) {
       op.error = e.message;
     }
   }
 
-  /** A rendered read rule, for a dynamic op. Tags default to the key. */
+  /** A rendered read rule, for a computed read. Tags default to the key. */
   static rule(key, { tags, ttl = TTL.DEFAULT, earlyTtl, refresh = false, lock = false } = {}) {
-    return { key, ttl: ttlOf(ttl), tags: tags ?? [key], earlyTtl, refresh, lock };
+    const t = ttlOf(ttl);
+    return { key, ttl: t, tags: tags === undefined ? [key] : strings(tags, 'tags'), earlyTtl: earlyTtlOf(earlyTtl, t), refresh, lock };
   }
 
   /** `@cache_write`: invalidates `tags` (templates; a `resource` write adds the entity tag) and
-   * warms the `recache` reads. `tagsWith(args)` adds tags computed per call (the op is then
-   * dynamic). */
-  write(name, { tags = [], recache: recaches = [], recacheMaxConcurrency, resource: res,
-    tagsWith, params, route } = {}) {
+   * warms the `recache` reads. `tagsWith(args)` adds tags computed per call, `recacheWith(args)`
+   * reads to warm computed per call (`recacheCall`); either makes the op dynamic. */
+  write(name, options = {}) {
+    const { tags = [], recache: declared = [], recacheMaxConcurrency, resource: res,
+      tagsWith, recacheWith, params, route } = options ?? {};
     const op = this.#add(name, 'write', route);
     try {
+      refuseUnknown(options, WRITE_OPTIONS);
+      fn(tagsWith, 'tagsWith');
+      fn(recacheWith, 'recacheWith');
       const inv = res ? [new Template(res.tag())] : [];
-      for (const text of tags) {
+      for (const text of strings(tags, 'tags')) {
         const t = new Template(text);
         if (!inv.some((i) => i.text === t.text)) inv.push(t);
       }
-      if (!inv.length && !tagsWith && !recaches.length) {
+      const warm = recaches(declared);
+      if (!inv.length && !tagsWith && !warm.length && !recacheWith) {
         throw new Error('a write needs tags to invalidate or reads to recache');
       }
-      for (const r of recaches) {
+      for (const r of warm) {
         const names = [...(r.include ?? []), ...r.renames.flat(), ...r.extras.map(([n]) => n)];
         const bad = names.find((n) => !PARAM.test(n));
         if (bad !== undefined) throw new Error(`recache of \`${r.op}\`: \`${bad}\` is not a parameter name`);
       }
-      if (recacheMaxConcurrency === 0) throw new Error('recache_max_concurrency must be at least 1');
+      const c = recacheMaxConcurrency;
+      if (c !== undefined && !(Number.isInteger(c) && c >= 1 && c < 2 ** 32)) {
+        throw new Error('recache_max_concurrency must be at least 1');
+      }
       const used = [];
       for (const t of inv) collect(used, t.params());
-      for (const r of recaches) collect(used, [...(r.include ?? []), ...r.renames.map(([f]) => f)]);
+      for (const r of warm) collect(used, [...(r.include ?? []), ...r.renames.map(([f]) => f)]);
       collect(used, routeParams(route));
       op.info.params = checkParams(params, used);
-      if (!tagsWith) {
+      if (!tagsWith && !recacheWith) {
         op.info.writeTemplate = {
           invalidate: inv.map((t) => t.text),
-          recache: recaches.map((r) => r.wit()),
-          recacheConcurrency: recacheMaxConcurrency,
+          recache: warm.map((r) => r.wit()),
+          recacheConcurrency: c,
         };
       }
-      this.pending.push([op, recaches]);
+      this.pending.push([op, warm]);
       op.call = (args) => {
         const rule = {
           invalidate: inv.map((t) => t.render(args)),
-          recache: recaches.map((r) => r.apply(args)),
-          recacheConcurrency: recacheMaxConcurrency,
+          recache: warm.map((r) => r.apply(args)).filter((r) => r !== undefined),
+          recacheConcurrency: c,
         };
-        if (tagsWith) rule.invalidate.push(...tagsWith(args));
+        if (tagsWith) rule.invalidate.push(...strings(tagsWith(args), "tagsWith's result"));
+        if (recacheWith) rule.recache.push(...calls(recacheWith(args)));
         return rule;
       };
     } catch (e) {
@@ -418,8 +528,29 @@ export class CachePolicy {
     }
   }
 
+  /** A write computed per call: `fn(args)` returns a rule (`CachePolicy.invalidate(...)`) or
+   * null (the write touches no cached data). */
+  writeRule(name, options, rule) {
+    const { params, route } = options ?? {};
+    const op = this.#add(name, 'write', route);
+    try {
+      refuseUnknown(options ?? {}, ['params', 'route'], WRITE_OPTIONS);
+      if (typeof rule !== 'function') throw new Error('writeRule needs a function: writeRule(name, options, (args) => rule)');
+      op.info.params = checkParams(params, routeParams(route));
+      op.call = (args) => rule(args) ?? undefined;
+    } catch (e) {
+      op.error = e.message;
+    }
+  }
+
+  /** A rendered write rule, for a computed write: the tags to invalidate and the reads to warm
+   * again (`recacheCall(...)`). */
+  static invalidate(tags = [], { recache: warm = [], recacheMaxConcurrency } = {}) {
+    return { invalidate: [...strings(tags, 'tags')], recache: calls(warm), recacheConcurrency: recacheMaxConcurrency };
+  }
+
   #add(name, kind, route) {
-    const op = { info: { name, kind, params: [], route }, error: undefined, call: undefined };
+    const op = { info: { name, kind, params: undefined, route }, error: undefined, call: undefined };
     const twin = this.ops.find((o) => o.info.name === name);
     if (twin) op.error = twin.error = 'declared more than once';
     else if (name === '') op.error = 'an op name must not be empty';
@@ -441,11 +572,16 @@ export class CachePolicy {
     this.pending = [];
     for (const op of this.ops) {
       if (op.error) {
-        op.info.params = [];
+        op.info.params = undefined;
         delete op.info.readTemplate;
         delete op.info.writeTemplate;
       }
     }
+  }
+
+  /** The op names, in the order `describe` lists them (the host calls by position). */
+  names() {
+    return this.#listing().map((o) => o.info.name);
   }
 
   /** The declaration errors, one message per faulty op (`describe` returns them). */
@@ -453,7 +589,9 @@ export class CachePolicy {
     return this.#listing().filter((o) => o.error).map((o) => `${o.info.name}: ${o.error}`);
   }
 
-  /** The ops as `describe` lists them, one per name: the host calls op `i` of it. */
+  /** The ops as `describe` lists them, one per name: the host calls op `i` of it. Built on
+   * the first call of any export: an instance the host never asked to `describe` answers the
+   * same. */
   #listing() {
     this.#checked();
     if (!this.listed) {
@@ -492,6 +630,62 @@ export class CachePolicy {
       describe: () => this.describe(),
       read: (op, args) => this.#call(op, 'read', args, undefined),
       write: (op, args, result) => this.#call(op, 'write', args, result),
+      [DECLARED]: this,
     };
   }
 }
+
+// Leads from the export object back to its declaration (for `Compiled`).
+const DECLARED = Symbol('declared');
+
+const READ_OPTIONS = ['key', 'tags', 'ttl', 'earlyTtl', 'refresh', 'lock', 'resource', 'suffix', 'params', 'route'];
+const WRITE_OPTIONS = ['tags', 'recache', 'recacheMaxConcurrency', 'resource', 'tagsWith', 'recacheWith', 'params', 'route'];
+
+// ---- testing in Node ----------------------------------------------------------------------
+
+/** A policy as the host sees it, for tests in Node (no component is built): the world's
+ * exports, called by op name with JavaScript values.
+ *
+ *   const c = new Compiled(policy);            // the module's `policy` export
+ *   c.errors();                                // []
+ *   c.read('get_user', { user_id: 42n }).key;  // 'user:42'
+ *
+ * `read`/`write` throw the message the host would log where the component would answer an
+ * error; `describe` throws every declaration error. Arguments are converted as `toValue` does. */
+export class Compiled {
+  constructor(policy) {
+    this.declared = policy instanceof CachePolicy ? policy : policy[DECLARED];
+    if (!(this.declared instanceof CachePolicy)) {
+      throw new Error('Compiled needs a CachePolicy or its exports() (the module\'s `policy`)');
+    }
+    this.exports = this.declared.exports();
+  }
+
+  /** `describe`'s answer; throws every declaration error. */
+  describe() {
+    return this.exports.describe();
+  }
+
+  /** The declaration errors, one per faulty op. */
+  errors() {
+    return this.declared.errors();
+  }
+
+  #index(op) {
+    const i = this.declared.names().indexOf(op);
+    if (i < 0) throw `unknown op \`${op}\``;
+    return i;
+  }
+
+  /** The rule of one call of the read `op`, as the component answers it (undefined: none). */
+  read(op, args = {}) {
+    return this.exports.read(this.#index(op), pairs(args));
+  }
+
+  /** The rule of one call of the write `op`; `result` is the action's return value. */
+  write(op, args = {}, result = undefined) {
+    return this.exports.write(this.#index(op), pairs(args), result === undefined ? undefined : toValue(result));
+  }
+}
+
+const pairs = (args) => Object.entries(args).map(([n, v]) => [n, toValue(v)]);

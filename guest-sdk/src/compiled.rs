@@ -100,7 +100,7 @@ impl Compiled {
             let mut info = OpInfo {
                 name: name.clone(),
                 kind,
-                params: Vec::new(),
+                params: None,
                 route,
                 read_template: None,
                 write_template: None,
@@ -117,7 +117,7 @@ impl Compiled {
                 }
             };
             let compiled = compiled.unwrap_or_else(|e| {
-                info.params.clear();
+                info.params = None;
                 info.read_template = None;
                 info.write_template = None;
                 OpImpl::Broken(format!("{name}: {e}"))
@@ -245,9 +245,9 @@ impl Compiled {
                     let tag = call.render_template(t).map_err(fail)?;
                     rule.invalidate.push(tag);
                 }
-                for r in recache {
-                    rule.recache.push(r.apply(args).map_err(fail)?);
-                }
+                // A recache the call lacks an argument for is skipped, as the host skips it.
+                rule.recache
+                    .extend(recache.iter().filter_map(|r| r.apply(args)));
                 if let Some(tags) = tags_fn {
                     rule.invalidate.extend(tags(&call).map_err(fail)?);
                 }
@@ -315,10 +315,14 @@ fn route_params(route: Option<&String>) -> Vec<String> {
     params
 }
 
-/// The params to report: the declared ones (after checking that `used` is a subset), or `used`.
-fn check_params(declared: Option<&Vec<String>>, used: Vec<String>) -> Result<Vec<String>, String> {
+/// The params to report: the declared ones, after checking that `used` is a subset; none when
+/// the op declares none (the host's `cachelet check` then warns that nothing could be checked).
+fn check_params(
+    declared: Option<&Vec<String>>,
+    used: Vec<String>,
+) -> Result<Option<Vec<String>>, String> {
     let Some(declared) = declared else {
-        return Ok(used);
+        return Ok(None);
     };
     if let Some(bad) = declared.iter().find(|p| !is_param_name(p)) {
         return Err(format!("`{bad}` is not a parameter name"));
@@ -329,7 +333,7 @@ fn check_params(declared: Option<&Vec<String>>, used: Vec<String>) -> Result<Vec
             declared.join(", ")
         ));
     }
-    Ok(declared.clone())
+    Ok(Some(declared.clone()))
 }
 
 fn compile_read(r: ReadOp, info: &mut OpInfo) -> Result<ReadImpl, String> {
@@ -345,9 +349,7 @@ fn compile_read(r: ReadOp, info: &mut OpInfo) -> Result<ReadImpl, String> {
             ("a resource", r.resource.is_some()),
         ];
         if let Some((what, _)) = others.iter().find(|(_, set)| *set) {
-            return Err(format!(
-                "rule_with computes the whole rule; it cannot be combined with {what}"
-            ));
+            return Err(format!("a computed rule cannot also declare {what}"));
         }
         info.params = check_params(r.params.as_ref(), route_params(r.route.as_ref()))?;
         return Ok(ReadImpl::Dynamic(rule));
@@ -437,9 +439,7 @@ fn compile_write(
             ("a resource", w.resource.is_some()),
         ];
         if let Some((what, _)) = others.iter().find(|(_, set)| *set) {
-            return Err(format!(
-                "rule_with computes the whole rule; it cannot be combined with {what}"
-            ));
+            return Err(format!("a computed rule cannot also declare {what}"));
         }
         info.params = check_params(w.params.as_ref(), route_params(w.route.as_ref()))?;
         return Ok(WriteImpl::Dynamic(rule));
@@ -578,7 +578,8 @@ mod tests {
         let info = policy.describe().unwrap();
         let o = op(&info, "get_org_user");
         assert_eq!(o.kind, OpKind::Read);
-        assert_eq!(o.params, ["org_id", "user_id"]);
+        // Undeclared: reported as none (nothing could be checked).
+        assert_eq!(o.params, None);
         let t = o.read_template.clone().unwrap();
         assert_eq!(
             t,
@@ -666,7 +667,7 @@ mod tests {
         let w = op(&info, "update").write_template.clone().unwrap();
         assert_eq!(w.invalidate, ["user:{user_id}", "users"]);
         assert_eq!(w.recache_concurrency, Some(3));
-        assert_eq!(op(&info, "update").params, ["user_id"]);
+        assert_eq!(op(&info, "update").params, None);
 
         let args = call(&[
             ("user_id", Value::Integer(1)),
@@ -703,7 +704,7 @@ mod tests {
         let info = policy.describe().unwrap();
         let o = op(&info, "move_org_user");
         assert_eq!(o.kind, OpKind::Write);
-        assert_eq!(o.params, ["id"]);
+        assert_eq!(o.params, None);
         assert!(o.read_template.is_none());
         let t = o.write_template.clone().unwrap();
         assert_eq!(t.invalidate, ["user:{id}"]);
@@ -763,10 +764,10 @@ mod tests {
         assert!(policy.errors().is_empty(), "{:?}", policy.errors());
         let info = policy.describe().unwrap();
         assert!(op(&info, "search").read_template.is_none());
-        assert_eq!(op(&info, "search").params, ["q"]);
+        assert_eq!(op(&info, "search").params, Some(vec!["q".to_string()]));
         assert!(op(&info, "w").write_template.is_none());
-        assert_eq!(op(&info, "w").params, ["user_id"]);
-        assert!(op(&info, "by_result").params.is_empty());
+        assert_eq!(op(&info, "w").params, None);
+        assert_eq!(op(&info, "by_result").params, None);
 
         let q = |s: &str| policy.read("search", &call(&[("q", Value::from(s))]));
         assert_eq!(q("").unwrap(), None);
@@ -866,7 +867,7 @@ mod tests {
             "nosuffix: a resource read needs a suffix or a key",
             "untagged: a resource read always carries its entity tag; it cannot be untagged",
             "early: early_ttl (30 s) must be less than the ttl (30 s)",
-            "mixed: rule_with computes the whole rule; it cannot be combined with key",
+            "mixed: a computed rule cannot also declare key",
             "params: uses `b`, which is not among its params (a)",
             "empty: a write needs tags to invalidate or reads to recache",
             "joined: template `k:{a}{b}`: placeholders `{a}` and `{b}` have no `:` between them \
@@ -876,7 +877,7 @@ mod tests {
             "ofwrite: recache of `empty`, which is a write",
             "conc: recache_max_concurrency must be at least 1",
             "badtag: template `}`: unmatched `}` at byte 0 (write `}}` for a literal brace)",
-            "mixedw: rule_with computes the whole rule; it cannot be combined with tags",
+            "mixedw: a computed rule cannot also declare tags",
             "badinclude: recache of `ok`: `a-b` is not a parameter name",
             "wparams: uses `id`, which is not among its params (x)",
             "badid: resource id `user id` is not a parameter name (ASCII letters, digits, `_`)",
@@ -917,14 +918,35 @@ mod tests {
     }
 
     #[test]
-    fn routes_add_params() {
+    fn route_placeholders_are_params_too() {
         let policy = Compiled::new(|p| {
             p.read("r")
                 .key("user:{user_id}")
                 .route("GET /orgs/{org_id}/users/{user_id}");
+            p.read("declared")
+                .key("user:{user_id}")
+                .params(["user_id", "org_id"])
+                .route("GET /orgs/{org_id}/users/{user_id}");
+            p.read("short")
+                .key("user:{user_id}")
+                .params(["user_id"])
+                .route("GET /orgs/{org_id}/users/{user_id}");
+        });
+        assert_eq!(
+            policy.errors(),
+            ["short: uses `org_id`, which is not among its params (user_id)"]
+        );
+        let policy = Compiled::new(|p| {
+            p.read("r")
+                .key("user:{user_id}")
+                .params(["user_id", "org_id"])
+                .route("GET /orgs/{org_id}/users/{user_id}");
         });
         let info = policy.describe().unwrap();
-        assert_eq!(info.ops[0].params, ["user_id", "org_id"]);
+        assert_eq!(
+            info.ops[0].params,
+            Some(vec!["user_id".to_string(), "org_id".to_string()])
+        );
         assert_eq!(
             info.ops[0].route.as_deref(),
             Some("GET /orgs/{org_id}/users/{user_id}")

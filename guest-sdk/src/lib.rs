@@ -102,11 +102,63 @@
 //! # Declaration errors
 //!
 //! Declaring never panics. Mistakes (an unbalanced brace, placeholders without a `:` between
-//! them, a recache of a write, an `early_ttl` not below the TTL, two ops of one name, ...) are
-//! found when the host loads the component: `describe` returns them all, each naming its op,
-//! and the host refuses to load the policy. [`Compiled::errors`] lists them in a native test.
-//! A recache may name a read that no op of this policy declares: another policy loaded beside
-//! it may.
+//! them, a placeholder not among the declared [`params`](ReadOp::params), a recache of a
+//! write, an `early_ttl` not below the TTL, two ops of one name, a computed rule combined with
+//! a declared one, ...) are found when the host loads the component: `describe` returns them
+//! all, each naming its op, and the host refuses to load the policy. [`Compiled::errors`]
+//! lists them in a native test. A recache may name a read that no op of this policy declares:
+//! another policy loaded beside it may. Declare `params` on every op: without them a
+//! misspelled placeholder is found only when a call fails (a failing write invalidates the
+//! whole namespace), and `cachelet check` warns.
+//!
+//! ```
+//! use cachelet_guest::prelude::*;
+//!
+//! let policy = Compiled::new(|p| {
+//!     p.read("get_search").key("search:{q}").rule_with(|_| Ok(None));
+//!     p.write("update_item").tags(["item:{item_idd}"]).params(["item_id"]);
+//! });
+//! assert_eq!(
+//!     policy.describe().unwrap_err(),
+//!     "get_search: a computed rule cannot also declare key; \
+//!      update_item: uses `item_idd`, which is not among its params (item_id)"
+//! );
+//! ```
+//!
+//! What the other SDKs refuse at load, Rust's types refuse at build time: a string where a
+//! list belongs,
+//!
+//! ```compile_fail,E0277
+//! use cachelet_guest::prelude::*;
+//! let _ = Compiled::new(|p| {
+//!     p.read("get_search").key("search:{q}").tags("search");
+//! });
+//! ```
+//!
+//! an option that does not exist,
+//!
+//! ```compile_fail,E0599
+//! use cachelet_guest::prelude::*;
+//! let _ = Compiled::new(|p| {
+//!     p.read("get_user").key("user:{user_id}").tag(["users"]);
+//! });
+//! ```
+//!
+//! and a TTL or an `early_ttl` outside 0 ..= 2^32 - 1 seconds:
+//!
+//! ```compile_fail,E0277
+//! use cachelet_guest::prelude::*;
+//! let _ = Compiled::new(|p| {
+//!     p.read("get_user").key("user:{user_id}").ttl(-1);
+//! });
+//! ```
+//!
+//! ```compile_fail,E0600
+//! use cachelet_guest::prelude::*;
+//! let _ = Compiled::new(|p| {
+//!     p.read("get_user").key("user:{user_id}").ttl(60).early_ttl(-1);
+//! });
+//! ```
 #![deny(missing_docs)]
 
 mod args;

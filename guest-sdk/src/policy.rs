@@ -294,8 +294,21 @@ impl ReadOp {
         self
     }
 
-    /// Declares the operation's parameters. Every placeholder must then be one of them.
-    /// Without it, the parameters reported to the host are the placeholders used.
+    /// Declares the operation's parameters. Every placeholder must then be one of them, so a
+    /// misspelled one is refused at load. Without it nothing can be checked, and
+    /// `cachelet check` warns about the op.
+    ///
+    /// ```
+    /// use cachelet_guest::prelude::*;
+    ///
+    /// let policy = Compiled::new(|p| {
+    ///     p.read("get_item").key("item:{item_idd}").params(["item_id"]);
+    /// });
+    /// assert_eq!(
+    ///     policy.errors(),
+    ///     ["get_item: uses `item_idd`, which is not among its params (item_id)"]
+    /// );
+    /// ```
     pub fn params<S: Into<String>>(&mut self, params: impl IntoIterator<Item = S>) -> &mut ReadOp {
         self.params = Some(params.into_iter().map(Into::into).collect());
         self
@@ -418,8 +431,8 @@ impl WriteOp {
     }
 
     /// Declares the operation's parameters. Every placeholder and every argument name in
-    /// `include` and `rename` must then be one of them. Without it, the parameters reported to
-    /// the host are the names used.
+    /// `include` and `rename` must then be one of them. Without it nothing can be checked, and
+    /// `cachelet check` warns about the op.
     pub fn params<S: Into<String>>(&mut self, params: impl IntoIterator<Item = S>) -> &mut WriteOp {
         self.params = Some(params.into_iter().map(Into::into).collect());
         self

@@ -229,8 +229,9 @@ impl Recache {
 ///
 /// The arguments of the recache call are derived from the write's, in this order (the host's
 /// native rendering of a static write does exactly the same):
-/// 1. `include`: the listed arguments, in the listed order; a listed name the call lacks is an
-///    error (the write's rule fails). Without `include`, every argument, in the caller's order.
+/// 1. `include`: the listed arguments, in the listed order; if the call lacks a listed one, this
+///    recache is skipped (the rest of the write's rule still applies: warming never costs a
+///    write its invalidation). Without `include`, every argument, in the caller's order.
 /// 2. `rename`: an argument named like the first of a pair takes the second name; if an earlier
 ///    argument already has that name, its value is replaced.
 /// 3. `extra`: each constant replaces the value of the argument of its name, or is appended.
@@ -283,15 +284,14 @@ impl RecacheTemplate {
     }
 
     /// The recache call for one write's arguments, following the steps documented on
-    /// [`recache`] (the host's native rendering does the same).
-    pub(crate) fn apply(&self, args: &[(String, Value)]) -> Result<Recache, String> {
+    /// [`recache`] (the host's native rendering does the same); `None` when the call lacks an
+    /// included argument.
+    pub(crate) fn apply(&self, args: &[(String, Value)]) -> Option<Recache> {
         let mut passed = Vec::with_capacity(args.len());
         match &self.include {
             Some(names) => {
                 for name in names {
-                    let (_, value) = args.iter().find(|(n, _)| n == name).ok_or_else(|| {
-                        format!("recache of `{}`: no argument `{name}` to include", self.op)
-                    })?;
+                    let (_, value) = args.iter().find(|(n, _)| n == name)?;
                     set(&mut passed, name, value);
                 }
             }
@@ -313,7 +313,7 @@ impl RecacheTemplate {
         for (name, value) in &self.extra {
             set(&mut out, name, value);
         }
-        Ok(Recache {
+        Some(Recache {
             op: self.op.clone(),
             args: out,
         })
@@ -408,13 +408,7 @@ mod tests {
             .apply(&write)
             .unwrap();
         assert_eq!(replaced.args, args(&[("id", Value::Integer(9))]));
-        assert_eq!(
-            recache("r")
-                .include(["id", "nope"])
-                .apply(&write)
-                .unwrap_err(),
-            "recache of `r`: no argument `nope` to include"
-        );
+        assert_eq!(recache("r").include(["id", "nope"]).apply(&write), None);
     }
 
     #[test]
