@@ -72,10 +72,15 @@ fn new_build_check_call(lang: &str) {
     );
     let wasm = format!("{name}/{name}.wasm");
 
-    // 3. check accepts it; call answers.
+    // 3. check accepts it, without a warning (every op declares its params); call answers.
     let out = cachelet(&dir, &["check", &wasm]);
     let report = text(&out.stdout);
     assert!(out.status.success(), "{report}{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(report.contains(&format!("policy {name} 0.1.0")), "{report}");
     assert!(report.contains("read  get_item"), "{report}");
     for guest in [false, true] {
@@ -110,6 +115,28 @@ fn new_build_check_call(lang: &str) {
     let rule: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rule["invalidate"], serde_json::json!(["item:42"]));
     assert_eq!(rule["recache"][0]["op"], "get_item");
+
+    // 4. The rules' own tests, as `new` prints them (Python, JavaScript: no component).
+    if let Some(line) = said.lines().find(|l| l.contains("# the rules")) {
+        let cmd = line.split('#').next().unwrap().trim();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&dir)
+            .env("CACHELET_TOOLCHAINS", repo().join("build/toolchains"))
+            .env("CARGO_TARGET_DIR", repo().join("build/guest-target"))
+            .env("CARGO_NET_OFFLINE", "true")
+            .output()
+            .unwrap();
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{cmd}: {said}");
+        assert!(
+            said.contains("OK") || said.contains("# fail 0") || said.contains("test result: ok"),
+            "{cmd}: {said}"
+        );
+    } else {
+        assert_eq!(lang, "c", "no test command printed:\n{said}");
+    }
 
     // A second `new` of the same name refuses to overwrite.
     let out = cachelet(&dir, &["new", "--lang", lang, &name]);

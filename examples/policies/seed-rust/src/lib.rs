@@ -7,21 +7,34 @@ fn define(p: &mut Policy) {
     p.name("seed-rust").version("0.1.0");
 
     // @cache_read: key templates, several params, the tuple form, TTL buckets.
-    p.read("get_user").key("user:{user_id}").ttl(300);
+    p.read("get_user")
+        .params(["user_id"])
+        .key("user:{user_id}")
+        .ttl(300);
     p.read("get_org_user")
+        .params(["org_id", "user_id"])
         .key("org:{org_id}:user:{user_id}")
         .tags(["user:{user_id}", "org:{org_id}:users"])
         .ttl(600);
     p.read("get_user_card")
+        .params(["user_id"])
         .key(("user", "card", "{user_id}"))
         .ttl(Ttl::DEFAULT);
-    p.read("get_rate_limit").key("rate:{ip}").ttl(Ttl::SHORT);
-    p.read("get_config").key("config:{key}").ttl(Ttl::LONG);
+    p.read("get_rate_limit")
+        .params(["ip"])
+        .key("rate:{ip}")
+        .ttl(Ttl::SHORT);
+    p.read("get_config")
+        .params(["key"])
+        .key("config:{key}")
+        .ttl(Ttl::LONG);
     p.read("get_user_with_options")
+        .params(["user_id", "include_deleted"])
         .key("user:{user_id}:opts:{include_deleted}")
         .tags(["user:{user_id}"])
         .ttl(300);
     p.read("get_user_details")
+        .params(["user_id", "expand"])
         .key("user:{user_id}:details:{expand}")
         .tags(["user:{user_id}"])
         .ttl(300);
@@ -29,13 +42,16 @@ fn define(p: &mut Policy) {
     // resource("user", "user_id"): keys user:{suffix}:{user_id}, all tagged user:{user_id}.
     let user = resource("user", "user_id");
     p.read_resource(&user, "get_user_profile")
+        .params(["user_id"])
         .suffix("profile")
         .ttl(300)
         .lock(true);
     p.read_resource(&user, "get_user_settings")
+        .params(["user_id"])
         .suffix("settings")
         .ttl(600);
     p.read_resource(&user, "get_user_profile_v2")
+        .params(["user_id"])
         .suffix("profile")
         .key("v2:user:{user_id}:profile")
         .tags(["user:{user_id}", "profiles"])
@@ -43,15 +59,18 @@ fn define(p: &mut Policy) {
 
     // Early refresh, sliding expiry, computed rules, "do not cache".
     p.read("get_leaderboard")
+        .params(["board"])
         .key("leaderboard:{board}")
         .ttl(60)
         .early_ttl(45);
     // A short early window, for tests that wait for the background refresh.
     p.read("get_ticker")
+        .params(["symbol"])
         .key("ticker:{symbol}")
         .ttl(10)
         .early_ttl(1);
     p.read("get_session")
+        .params(["sid"])
         .key("session:{sid}")
         .ttl(Ttl::SHORT)
         .refresh(true);
@@ -62,15 +81,21 @@ fn define(p: &mut Policy) {
         let key = a.render("search:{q}")?;
         Ok(Some(ReadRule::new(key).tags(["search"]).ttl(120)))
     });
-    p.read("get_uncached").key("uncached:{id}").ttl(0);
+    p.read("get_uncached")
+        .params(["id"])
+        .key("uncached:{id}")
+        .ttl(0);
 
     // @cache_write: tags, dynamic tags, recache with include / rename / extra.
     p.write("update_user")
+        .params(["user_id", "data"])
         .tags(["user:{user_id}"])
         .recache(recache("get_user").include(["user_id"]));
     p.write("update_user_org")
+        .params(["user_id", "org_id"])
         .tags(["user:{user_id}", "org:{org_id}:users"]);
     p.write("remove_user_from_org")
+        .params(["user_id", "org_id"])
         .tags(["user:{user_id}", "org:{org_id}:members"]);
     p.write("update_user_dynamic")
         .params(["user_id"])
@@ -81,9 +106,11 @@ fn define(p: &mut Policy) {
             ])
         });
     p.write("move_org_user")
+        .params(["org_id", "id"])
         .tags(["user:{id}"])
         .recache(recache("get_org_user").rename([("id", "user_id")]));
     p.write("update_user_options")
+        .params(["user_id", "data"])
         .tags(["user:{user_id}"])
         .recache(
             recache("get_user_with_options")
@@ -91,6 +118,7 @@ fn define(p: &mut Policy) {
                 .extra([("include_deleted", false)]),
         );
     p.write("update_user_details")
+        .params(["user_id"])
         .tags(["user:{user_id}"])
         .recache(
             recache("get_user_details")
@@ -98,10 +126,11 @@ fn define(p: &mut Policy) {
                 .extra([("expand", true)]),
         );
     p.write_resource(&user, "update_user_entity")
+        .params(["user_id", "data"])
         .recache(recache("get_user_profile").include(["user_id"]))
         .recache(recache("get_user_settings").include(["user_id"]))
         .recache_max_concurrency(3);
-    p.write("update_search").tags(["search"]);
+    p.write("update_search").params::<&str>([]).tags(["search"]);
 }
 
 cachelet_guest::export_policy!(define);

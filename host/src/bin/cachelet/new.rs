@@ -111,19 +111,35 @@ fn files(lang: Lang) -> Vec<File> {
         ],
         Lang::Python => vec![
             filled("app.py", include_str!("templates/python/app.py")),
+            filled("test_app.py", include_str!("templates/python/test_app.py")),
             script("build.sh", include_str!("templates/python/build.sh")),
+            script("test.sh", include_str!("templates/python/test.sh")),
             verbatim(
-                "cachelet_policy.py",
-                include_str!("../../../../guest-sdk/python/cachelet_policy.py"),
+                "cachelet_policy/__init__.py",
+                include_str!("../../../../guest-sdk/python/cachelet_policy/__init__.py"),
             ),
-            verbatim(".gitignore", ".toolchain/\n__pycache__/\n*.wasm\n"),
+            // PEP 561: editors and type checkers read the SDK's type hints.
+            verbatim("cachelet_policy/py.typed", ""),
+            verbatim(".gitignore", ".toolchain/\n.bindings/\n__pycache__/\n*.wasm\n"),
         ],
         Lang::Js => vec![
             filled("policy.js", include_str!("templates/js/policy.js")),
+            filled("policy.test.js", include_str!("templates/js/policy.test.js")),
             script("build.sh", include_str!("templates/js/build.sh")),
+            script("test.sh", include_str!("templates/js/test.sh")),
             verbatim(
                 "cachelet-policy.js",
                 include_str!("../../../../guest-sdk/js/cachelet-policy.js"),
+            ),
+            // Types for the editor (TypeScript's language service reads them for .js too).
+            verbatim(
+                "cachelet-policy.d.ts",
+                include_str!("../../../../guest-sdk/js/cachelet-policy.d.ts"),
+            ),
+            // ES modules in Node, for the tests.
+            verbatim(
+                "package.json",
+                include_str!("../../../../guest-sdk/js/package.json"),
             ),
             verbatim(".gitignore", ".toolchain/\n*.wasm\n"),
         ],
@@ -225,11 +241,17 @@ pub fn scaffold(lang: Lang, name: &str, dir: Option<PathBuf>) -> Result<(PathBuf
         Lang::Js => "installs componentize-js into .toolchain/ on first run",
         Lang::C => "needs clang, lld, wasi-libc; installs wasm-tools, wit-bindgen into .toolchain/",
     };
+    let test = match lang {
+        Lang::Rust => format!("  (cd {shown} && cargo test)    # the rules, natively\n"),
+        Lang::Python => format!("  {shown}/test.sh    # the rules, in CPython\n"),
+        Lang::Js => format!("  {shown}/test.sh    # the rules, in Node\n"),
+        Lang::C => String::new(),
+    };
     let next = format!(
         "created {shown}/ ({lang} policy {name})\n\
          build it:\n  {shown}/build.sh    # {toolchain}\n\
          then:\n  cachelet check {shown}/{name}.wasm\n  \
-         cachelet call {shown}/{name}.wasm read get_item item_id=42\n",
+         cachelet call {shown}/{name}.wasm read get_item item_id=42\n{test}",
         lang = words(lang)[1].1,
     );
     Ok((dir, next))

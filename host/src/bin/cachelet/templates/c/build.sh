@@ -25,7 +25,8 @@ mkdir -p gen
 "$tc/cargo/bin/wit-bindgen" c wit -w cache-policy --out-dir gen 2>&1 >/dev/null |
   { grep -v '^Generating' >&2 || true; }
 clang --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor -Os -Wall -Wextra \
-  -Wno-unused-parameter -Wno-missing-field-initializers -Igen -I. \
+  -Werror=incompatible-pointer-types -Wno-unused-parameter -Wno-missing-field-initializers \
+  -Igen -I. \
   cachelet_policy.c policy.c gen/cache_policy.c gen/cache_policy_component_type.o \
   -Wl,--strip-all -o gen/{{name}}.core.wasm
 "$tc/venv/bin/wasm-tools" component new gen/{{name}}.core.wasm -o {{name}}.wasm
