@@ -21,21 +21,25 @@ declare -A rust=(
   [past-world]=tests/guests/past-world
   [broken-rust]=tests/guests/broken-rust
   [unchecked]=tests/guests/unchecked
+  [contract-rust]=tests/guests/contract-rust
 )
 declare -A python=(
   [seed-python]=examples/policies/seed-python
   [sandbox-python]=tests/guests/sandbox-python
   [broken-python]=tests/guests/broken-python
+  [contract-python]=tests/guests/contract-python
 )
 declare -A js=(
   [seed-js]=examples/policies/seed-js
   [sandbox-js]=tests/guests/sandbox-js
   [sandbox-js-http]=tests/guests/sandbox-js
   [broken-js]=tests/guests/broken-js
+  [contract-js]=tests/guests/contract-js
 )
 declare -A c=(
   [seed-c]=examples/policies/seed-c
   [broken-c]=tests/guests/broken-c
+  [contract-c]=tests/guests/contract-c
 )
 
 # The smallest, capability-free builds: no WASI imports at all. The sandbox guests are built

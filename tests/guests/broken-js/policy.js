@@ -21,5 +21,16 @@ declared.write('bad_include', { tags: ['t'], recache: [recache('ok_read', { incl
 declared.write('twice', { tags: ['a'] });
 // A read of another policy: not a mistake.
 declared.write('elsewhere', { tags: ['t'], recache: [recache('get_user')] });
+// A misspelled placeholder, caught by the declared params.
+declared.write('misspelled', { params: ['item_id'], tags: ['item:{item_idd}'] });
+// A computed rule combined with a declared one.
+declared.readRule('computed_read', { key: 'k' }, () => null);
+declared.writeRule('computed_write', { recache: [recache('ok_read')] }, () => null);
+// What Rust's and C's compilers refuse, refused at load.
+declared.read('string_tags', { key: 'search:{q}', tags: 'search' });
+declared.read('unknown_option', { key: 'k', tag: ['t'] });
+declared.read('ttl_range', { key: 'k', ttl: -1 });
+declared.read('early_range', { key: 'k', ttl: 60, earlyTtl: -1 });
+declared.write('single_recache', { tags: ['t'], recache: recache('ok_read') });
 
 export const policy = declared.exports();

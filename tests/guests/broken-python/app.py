@@ -22,5 +22,26 @@ policy.write("bad_include", tags=["t"], recache=[recache("ok_read", include=["a-
 policy.write("twice", tags=["a"])
 # A read of another policy: not a mistake.
 policy.write("elsewhere", tags=["t"], recache=[recache("get_user")])
+# A misspelled placeholder, caught by the declared params.
+policy.write("misspelled", params=["item_id"], tags=["item:{item_idd}"])
+
+
+# A computed rule combined with a declared one.
+@policy.read_rule("computed_read", key="k")
+def computed_read(args):
+    return None
+
+
+@policy.write_rule("computed_write", recache=[recache("ok_read")])
+def computed_write(args):
+    return None
+
+
+# What Rust's and C's compilers refuse, refused at load.
+policy.read("string_tags", key="search:{q}", tags="search")
+policy.read("unknown_option", key="k", tag=["t"])
+policy.read("ttl_range", key="k", ttl=-1)
+policy.read("early_range", key="k", ttl=60, early_ttl=-1)
+policy.write("single_recache", tags=["t"], recache=recache("ok_read"))
 
 Policy = policy.export()

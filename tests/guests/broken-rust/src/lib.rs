@@ -28,7 +28,19 @@ fn define(p: &mut Policy) {
         .recache(recache("ok_read").include(["a-b"]));
     p.write("twice").tags(["a"]);
     // A read of another policy: not a mistake.
-    p.write("elsewhere").tags(["t"]).recache(recache("get_user"));
+    p.write("elsewhere")
+        .tags(["t"])
+        .recache(recache("get_user"));
+    // A misspelled placeholder, caught by the declared params.
+    p.write("misspelled")
+        .params(["item_id"])
+        .tags(["item:{item_idd}"]);
+    // A computed rule combined with a declared one.
+    p.read("computed_read").key("k").rule_with(|_| Ok(None));
+    p.write("computed_write")
+        .recache(recache("ok_read"))
+        .rule_with(|_| Ok(None));
+    // Rust's types refuse the other mistakes at build time (see the SDK's docs).
 }
 
 cachelet_guest::export_policy!(define);
