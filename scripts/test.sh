@@ -3,7 +3,8 @@
 # Python, JavaScript and C guest toolchains into build/toolchains;
 # redis-server, redis-cli, openssl and faketime from Debian's packages for the Redis tests),
 # checks formatting and lints, builds the guest components from source, runs the workspace's
-# tests (unit, integration against real components, doc tests) and the seed policy's own.
+# tests (unit, integration against real components, doc tests) and the seed policy's own, and
+# checks that the language pages' commands are the ones these tests run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -49,3 +50,6 @@ cargo test --release --manifest-path examples/policies/seed-rust/Cargo.toml
 
 step "tests"
 cargo test --release --workspace
+
+step "docs: the language pages' commands are the ones the tests run"
+scripts/check-docs.sh
