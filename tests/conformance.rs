@@ -459,8 +459,9 @@ async fn every_rule_is_the_same_in_every_language_and_in_the_host() {
         ("get_user", true, json!({"usr_id": 1})),
         ("get_org_user", true, json!({"user_id": 1})),
         ("update_user_org", false, json!({"user_id": 1})),
-        // recache include names an argument the call lacks: the host skips that recache
-        // (warming must not cost the write its invalidation); the guests refuse.
+        // recache include names an argument the call lacks: the host and every guest skip
+        // that recache (warming must not cost the write its invalidation); see the contract
+        // guests below for a rule that still renders.
         ("update_user", false, json!({"id": 1})),
         // Renames and extras replace arguments of the same name.
         (
@@ -483,6 +484,380 @@ async fn every_rule_is_the_same_in_every_language_and_in_the_host() {
                 assert_eq!(got, reference, "{lang} {op} {args:?} (guest: {guest})");
             }
         }
+    }
+}
+
+// ---- mistakes: the same bad declarations, refused in every language ----------------------
+
+/// The guests declaring every mistake, one op each.
+const BROKEN: [&str; 4] = ["broken-rust", "broken-python", "broken-js", "broken-c"];
+
+/// What every SDK's `describe` answers for the broken guests' common ops, in their order.
+const MISTAKES: [(&str, &str); 16] = [
+    (
+        "brace_key",
+        "template `user:{user_id`: unclosed `{` at byte 5 (write `{{` for a literal brace)",
+    ),
+    (
+        "joined_key",
+        "template `org:{org_id}{user_id}`: placeholders `{org_id}` and `{user_id}` have no `:` \
+         between them (distinct arguments could render to the same text)",
+    ),
+    (
+        "joined_tag",
+        "template `org:{org_id}-{user_id}`: placeholders `{org_id}` and `{user_id}` have no \
+         `:` between them (distinct arguments could render to the same text)",
+    ),
+    ("no_key", "a read needs a key"),
+    ("early", "early_ttl (30 s) must be less than the ttl (30 s)"),
+    (
+        "undeclared_param",
+        "uses `b`, which is not among its params (a)",
+    ),
+    ("bad_param", "`a-b` is not a parameter name"),
+    ("twice", "declared more than once"),
+    (
+        "broken_tag_write",
+        "template `user:{user_id`: unclosed `{` at byte 5 (write `{{` for a literal brace)",
+    ),
+    (
+        "joined_write",
+        "template `t:{a}-{b}`: placeholders `{a}` and `{b}` have no `:` between them \
+         (distinct arguments could render to the same text)",
+    ),
+    (
+        "empty_write",
+        "a write needs tags to invalidate or reads to recache",
+    ),
+    (
+        "recache_write",
+        "recache of `broken_tag_write`, which is a write",
+    ),
+    (
+        "bad_include",
+        "recache of `ok_read`: `a-b` is not a parameter name",
+    ),
+    (
+        "misspelled",
+        "uses `item_idd`, which is not among its params (item_id)",
+    ),
+    ("computed_read", "a computed rule cannot also declare key"),
+    ("computed_write", "a computed rule cannot also declare recache"),
+];
+
+/// The mistakes Rust's types and C's compiler refuse at build time, which Python and
+/// JavaScript refuse at load: (op, Python's message, JavaScript's).
+fn load_time_in_python_and_js() -> Vec<(&'static str, String, String)> {
+    let unknown = |early: &str| {
+        format!(
+            "unknown option `tag` (options: key, tags, ttl, {early}, refresh, lock, resource, \
+             suffix, params, route)"
+        )
+    };
+    let same = |op: &'static str, m: &str| (op, m.to_string(), m.to_string());
+    vec![
+        same(
+            "string_tags",
+            "tags must be a list of strings, not the string 'search'",
+        ),
+        ("unknown_option", unknown("early_ttl"), unknown("earlyTtl")),
+        same(
+            "ttl_range",
+            "ttl -1 is neither seconds (0 .. 2^32-1) nor a TTL bucket",
+        ),
+        same("early_range", "early_ttl -1 is not seconds (0 .. 2^32-1)"),
+        same(
+            "single_recache",
+            "recache must be a list of recache(...), not a single one",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_language_refuses_the_same_mistakes_at_load_naming_each_op() {
+    for lang in BROKEN {
+        let path = component(lang);
+        let e = match Cache::builder()
+            .settings(cachelet::Settings::default())
+            .compile_cache(repo().join("build/compile-cache"))
+            .policy_file(&path)
+            .build()
+            .await
+        {
+            Ok(_) => panic!("{lang}: loaded"),
+            Err(e) => e,
+        };
+        let Error::Load { problem, .. } = &e else {
+            panic!("{lang}: not a load error: {e}");
+        };
+        let mut want: Vec<String> = MISTAKES.iter().map(|(op, m)| format!("{op}: {m}")).collect();
+        if lang == "broken-python" || lang == "broken-js" {
+            for (op, python, js) in load_time_in_python_and_js() {
+                let m = if lang == "broken-python" { python } else { js };
+                want.push(format!("{op}: {m}"));
+            }
+        }
+        assert_eq!(
+            problem,
+            &format!("declaration refused: {}", want.join("; ")),
+            "{lang}"
+        );
+        // The sound ops are not blamed; a recache of another policy's read is no mistake.
+        for sound in ["ok_read", "elsewhere"] {
+            assert!(!problem.contains(&format!("{sound}:")), "{lang}: {problem}");
+        }
+    }
+}
+
+#[test]
+fn rust_and_c_refuse_at_build_time_what_python_and_js_refuse_at_load() {
+    // Rust: compile_fail doctests of the SDK (run with the workspace's doc tests), one per
+    // mistake, each with the compiler's error code.
+    let sdk = std::fs::read_to_string(repo().join("guest-sdk/src/lib.rs")).unwrap();
+    for (code, mistake) in [
+        ("compile_fail,E0277", ".tags(\"search\")"),
+        ("compile_fail,E0599", ".tag([\"users\"])"),
+        ("compile_fail,E0277", ".ttl(-1)"),
+        ("compile_fail,E0600", ".early_ttl(-1)"),
+    ] {
+        let block = sdk
+            .split("//! ```")
+            .skip_while(|b| !b.starts_with(code) || !b.contains(mistake))
+            .next();
+        assert!(block.is_some(), "no {code} doctest for {mistake}");
+    }
+
+    // C: each mistake beside its correct spelling, compiled as a policy is.
+    let status = std::process::Command::new(repo().join("scripts/guest-toolchains.sh"))
+        .arg("c")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dir = repo()
+        .join("build/harness")
+        .join(format!("c-mistakes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(repo().join("build/toolchains/cargo/bin/wit-bindgen"))
+        .args(["c", "wit", "-w", "cache-policy", "--out-dir"])
+        .arg(&dir)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let compile = |op: &str| {
+        std::fs::write(
+            dir.join("policy.c"),
+            format!(
+                "#include \"cachelet_policy.h\"\nconst cl_op CL_OPS[] = {{ {op}, CL_END }};\n\
+                 CL_POLICY(\"c\", \"0.1.0\");\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("clang")
+            .args(["--target=wasm32-wasi", "--sysroot=/usr", "-fsyntax-only"])
+            .args(["-Wall", "-Wextra", "-Werror=incompatible-pointer-types"])
+            .args(["-Wno-unused-parameter", "-Wno-missing-field-initializers"])
+            .arg(format!("-I{}", dir.display()))
+            .arg(format!("-I{}", repo().join("guest-sdk/c").display()))
+            .arg(dir.join("policy.c"))
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (mistake, fixed, error) in [
+        (
+            r#"CL_READ("string_tags", .key = "search:{q}", .tags = "search")"#,
+            r#"CL_READ("string_tags", .key = "search:{q}", .tags = CL_LIST("search"))"#,
+            "incompatible pointer types",
+        ),
+        (
+            r#"CL_READ("unknown_option", .key = "k", .tag = CL_LIST("t"))"#,
+            r#"CL_READ("unknown_option", .key = "k", .tags = CL_LIST("t"))"#,
+            "field designator 'tag' does not refer to any field",
+        ),
+        (
+            r#"CL_READ("ttl_range", .key = "k", .ttl = CL_SECONDS(-1))"#,
+            r#"CL_READ("ttl_range", .key = "k", .ttl = CL_SECONDS(1))"#,
+            "seconds_out_of_range",
+        ),
+        (
+            r#"CL_READ("early_range", .key = "k", .ttl = CL_SECONDS(60), CL_EARLY_TTL(-1))"#,
+            r#"CL_READ("early_range", .key = "k", .ttl = CL_SECONDS(60), CL_EARLY_TTL(1))"#,
+            "seconds_out_of_range",
+        ),
+        (
+            r#"CL_WRITE("single_recache", .invalidate = CL_LIST("t"), .recache = CL_RECACHE("ok_read"))"#,
+            r#"CL_WRITE("single_recache", .invalidate = CL_LIST("t"), .recache = CL_RECACHES(CL_RECACHE("ok_read")))"#,
+            "error:",
+        ),
+    ] {
+        let (ok, said) = compile(fixed);
+        assert!(ok, "{fixed}: {said}");
+        let (ok, said) = compile(mistake);
+        assert!(!ok && said.contains(error), "{mistake} compiled: {said}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- the contract: what a guest answers does not depend on the instance ------------------
+
+/// The contract guests: the same ops in every language.
+const CONTRACT: [&str; 4] = [
+    "contract-rust",
+    "contract-python",
+    "contract-js",
+    "contract-c",
+];
+
+async fn contract_cache(lang: &str, limits: cachelet::PolicyLimits) -> Cache {
+    // The first load of each compiles it into the compile cache; cache_on's lock is for seeds.
+    Cache::builder()
+        .settings(Target::memory().settings())
+        .compile_cache(repo().join("build/compile-cache"))
+        .policy_limits(limits)
+        .policy_file(component(lang))
+        .build()
+        .await
+        .expect("the contract policy loads")
+}
+
+/// The computed rules every instance must answer alike, and what they are.
+fn contract_rules() -> Vec<(&'static str, bool, Json, Json)> {
+    let rule = |key: &str| {
+        json!({"key": key, "ttl": {"seconds": 60}, "tags": ["computed"], "early_ttl": null,
+               "refresh": false, "lock": false})
+    };
+    vec![
+        ("get_computed", true, json!({"id": 7}), rule("computed:7")),
+        ("get_computed", true, json!({"id": "a:b"}), rule("computed:a%3Ab")),
+        (
+            "update_dynamic",
+            false,
+            json!({"item_id": 1, "id": 2}),
+            json!({"invalidate": ["item:1", "items"], "recache": [
+                {"op": "get_item", "args": {"item_id": 1}},
+                {"op": "get_computed", "args": {"id": 2}}], "recache_concurrency": null}),
+        ),
+        // The call lacks `id`: that recache is skipped, the rest applies.
+        (
+            "update_dynamic",
+            false,
+            json!({"item_id": 1}),
+            json!({"invalidate": ["item:1", "items"], "recache": [
+                {"op": "get_item", "args": {"item_id": 1}}], "recache_concurrency": null}),
+        ),
+        (
+            "update_computed",
+            false,
+            json!({"item_id": 5}),
+            json!({"invalidate": ["item:5"], "recache": [
+                {"op": "get_item", "args": {"item_id": 5}}], "recache_concurrency": null}),
+        ),
+        ("update_computed", false, json!({}), Json::Null),
+        (
+            "update_recache_with",
+            false,
+            json!({"item_id": 5}),
+            json!({"invalidate": ["items"], "recache": [
+                {"op": "get_item", "args": {"item_id": 5}}], "recache_concurrency": null}),
+        ),
+    ]
+}
+
+async fn answers_every_contract_rule(lang: &str, c: &Cache) {
+    for (op, read, args, want) in contract_rules() {
+        let args = Args::from_serialize(&args).unwrap();
+        assert_eq!(rule(c, op, read, &args, true).await, want, "{lang} {op} {args:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_fresh_instances_get_the_same_rules_in_every_language() {
+    let limits = cachelet::PolicyLimits {
+        idle_instances: 1,
+        max_instances: 4,
+        ..Default::default()
+    };
+    for lang in CONTRACT {
+        let c = contract_cache(lang, limits).await;
+        // The only instance so far is the one `describe` ran on.
+        assert_eq!(c.stats().guest_instances, 1, "{lang}");
+        answers_every_contract_rule(lang, &c).await;
+        for round in 0..3 {
+            // A trap (here: the deadline) drops the instance; the next call gets a new one,
+            // which never saw `describe`.
+            let spin = Args::new().with("id", 1);
+            let e = c.read_rule("spin", &spin, true).await.unwrap_err();
+            assert!(matches!(e, Error::Guest { .. }), "{lang}: {e}");
+            assert_eq!(c.stats().guest_instances, 0, "{lang} round {round}");
+            answers_every_contract_rule(lang, &c).await;
+            assert_eq!(c.stats().guest_faults, round + 1, "{lang}");
+        }
+        // Under concurrency: while one call spins on its instance, the others get another.
+        let spinning = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let spin = Args::new().with("id", 1);
+                c.read_rule("spin", &spin, true).await.unwrap_err()
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        answers_every_contract_rule(lang, &c).await;
+        assert!(matches!(spinning.await.unwrap(), Error::Guest { .. }));
+        assert!(c.stats().guest_instances_peak >= 2, "{lang}: {:?}", c.stats());
+        answers_every_contract_rule(lang, &c).await;
+    }
+}
+
+#[tokio::test]
+async fn a_recache_lacking_an_argument_is_skipped_by_the_host_and_every_guest() {
+    for lang in CONTRACT {
+        let c = contract_cache(lang, Default::default()).await;
+        for args in [json!({"item_id": 1, "id": 2}), json!({"item_id": 1})] {
+            let args = Args::from_serialize(&args).unwrap();
+            // The same write, rendered by the host and computed by the guest.
+            let host = rule(&c, "update_static", false, &args, false).await;
+            let guest = rule(&c, "update_static", false, &args, true).await;
+            let dynamic = rule(&c, "update_dynamic", false, &args, false).await;
+            assert_eq!(guest, host, "{lang} {args:?}");
+            assert_eq!(dynamic["recache"], host["recache"], "{lang} {args:?}");
+            assert_eq!(host["invalidate"], json!(["item:1"]));
+        }
+        // Constants of every kind (C's CL_FLOAT, CL_NULL, CL_TEXT of a `char *`, CL_JSON),
+        // as the host derives them from the template and as the guest does.
+        let args = Args::new().with("item_id", 3);
+        let host = rule(&c, "update_extras", false, &args, false).await;
+        assert_eq!(
+            host["recache"],
+            json!([{"op": "get_item", "args": {"item_id": 3, "f": 0.5, "n": null, "t": "a:b:c",
+                    "j": {"a": 1}}}]),
+            "{lang}"
+        );
+        assert_eq!(rule(&c, "update_extras", false, &args, true).await, host, "{lang}");
+        // End to end: the write warms what it can, and never flushes the namespace.
+        let warmed = Arc::new(Mutex::new(Vec::new()));
+        for op in ["get_item", "get_computed"] {
+            let w = warmed.clone();
+            c.register_loader(op, move |args: Json| {
+                let w = w.clone();
+                async move {
+                    w.lock().unwrap().push(format!("{op} {args}"));
+                    Ok::<_, std::io::Error>(1u64)
+                }
+            });
+        }
+        c.write("update_dynamic", &json!({"item_id": 1}), || async {
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            *warmed.lock().unwrap(),
+            ["get_item {\"item_id\":1}"],
+            "{lang}"
+        );
+        assert_eq!(c.stats().namespace_flushes, 0, "{lang}");
     }
 }
 

@@ -117,3 +117,47 @@ fn call_prints_the_rule_as_json() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn check_warns_naming_each_op_whose_params_are_undeclared_in_every_language() {
+    for lang in ["rust", "python", "js", "c"] {
+        let guest = component(&format!("contract-{lang}"));
+        let out = cachelet(&["check", guest.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{lang}: {err}");
+        let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+        assert_eq!(
+            warnings,
+            ["warning: undeclared: no params declared, so its placeholders cannot be checked at \
+              load (a misspelled one fails every call)"],
+            "{lang}"
+        );
+        // The JSON report carries them too.
+        let json = cachelet(&["check", "--json", guest.to_str().unwrap()]);
+        let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(report["warnings"].as_array().unwrap().len(), 1, "{lang}");
+    }
+    // The seeds declare every op's params: no warning.
+    for lang in ["rust", "python", "js", "c"] {
+        let seed = component(&format!("seed-{lang}"));
+        let out = cachelet(&["check", seed.to_str().unwrap()]);
+        assert!(!text(&out.stderr).contains("warning"), "{lang}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn check_exits_non_zero_on_a_declaration_error_in_every_language() {
+    for lang in ["rust", "python", "js", "c"] {
+        let broken = component(&format!("broken-{lang}"));
+        let out = cachelet(&["check", broken.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{lang}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("declaration refused: brace_key: template `user:{user_id`")
+                && err.contains("computed_write: a computed rule cannot also declare recache"),
+            "{lang}: {err}"
+        );
+        // Never reported as a deliberately dynamic op.
+        assert!(!text(&out.stdout).contains("computed by the guest"), "{lang}");
+    }
+}

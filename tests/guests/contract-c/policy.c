@@ -23,12 +23,14 @@ static bool items(const cl_args *args, const cl_value *result, cl_strings *tags,
 
 static bool update_computed(const cl_args *args, const cl_value *result, cl_write_rule *rule,
                             cl_string *err) {
-  const cl_value *id = cl_arg(args, "item_id");
-  if (!id) return false; /* none: touches no cached data */
+  if (!cl_arg(args, "item_id")) return false; /* none: touches no cached data */
+  int64_t id;
+  if (!cl_arg_int(args, "item_id", &id, err)) return false;
   cl_string tag;
   if (!cl_render(args, "item:{item_id}", &tag, err)) return false;
   cl_push(&rule->invalidate, tag);
-  cl_recache_arg(cl_recache_push(&rule->recache, "get_item"), "item_id", id);
+  cl_value v = {.tag = CACHELET_POLICY_TYPES_VALUE_INTEGER, .val.integer = id};
+  cl_recache_arg(cl_recache_push(&rule->recache, "get_item"), "item_id", &v);
   return true;
 }
 
@@ -59,6 +61,13 @@ const cl_op CL_OPS[] = {
     CL_WRITE("update_computed", .params = CL_LIST("item_id"), .write_fn = update_computed),
     CL_WRITE("update_recache_with", .params = CL_LIST("item_id"), .invalidate = CL_LIST("items"),
              .recache_fn = warm_item),
+    /* Constants of every kind, added to a recache (the text through a `char *`). */
+    CL_WRITE("update_extras", .params = CL_LIST("item_id"), .invalidate = CL_LIST("items"),
+             .recache = CL_RECACHES(CL_RECACHE(
+                 "get_item", .include = CL_LIST("item_id"),
+                 .extra = CL_CONSTS(CL_FLOAT("f", 0.5), CL_NULL("n"),
+                                    CL_TEXT("t", (const char *)"a:b:c"),
+                                    CL_JSON("j", "{\"a\":1}"))))),
     /* No params: the host cannot check `{id}`; `cachelet check` warns. */
     CL_READ("undeclared", .key = "undeclared:{id}"),
     CL_END,

@@ -31,6 +31,12 @@ contract.write('update_recache_with', {
   tags: ['items'],
   recacheWith: (args) => [recacheCall('get_item', { item_id: args.get('item_id') })],
 });
+// Constants of every kind, added to a recache.
+contract.write('update_extras', {
+  params: ['item_id'],
+  tags: ['items'],
+  recache: [recache('get_item', { include: ['item_id'], extra: { f: 0.5, n: null, t: 'a:b:c', j: { a: 1 } } })],
+});
 // No params: the host cannot check `{id}`; `cachelet check` warns.
 contract.read('undeclared', { key: 'undeclared:{id}' });
 

@@ -37,6 +37,10 @@ def update_computed(args):
 
 policy.write("update_recache_with", params=["item_id"], tags=["items"],
              recache_with=lambda args: [recache_call("get_item", {"item_id": args["item_id"]})])
+# Constants of every kind, added to a recache.
+policy.write("update_extras", params=["item_id"], tags=["items"],
+             recache=[recache("get_item", include=["item_id"],
+                              extra={"f": 0.5, "n": None, "t": "a:b:c", "j": {"a": 1}})])
 # No params: the host cannot check `{id}`; `cachelet check` warns.
 policy.read("undeclared", key="undeclared:{id}")
 

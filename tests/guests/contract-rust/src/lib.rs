@@ -60,6 +60,16 @@ fn define(p: &mut Policy) {
                 Recache::new("get_item").arg("item_id", a.value("item_id")?.clone())
             ])
         });
+    // Constants of every kind, added to a recache.
+    p.write("update_extras")
+        .params(["item_id"])
+        .tags(["items"])
+        .recache(recache("get_item").include(["item_id"]).extra([
+            ("f", Value::Float(0.5)),
+            ("n", Value::Null),
+            ("t", Value::from("a:b:c")),
+            ("j", Value::Json("{\"a\":1}".into())),
+        ]));
     // No params: the host cannot check `{id}`; `cachelet check` warns.
     p.read("undeclared").key("undeclared:{id}");
 }
