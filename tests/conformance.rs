@@ -542,7 +542,10 @@ const MISTAKES: [(&str, &str); 16] = [
         "uses `item_idd`, which is not among its params (item_id)",
     ),
     ("computed_read", "a computed rule cannot also declare key"),
-    ("computed_write", "a computed rule cannot also declare recache"),
+    (
+        "computed_write",
+        "a computed rule cannot also declare recache",
+    ),
 ];
 
 /// The mistakes Rust's types and C's compiler refuse at build time, which Python and
@@ -590,7 +593,10 @@ async fn every_language_refuses_the_same_mistakes_at_load_naming_each_op() {
         let Error::Load { problem, .. } = &e else {
             panic!("{lang}: not a load error: {e}");
         };
-        let mut want: Vec<String> = MISTAKES.iter().map(|(op, m)| format!("{op}: {m}")).collect();
+        let mut want: Vec<String> = MISTAKES
+            .iter()
+            .map(|(op, m)| format!("{op}: {m}"))
+            .collect();
         if lang == "broken-python" || lang == "broken-js" {
             for (op, python, js) in load_time_in_python_and_js() {
                 let m = if lang == "broken-python" { python } else { js };
@@ -663,7 +669,10 @@ fn rust_and_c_refuse_at_build_time_what_python_and_js_refuse_at_load() {
             .arg(dir.join("policy.c"))
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     for (mistake, fixed, error) in [
         (
@@ -730,7 +739,12 @@ fn contract_rules() -> Vec<(&'static str, bool, Json, Json)> {
     };
     vec![
         ("get_computed", true, json!({"id": 7}), rule("computed:7")),
-        ("get_computed", true, json!({"id": "a:b"}), rule("computed:a%3Ab")),
+        (
+            "get_computed",
+            true,
+            json!({"id": "a:b"}),
+            rule("computed:a%3Ab"),
+        ),
         (
             "update_dynamic",
             false,
@@ -768,7 +782,11 @@ fn contract_rules() -> Vec<(&'static str, bool, Json, Json)> {
 async fn answers_every_contract_rule(lang: &str, c: &Cache) {
     for (op, read, args, want) in contract_rules() {
         let args = Args::from_serialize(&args).unwrap();
-        assert_eq!(rule(c, op, read, &args, true).await, want, "{lang} {op} {args:?}");
+        assert_eq!(
+            rule(c, op, read, &args, true).await,
+            want,
+            "{lang} {op} {args:?}"
+        );
     }
 }
 
@@ -805,7 +823,11 @@ async fn calls_on_fresh_instances_get_the_same_rules_in_every_language() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         answers_every_contract_rule(lang, &c).await;
         assert!(matches!(spinning.await.unwrap(), Error::Guest { .. }));
-        assert!(c.stats().guest_instances_peak >= 2, "{lang}: {:?}", c.stats());
+        assert!(
+            c.stats().guest_instances_peak >= 2,
+            "{lang}: {:?}",
+            c.stats()
+        );
         answers_every_contract_rule(lang, &c).await;
     }
 }
@@ -834,7 +856,11 @@ async fn a_recache_lacking_an_argument_is_skipped_by_the_host_and_every_guest() 
                     "j": {"a": 1}}}]),
             "{lang}"
         );
-        assert_eq!(rule(&c, "update_extras", false, &args, true).await, host, "{lang}");
+        assert_eq!(
+            rule(&c, "update_extras", false, &args, true).await,
+            host,
+            "{lang}"
+        );
         // End to end: the write warms what it can, and never flushes the namespace.
         let warmed = Arc::new(Mutex::new(Vec::new()));
         for op in ["get_item", "get_computed"] {

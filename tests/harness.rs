@@ -46,10 +46,12 @@ fn the_python_seed_is_tested_in_cpython_without_a_component() {
     assert!(status.success());
     // The bindings componentize-py generates from the WIT: plain Python.
     let bindings = scratch("py-bindings");
-    run(Command::new(repo().join("build/toolchains/venv/bin/componentize-py"))
-        .args(["-d", "wit", "-w", "cache-policy", "bindings"])
-        .arg(&bindings)
-        .current_dir(repo()));
+    run(
+        Command::new(repo().join("build/toolchains/venv/bin/componentize-py"))
+            .args(["-d", "wit", "-w", "cache-policy", "bindings"])
+            .arg(&bindings)
+            .current_dir(repo()),
+    );
     let path = format!(
         "{}:{}",
         bindings.display(),
@@ -71,6 +73,9 @@ fn the_javascript_seed_is_tested_in_node_without_a_component() {
     copy_dir(&repo().join("examples/policies/seed-js"), &dir);
     copy_dir(&repo().join("guest-sdk/js"), &dir);
     let out = run(Command::new("node").arg("--test").current_dir(&dir));
-    assert!(out.contains("# pass 4") && out.contains("# fail 0"), "{out}");
+    assert!(
+        out.contains("# pass 4") && out.contains("# fail 0"),
+        "{out}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

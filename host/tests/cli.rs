@@ -141,7 +141,11 @@ fn check_warns_naming_each_op_whose_params_are_undeclared_in_every_language() {
     for lang in ["rust", "python", "js", "c"] {
         let seed = component(&format!("seed-{lang}"));
         let out = cachelet(&["check", seed.to_str().unwrap()]);
-        assert!(!text(&out.stderr).contains("warning"), "{lang}: {}", text(&out.stderr));
+        assert!(
+            !text(&out.stderr).contains("warning"),
+            "{lang}: {}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -158,6 +162,9 @@ fn check_exits_non_zero_on_a_declaration_error_in_every_language() {
             "{lang}: {err}"
         );
         // Never reported as a deliberately dynamic op.
-        assert!(!text(&out.stdout).contains("computed by the guest"), "{lang}");
+        assert!(
+            !text(&out.stdout).contains("computed by the guest"),
+            "{lang}"
+        );
     }
 }

@@ -120,11 +120,17 @@ fn files(lang: Lang) -> Vec<File> {
             ),
             // PEP 561: editors and type checkers read the SDK's type hints.
             verbatim("cachelet_policy/py.typed", ""),
-            verbatim(".gitignore", ".toolchain/\n.bindings/\n__pycache__/\n*.wasm\n"),
+            verbatim(
+                ".gitignore",
+                ".toolchain/\n.bindings/\n__pycache__/\n*.wasm\n",
+            ),
         ],
         Lang::Js => vec![
             filled("policy.js", include_str!("templates/js/policy.js")),
-            filled("policy.test.js", include_str!("templates/js/policy.test.js")),
+            filled(
+                "policy.test.js",
+                include_str!("templates/js/policy.test.js"),
+            ),
             script("build.sh", include_str!("templates/js/build.sh")),
             script("test.sh", include_str!("templates/js/test.sh")),
             verbatim(
