@@ -626,11 +626,10 @@ fn rust_and_c_refuse_at_build_time_what_python_and_js_refuse_at_load() {
         ("compile_fail,E0277", ".ttl(-1)"),
         ("compile_fail,E0600", ".early_ttl(-1)"),
     ] {
-        let block = sdk
+        let found = sdk
             .split("//! ```")
-            .skip_while(|b| !b.starts_with(code) || !b.contains(mistake))
-            .next();
-        assert!(block.is_some(), "no {code} doctest for {mistake}");
+            .any(|b| b.starts_with(code) && b.contains(mistake));
+        assert!(found, "no {code} doctest for {mistake}");
     }
 
     // C: each mistake beside its correct spelling, compiled as a policy is.
