@@ -43,6 +43,35 @@ pub const RECACHED_READS: [&str; 6] = [
     "get_user_settings",
 ];
 
+/// The rule of one call of `op` as JSON, `{"refused": message}` for the policy's error, or
+/// `{"host error": ...}` for a placeholder without an argument; `guest` forces the guest's
+/// render of a static op.
+pub async fn rule(
+    c: &cachelet::Cache,
+    op: &str,
+    read: bool,
+    args: &cachelet::Args,
+    guest: bool,
+) -> serde_json::Value {
+    let r = if read {
+        c.read_rule(op, args, guest)
+            .await
+            .map(|r| serde_json::to_value(r).unwrap())
+    } else {
+        c.write_rule(op, args, None, guest)
+            .await
+            .map(|r| serde_json::to_value(r).unwrap())
+    };
+    match r {
+        Ok(rule) => rule,
+        Err(cachelet::Error::Policy { message, .. }) => serde_json::json!({ "refused": message }),
+        Err(e @ cachelet::Error::MissingArg { .. }) => {
+            serde_json::json!({ "host error": e.to_string() })
+        }
+        Err(e) => panic!("{op}: unexpected error {e}"),
+    }
+}
+
 pub mod redis;
 mod target;
 
