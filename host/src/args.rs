@@ -27,6 +27,11 @@ pub enum Value {
 }
 
 impl Value {
+    /// The value of one `Serialize` argument.
+    pub(crate) fn of<T: Serialize + ?Sized>(value: &T) -> Result<Value, Error> {
+        to_value(value).map_err(|e| Error::Args(e.0))
+    }
+
     /// The value as a template sees it.
     pub(crate) fn as_arg(&self) -> Arg<'_> {
         match self {

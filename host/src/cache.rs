@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     /// wait for them, so that the caller's next read is fresh.
     pub detached: AtomicU64,
     pub settled: tokio::sync::Notify,
+    /// Values for the parameters annotated reads skip, handed to them by recache.
+    pub context: crate::embed::Context,
     /// Operations already warned about (unknown op, missing loader): each is logged once.
     warned: Mutex<HashSet<String>>,
 }
@@ -253,7 +255,7 @@ impl CacheBuilder {
             compile_cache.as_deref(),
         )
         .await?;
-        Ok(Cache {
+        let cache = Cache {
             inner: Arc::new(Inner {
                 settings: s,
                 store,
@@ -266,9 +268,12 @@ impl CacheBuilder {
                 generation: AtomicU64::new(0),
                 detached: AtomicU64::new(0),
                 settled: tokio::sync::Notify::new(),
+                context: Default::default(),
                 warned: Mutex::new(HashSet::new()),
             }),
-        })
+        };
+        cache.warn_unloaded_recaches();
+        Ok(cache)
     }
 }
 
@@ -298,7 +303,31 @@ impl Cache {
         )
         .await?;
         self.inner.policies.store(Arc::new(set));
+        self.warn_unloaded_recaches();
         Ok(())
+    }
+
+    /// The read ops the policies' declared write rules recache for which there is no loader:
+    /// no `#[cachelet::read]` function and no [`Cache::register_loader`] closure. Their
+    /// recaches are skipped (the write still invalidates). Loading policies logs a warning
+    /// listing them.
+    pub fn recaches_without_loader(&self) -> Vec<String> {
+        let set = self.inner.policies.load();
+        set.recached_ops()
+            .into_iter()
+            .filter(|op| self.loader(op).is_none())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn warn_unloaded_recaches(&self) {
+        let missing = self.recaches_without_loader();
+        if !missing.is_empty() {
+            tracing::warn!(
+                "the policies recache {missing:?}, which no #[cachelet::read] function loads: \
+                 those recaches are skipped unless a loader is registered (Cache::register_loader)"
+            );
+        }
     }
 
     /// What each loaded policy declares.

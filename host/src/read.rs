@@ -56,6 +56,20 @@ impl Plan {
     }
 }
 
+/// What a lookup served: a value, or a hit whose early refresh this caller claimed (the
+/// loader is handed back to run it).
+enum Served<T, S, F> {
+    Value(T),
+    EarlyDue(EarlyDue<T, S, F>),
+}
+
+struct EarlyDue<T, S, F> {
+    value: T,
+    seen: S,
+    plan: Plan,
+    loader: F,
+}
+
 /// A loader's value, and whether it went into the backend.
 struct Loaded<T> {
     value: T,
@@ -106,12 +120,65 @@ impl Cache {
             bump(&self.inner.stats.uncached);
             return Box::pin(self.load(loader)).await;
         };
-        if self.inner.detached.load(Ordering::Acquire) != 0 {
-            // A write whose caller went away is still invalidating: its caller's next read
-            // must not see what it invalidates.
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.settle()).await;
-        }
-        with_backend!(&self.inner.store.backend, b => self.read_on(b, op, plan, loader).await)
+        with_backend!(&self.inner.store.backend, b => {
+            match self.read_on(b, op, plan, loader).await? {
+                Served::Value(v) => Ok(v),
+                Served::EarlyDue(due) => {
+                    self.refresh_early(b.clone(), due.seen, due.plan, due.loader);
+                    Ok(due.value)
+                }
+            }
+        })
+    }
+
+    /// [`Cache::read`] with a loader that may borrow (a database handle, a request): it runs
+    /// in this call, never in the background. So when the op declares `early_ttl`, the one
+    /// caller that claims an entry's early refresh runs the loader in line and gets the new
+    /// value (its latency is a miss's; every other caller keeps getting the hit). With
+    /// [`Cache::read`], whose loader is `'static`, that refresh runs in a task of its own and
+    /// no caller waits for it.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Runtime::new().unwrap();
+    /// # rt.block_on(async {
+    /// let cache = cachelet::Cache::builder().url("mem://").build().await.unwrap();
+    /// let names = vec!["ann".to_string(), "bob".to_string()];
+    /// let first: String = cache
+    ///     .read_scoped("first_name", &(), || async { Ok::<_, std::io::Error>(names[0].clone()) })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(first, "ann");
+    /// # });
+    /// ```
+    pub async fn read_scoped<A, T, E, F, Fut>(&self, op: &str, args: &A, loader: F) -> Result<T, E>
+    where
+        A: ToArgs + ?Sized,
+        T: Serialize + DeserializeOwned,
+        E: std::fmt::Display + From<crate::LoadError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Some(plan) = self.plan(op, args).await else {
+            bump(&self.inner.stats.uncached);
+            return Box::pin(self.load(loader)).await;
+        };
+        with_backend!(&self.inner.store.backend, b => {
+            match self.read_on(b, op, plan, loader).await? {
+                Served::Value(v) => Ok(v),
+                Served::EarlyDue(due) => {
+                    bump(&self.inner.stats.early_refreshes);
+                    let EarlyDue { value, seen, plan, loader } = due;
+                    match Box::pin(self.load_and_fill(&**b, &plan, None, loader)).await {
+                        Ok(fresh) => Ok(fresh.value),
+                        Err(e) => {
+                            tracing::warn!(op, "early refresh failed: {e}");
+                            b.release_early(&plan.key, &seen).await;
+                            Ok(value)
+                        }
+                    }
+                }
+            }
+        })
     }
 
     async fn read_on<B, T, E, F, Fut>(
@@ -120,34 +187,46 @@ impl Cache {
         op: &str,
         plan: Plan,
         loader: F,
-    ) -> Result<T, E>
+    ) -> Result<Served<T, B::Seen, F>, E>
     where
         B: Backend,
-        T: Serialize + DeserializeOwned + Send + 'static,
-        E: std::fmt::Display + From<crate::LoadError> + Send + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Serialize + DeserializeOwned,
+        E: std::fmt::Display + From<crate::LoadError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
     {
+        if self.inner.detached.load(Ordering::Acquire) != 0 {
+            // A write whose caller went away is still invalidating: its caller's next read
+            // must not see what it invalidates.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.settle()).await;
+        }
         let Lookup { hit, seen } = match b.lookup(&plan.key, &plan.tags, plan.look()).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(op, "{e}; serving uncached");
                 if plan.lock {
                     // Single flight holds while the backend is down: one loader per key.
-                    return Box::pin(self.read_locked(b, op, plan, loader, false)).await;
+                    return Box::pin(self.read_locked(b, op, plan, loader, false))
+                        .await
+                        .map(Served::Value);
                 }
                 bump(&self.inner.stats.uncached);
-                return Box::pin(self.load(loader)).await;
+                return Box::pin(self.load(loader)).await.map(Served::Value);
             }
         };
         if let Some(hit) = hit {
             match decode::<T>(&plan.key, &hit.value) {
-                Ok(v) => {
+                Ok(value) => {
                     bump(&self.inner.stats.hits);
                     if hit.early_due {
-                        self.refresh_early(b.clone(), seen, plan, loader);
+                        return Ok(Served::EarlyDue(EarlyDue {
+                            value,
+                            seen,
+                            plan,
+                            loader,
+                        }));
                     }
-                    return Ok(v);
+                    return Ok(Served::Value(value));
                 }
                 Err(e) => tracing::warn!(op, "{e}; reloading"),
             }
@@ -156,11 +235,13 @@ impl Cache {
         // The miss paths are boxed: the hit path's future stays small (it is moved on every
         // read), and a miss pays for a loader anyway.
         if plan.lock {
-            Box::pin(self.read_locked(b, op, plan, loader, true)).await
+            Box::pin(self.read_locked(b, op, plan, loader, true))
+                .await
+                .map(Served::Value)
         } else {
             Box::pin(self.load_and_fill(&**b, &plan, Some(&seen), loader))
                 .await
-                .map(|l| l.value)
+                .map(|l| Served::Value(l.value))
         }
     }
 

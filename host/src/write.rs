@@ -158,6 +158,22 @@ impl Cache {
         Fut: Future<Output = Result<R, E>>,
     {
         let args = args.to_args().map(std::borrow::Cow::into_owned);
+        self.write_converted(op, args, action).await
+    }
+
+    /// [`Cache::write_outcome`] with the arguments already converted (or not: then the
+    /// namespace is flushed, as for any rule that cannot be computed).
+    pub(crate) async fn write_converted<R, E, F, Fut>(
+        &self,
+        op: &str,
+        args: Result<Args, Error>,
+        action: F,
+    ) -> Result<Written<R>, E>
+    where
+        R: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+    {
         let value = action().await?;
         // From here the write has happened: so must its invalidation.
         let mut finishing = Finishing {
@@ -236,18 +252,11 @@ impl Cache {
     }
 
     async fn recache(&self, rc: Recache) {
-        let loader = self
-            .inner
-            .loaders
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&rc.op)
-            .cloned();
-        let Some(loader) = loader else {
+        let Some(loader) = self.loader(&rc.op) else {
             self.warn_once(
                 &format!("recache:{}", rc.op),
                 format_args!(
-                    "recache of {:?} skipped: no loader registered for it (Cache::register_loader)",
+                    "recache of {:?} skipped: no #[cachelet::read] function or Cache::register_loader closure loads it",
                     rc.op
                 ),
             );

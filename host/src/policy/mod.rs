@@ -927,6 +927,20 @@ impl PolicySet {
         Ok(set)
     }
 
+    /// The read ops the declared write rules recache (computed rules may name others).
+    pub fn recached_ops(&self) -> std::collections::BTreeSet<&str> {
+        self.routes
+            .values()
+            .filter_map(|r| match r {
+                Route::Write {
+                    template: Some(t), ..
+                } => Some(t.recache.iter().map(|r| r.op.as_str())),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     fn route_policy(&self, op: &str) -> Option<&str> {
         self.routes.get(op).map(|r| match r {
             Route::Read { policy, .. } | Route::Write { policy, .. } => {

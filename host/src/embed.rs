@@ -1,0 +1,312 @@
+//! What the attribute macros ([`read`](crate::read), [`write`](crate::write)) stand on: the
+//! cache installed at startup, the values a recache hands to skipped parameters, and the
+//! loaders every `#[cachelet::read]` function registers at link time.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwapOption;
+use futures_util::future::BoxFuture;
+
+use crate::cache::{Cache, LoaderFn};
+
+static INSTALLED: ArcSwapOption<Cache> = ArcSwapOption::const_empty();
+
+/// Installs the cache the attribute macros use when a function is given none as a parameter
+/// (the modelled library's `init_cache()`); returns the one it replaces. Call it once at
+/// startup, before the first annotated call.
+///
+/// ```
+/// # let rt = tokio::runtime::Runtime::new().unwrap();
+/// # rt.block_on(async {
+/// let cache = cachelet::Cache::builder().url("mem://").build().await.unwrap();
+/// cachelet::install(cache);
+/// assert!(cachelet::installed().is_some());
+/// # });
+/// ```
+pub fn install(cache: Cache) -> Option<Cache> {
+    INSTALLED.swap(Some(Arc::new(cache))).map(|c| (*c).clone())
+}
+
+/// The cache [`install`]ed, if any. An annotated function called before one is installed
+/// runs its body uncached (and says so once in the log).
+pub fn installed() -> Option<Cache> {
+    INSTALLED.load().as_deref().cloned()
+}
+
+/// Values given to the cache for the parameters an annotated read skips (`#[cachelet(skip)]`,
+/// e.g. a database pool): a recache calls the function with the one of that type.
+#[derive(Default)]
+pub(crate) struct Context {
+    values: std::sync::RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Context {
+    pub fn provide<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.values
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
+        values
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+            .cloned()
+    }
+}
+
+impl Cache {
+    /// Gives the cache a value for the parameters of type `T` that annotated reads skip (a
+    /// database pool, a client): when a write's recache warms such a read, its function is
+    /// called with a clone of this value. One value per type; a later call replaces it.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Runtime::new().unwrap();
+    /// # rt.block_on(async {
+    /// #[derive(Clone)]
+    /// struct Db;
+    /// let cache = cachelet::Cache::builder().url("mem://").build().await.unwrap();
+    /// cache.provide(Db);
+    /// # });
+    /// ```
+    pub fn provide<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.inner.context.provide(value);
+    }
+
+    /// The loader of a read operation: a closure given to [`Cache::register_loader`], else the
+    /// `#[cachelet::read]` function declared for it.
+    pub(crate) fn loader(&self, op: &str) -> Option<LoaderFn> {
+        if let Some(f) = self
+            .inner
+            .loaders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(op)
+        {
+            return Some(f.clone());
+        }
+        let r = registered().get(op)?;
+        let cache = self.clone();
+        let load = r.load;
+        Some(Arc::new(move |args| load(&cache, args)))
+    }
+}
+
+/// The `#[cachelet::read]` functions of the program, by op.
+fn registered() -> &'static HashMap<&'static str, &'static __private::Registered> {
+    static MAP: OnceLock<HashMap<&'static str, &'static __private::Registered>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut map = HashMap::new();
+        for r in inventory::iter::<__private::Registered> {
+            if let Some(first) = map.insert(r.op, r) {
+                tracing::error!(
+                    op = r.op,
+                    "two #[cachelet::read] functions declare this op ({} and {}); recache uses {}",
+                    first.function,
+                    r.function,
+                    r.function
+                );
+            }
+        }
+        map
+    })
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Used by the code the attribute macros generate; not a stable API.
+
+    use std::future::Future;
+
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    use super::BoxFuture;
+    use crate::{Args, Cache, Error, LoadError};
+
+    pub use inventory;
+    pub use serde_json;
+
+    /// A `#[cachelet::read]` function, registered as the loader of its op.
+    pub struct Registered {
+        /// The op.
+        pub op: &'static str,
+        /// The function's path, for messages.
+        pub function: &'static str,
+        /// Calls the function (uncached) with a recache's arguments.
+        pub load: fn(&Cache, Args) -> LoadFuture,
+    }
+
+    /// What a registered loader returns: the loaded value as JSON, or the error's message.
+    pub type LoadFuture = BoxFuture<'static, Result<serde_json::Value, String>>;
+
+    inventory::collect!(Registered);
+
+    /// Builds a call's arguments from its parameters; the first that does not convert is kept
+    /// as the error (the call is then served uncached).
+    pub struct ArgsBuilder {
+        args: Result<Args, Error>,
+    }
+
+    #[allow(clippy::new_without_default)]
+    impl ArgsBuilder {
+        pub fn new() -> ArgsBuilder {
+            ArgsBuilder {
+                args: Ok(Args::new()),
+            }
+        }
+
+        pub fn arg<T: Serialize + ?Sized>(mut self, name: &'static str, value: &T) -> Self {
+            if let Ok(args) = &mut self.args {
+                match crate::args::Value::of(value) {
+                    Ok(v) => args.set(name, v),
+                    Err(e) => {
+                        self.args = Err(Error::Args(format!("parameter `{name}`: {e}")));
+                    }
+                }
+            }
+            self
+        }
+
+        pub fn finish(self) -> Result<Args, Error> {
+            self.args
+        }
+    }
+
+    /// A call whose arguments do not convert: served uncached, counted as the cache counts a
+    /// policy error.
+    fn uncached(cache: &Cache, function: &'static str, why: &Error) {
+        crate::cache::bump(&cache.inner.stats.policy_errors);
+        crate::cache::bump(&cache.inner.stats.uncached);
+        tracing::warn!(function, "served uncached: {why}");
+    }
+
+    /// Pins the output type of an annotated function's body, so `?` in it converts into the
+    /// function's own error type.
+    pub fn body<T, F: Future<Output = T>>(f: F) -> F {
+        f
+    }
+
+    /// The expansion of `#[cachelet::read]` when the body borrows (see [`Cache::read_scoped`]).
+    pub async fn read_scoped<T, E, F, Fut>(
+        cache: Option<Cache>,
+        function: &'static str,
+        op: &str,
+        args: Result<Args, Error>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: std::fmt::Display + From<LoadError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match (cache, args) {
+            (Some(cache), Ok(args)) => cache.read_scoped(op, &args, loader).await,
+            (None, _) => {
+                not_installed(function);
+                loader().await
+            }
+            (Some(cache), Err(e)) => {
+                uncached(&cache, function, &e);
+                loader().await
+            }
+        }
+    }
+
+    /// The expansion of `#[cachelet::read]` when the body owns what it uses (see
+    /// [`Cache::read`]: an early refresh runs in the background).
+    pub async fn read<T, E, F, Fut>(
+        cache: Option<Cache>,
+        function: &'static str,
+        op: &str,
+        args: Result<Args, Error>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: std::fmt::Display + From<LoadError> + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        match (cache, args) {
+            (Some(cache), Ok(args)) => cache.read(op, &args, loader).await,
+            (None, _) => {
+                not_installed(function);
+                loader().await
+            }
+            (Some(cache), Err(e)) => {
+                uncached(&cache, function, &e);
+                loader().await
+            }
+        }
+    }
+
+    /// The expansion of `#[cachelet::write]`.
+    pub async fn write<R, E, F, Fut>(
+        cache: Option<Cache>,
+        function: &'static str,
+        op: &str,
+        args: Result<Args, Error>,
+        action: F,
+    ) -> Result<R, E>
+    where
+        R: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        match cache {
+            // Arguments that do not convert still invalidate: the write path flushes the
+            // namespace when it cannot compute the rule.
+            Some(cache) => cache
+                .write_converted(op, args, action)
+                .await
+                .map(|w| w.value),
+            None => {
+                not_installed(function);
+                action().await
+            }
+        }
+    }
+
+    fn not_installed(function: &'static str) {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                function,
+                "no cache installed (cachelet::install): annotated functions run uncached"
+            );
+        });
+    }
+
+    /// A recache's argument `name`, as the parameter's owned type.
+    pub fn arg<T: DeserializeOwned>(args: &Args, name: &str) -> Result<T, String> {
+        let v = args
+            .get(name)
+            .map(|v| v.to_json())
+            .unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(v).map_err(|e| format!("recache argument `{name}`: {e}"))
+    }
+
+    /// The value provided for a skipped parameter of type `T` ([`Cache::provide`]).
+    pub fn provided<T: Clone + Send + Sync + 'static>(cache: &Cache) -> Result<T, String> {
+        cache.inner.context.get::<T>().ok_or_else(|| {
+            format!(
+                "a skipped parameter of type {} has no value: give one with Cache::provide",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+
+    /// A loaded value as JSON, for a recache's fill.
+    pub fn loaded<T: Serialize, E: std::fmt::Display>(
+        out: Result<T, E>,
+    ) -> Result<serde_json::Value, String> {
+        let v = out.map_err(|e| e.to_string())?;
+        serde_json::to_value(v).map_err(|e| e.to_string())
+    }
+}
