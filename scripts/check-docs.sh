@@ -50,7 +50,7 @@ def commands(text, env=None):
 def normal(cmd, env):
     for name, value in env.items():
         cmd = cmd.replace("$" + name, value)
-    cmd = re.sub(r'"?\$tc/[^"\s]*/bin/([\w.-]+)"?', r"\1", cmd)  # a tool on the PATH
+    cmd = re.sub(r'"?\$tc/[^"\s]*/\.?bin/([\w.-]+)"?', r"\1", cmd)  # a tool on the PATH
     cmd = cmd.replace('"', "")
     cmd = cmd.strip("{}() ").strip()
     words = [w for w in cmd.split() if w not in QUIET]
