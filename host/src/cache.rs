@@ -273,6 +273,7 @@ impl CacheBuilder {
             }),
         };
         cache.warn_unloaded_recaches();
+        crate::metrics::sample(Arc::downgrade(&cache.inner));
         Ok(cache)
     }
 }

@@ -35,6 +35,7 @@ mod config;
 mod embed;
 mod error;
 mod flight;
+pub mod metrics;
 mod policy;
 mod read;
 mod rules;

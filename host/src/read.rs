@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,8 +15,10 @@ use crate::backend::redis::envelope::{MAX_TAGS, MAX_TAG_LEN};
 use crate::backend::{with_backend, Backend, Fill, Look, Lookup};
 use crate::cache::{bump, decode, Cache};
 use crate::flight::{Joined, Landing};
+use crate::metrics::{Outcome, ReadMetrics};
 use crate::rules::{resolve_ttl, ReadRule};
 use crate::Error;
+use tracing::Instrument;
 
 /// How often a waiter of a `lock`ed key goes again when the load it waited for was
 /// invalidated or abandoned, before it loads on its own without caching.
@@ -37,6 +39,7 @@ struct Plan {
     early: Option<Duration>,
     refresh: bool,
     lock: bool,
+    metrics: Arc<ReadMetrics>,
 }
 
 impl Plan {
@@ -116,9 +119,22 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let Some(plan) = self.plan(op, args).await else {
-            bump(&self.inner.stats.uncached);
-            return Box::pin(self.load(loader)).await;
+        self.read_static(op, args, loader)
+            .instrument(read_span(op))
+            .await
+    }
+
+    async fn read_static<A, T, E, F, Fut>(&self, op: &str, args: &A, loader: F) -> Result<T, E>
+    where
+        A: ToArgs + ?Sized,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: std::fmt::Display + From<crate::LoadError> + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let plan = match self.plan(op, args).await {
+            Ok(plan) => plan,
+            Err(metrics) => return Box::pin(self.uncached(&metrics, loader)).await,
         };
         with_backend!(&self.inner.store.backend, b => {
             match self.read_on(b, op, plan, loader).await? {
@@ -158,9 +174,22 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let Some(plan) = self.plan(op, args).await else {
-            bump(&self.inner.stats.uncached);
-            return Box::pin(self.load(loader)).await;
+        self.read_borrowing(op, args, loader)
+            .instrument(read_span(op))
+            .await
+    }
+
+    async fn read_borrowing<A, T, E, F, Fut>(&self, op: &str, args: &A, loader: F) -> Result<T, E>
+    where
+        A: ToArgs + ?Sized,
+        T: Serialize + DeserializeOwned,
+        E: std::fmt::Display + From<crate::LoadError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let plan = match self.plan(op, args).await {
+            Ok(plan) => plan,
+            Err(metrics) => return Box::pin(self.uncached(&metrics, loader)).await,
         };
         with_backend!(&self.inner.store.backend, b => {
             match self.read_on(b, op, plan, loader).await? {
@@ -210,8 +239,9 @@ impl Cache {
                         .await
                         .map(Served::Value);
                 }
-                bump(&self.inner.stats.uncached);
-                return Box::pin(self.load(loader)).await.map(Served::Value);
+                return Box::pin(self.uncached(&plan.metrics, loader))
+                    .await
+                    .map(Served::Value);
             }
         };
         if let Some(hit) = hit {
@@ -219,6 +249,7 @@ impl Cache {
                 Ok(value) => {
                     bump(&self.inner.stats.hits);
                     if hit.early_due {
+                        plan.metrics.count(Outcome::Stale);
                         return Ok(Served::EarlyDue(EarlyDue {
                             value,
                             seen,
@@ -226,12 +257,14 @@ impl Cache {
                             loader,
                         }));
                     }
+                    plan.metrics.count(Outcome::Hit);
                     return Ok(Served::Value(value));
                 }
                 Err(e) => tracing::warn!(op, "{e}; reloading"),
             }
         }
         bump(&self.inner.stats.misses);
+        plan.metrics.count(Outcome::Miss);
         // The miss paths are boxed: the hit path's future stays small (it is moved on every
         // read), and a miss pays for a loader anyway.
         if plan.lock {
@@ -245,28 +278,31 @@ impl Cache {
         }
     }
 
-    /// The rule for a call, resolved; `None` when the call is not to be cached.
-    async fn plan<A: ToArgs + ?Sized>(&self, op: &str, args: &A) -> Option<Plan> {
-        let rule = match args.to_args() {
-            Ok(a) => self.inner.policies.load().read_rule(op, &a).await,
-            Err(e) => Err(e),
+    /// The rule for a call, resolved; `Err` (with the op's metrics) when the call is not to be
+    /// cached.
+    async fn plan<A: ToArgs + ?Sized>(&self, op: &str, args: &A) -> Result<Plan, Arc<ReadMetrics>> {
+        let set = self.inner.policies.load();
+        let (metrics, rule) = match args.to_args() {
+            Ok(a) => set.read_rule_metered(op, &a).await,
+            Err(e) => (set.read_metrics(op), Err(e)),
         };
+        let metrics = metrics.cloned().unwrap_or_else(undeclared);
         let rule = match rule.and_then(|r| r.map(|r| checked(op, r)).transpose()) {
             Ok(Some(r)) => r,
-            Ok(None) => return None,
+            Ok(None) => return Err(metrics),
             Err(Error::UnknownOp(_)) => {
                 self.warn_once(
                     op,
                     format_args!("operation {op:?} is declared by no policy: not cached"),
                 );
-                return None;
+                return Err(metrics);
             }
             Err(e) => {
                 if !matches!(e, Error::Guest { .. } | Error::Busy { .. }) {
                     bump(&self.inner.stats.policy_errors);
                 }
                 tracing::warn!(op, "serving uncached: {e}");
-                return None;
+                return Err(metrics);
             }
         };
         let ReadRule {
@@ -279,9 +315,9 @@ impl Cache {
         } = rule;
         let ttl = resolve_ttl(ttl, &self.inner.store.ttl);
         if ttl.is_zero() {
-            return None;
+            return Err(metrics);
         }
-        Some(Plan {
+        Ok(Plan {
             key: self.inner.store.key(&key),
             tags,
             ttl,
@@ -290,15 +326,43 @@ impl Cache {
                 .filter(|e| *e < ttl),
             refresh,
             lock,
+            metrics,
         })
     }
 
-    async fn load<T, E, Fut>(&self, loader: impl FnOnce() -> Fut) -> Result<T, E>
+    /// Runs the loader, timed; its error is counted.
+    async fn load<T, E, Fut>(
+        &self,
+        metrics: &ReadMetrics,
+        loader: impl FnOnce() -> Fut,
+    ) -> Result<T, E>
     where
         Fut: Future<Output = Result<T, E>>,
     {
         bump(&self.inner.stats.loads);
-        loader().await
+        let start = Instant::now();
+        let out = loader()
+            .instrument(tracing::debug_span!("cachelet.loader"))
+            .await;
+        metrics.loader.record(start.elapsed());
+        if out.is_err() {
+            metrics.count(Outcome::Error);
+        }
+        out
+    }
+
+    /// A read served without the cache: the loader's value as it is.
+    async fn uncached<T, E, Fut>(
+        &self,
+        metrics: &ReadMetrics,
+        loader: impl FnOnce() -> Fut,
+    ) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        bump(&self.inner.stats.uncached);
+        metrics.count(Outcome::Uncached);
+        self.load(metrics, loader).await
     }
 
     /// Fence, load, fill. The fence is taken before the loader runs; `seen` (a lookup just
@@ -317,7 +381,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let fence = b.fence(&plan.tags, seen, plan.ttl).await;
-        let value = self.load(loader).await?;
+        let value = self.load(&plan.metrics, loader).await?;
         let bytes = match serde_json::to_vec(&value) {
             Ok(bytes) => bytes,
             Err(err) => {
@@ -459,9 +523,8 @@ impl Cache {
                     }
                     // The backend is down, or another host's load did not land in time: load
                     // here, for this process's waiters too.
-                    bump(&self.inner.stats.uncached);
                     let f = loader.take().expect("the loader runs once");
-                    let out = self.load(f).await.map(|value| {
+                    let out = self.uncached(&plan.metrics, f).await.map(|value| {
                         let bytes = serde_json::to_vec(&value).ok().map(Arc::from);
                         Loaded {
                             value,
@@ -473,12 +536,14 @@ impl Cache {
                 }
                 Joined::Waiter(mut rx) => {
                     bump(&self.inner.stats.coalesced);
+                    crate::metrics::lock_wait(op);
                     let landed = {
                         let waited = rx.wait_for(|l| !matches!(l, Landing::Pending));
                         match tokio::time::timeout_at(deadline, waited).await {
                             Ok(Ok(l)) => Some(l.clone()),
                             Ok(Err(_)) => None,
                             Err(_) => {
+                                crate::metrics::lock_timeout(op);
                                 tracing::warn!(
                                     op,
                                     key = plan.key,
@@ -519,9 +584,8 @@ impl Cache {
             }
         }
         tracing::warn!(op, key = plan.key, "lock: no fresh value, loading uncached");
-        bump(&self.inner.stats.uncached);
         let f = loader.take().expect("the loader runs once");
-        self.load(f).await
+        self.uncached(&plan.metrics, f).await
     }
 
     /// Runs the loader in the background and stores its value, fenced as any fill. If it fails,
@@ -593,4 +657,14 @@ fn checked(op: &str, rule: ReadRule) -> Result<ReadRule, Error> {
         });
     }
     Ok(rule)
+}
+
+/// The metrics of calls to ops no policy declares.
+fn undeclared() -> Arc<ReadMetrics> {
+    static UNDECLARED: std::sync::OnceLock<Arc<ReadMetrics>> = std::sync::OnceLock::new();
+    UNDECLARED.get_or_init(ReadMetrics::undeclared).clone()
+}
+
+fn read_span(op: &str) -> tracing::Span {
+    tracing::debug_span!("cachelet.read", op, outcome = tracing::field::Empty)
 }

@@ -123,6 +123,22 @@ impl Store {
         }
     }
 
+    /// Entries and their weighted size in bytes, on the memory backend.
+    pub fn memory_size(&self) -> Option<(u64, u64)> {
+        match &self.backend {
+            AnyBackend::Memory(m) => Some((m.entry_count(), m.weighted_size())),
+            AnyBackend::Redis(_) => None,
+        }
+    }
+
+    /// Whether the breaker is open (Redis considered down); never on memory.
+    pub fn breaker_open(&self) -> bool {
+        match &self.backend {
+            AnyBackend::Memory(_) => false,
+            AnyBackend::Redis(r) => r.breaker_open(),
+        }
+    }
+
     /// Commands sent to Redis so far; `None` on memory.
     pub fn redis_commands(&self) -> Option<u64> {
         match &self.backend {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::args::{Args, ToArgs, Value};
 use crate::backend::Invalidation;
@@ -174,7 +175,28 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
-        let value = action().await?;
+        let span = tracing::debug_span!("cachelet.write", op, outcome = tracing::field::Empty);
+        self.write_in(op, args, action).instrument(span).await
+    }
+
+    async fn write_in<R, E, F, Fut>(
+        &self,
+        op: &str,
+        args: Result<Args, Error>,
+        action: F,
+    ) -> Result<Written<R>, E>
+    where
+        R: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        let value = match action().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::Span::current().record("outcome", "error");
+                return Err(e);
+            }
+        };
         // From here the write has happened: so must its invalidation.
         let mut finishing = Finishing {
             cache: self.clone(),
@@ -203,7 +225,12 @@ impl Cache {
             }
             Err(e) => Err(Error::Args(e.to_string())),
         };
-        match rule {
+        let (label, flushed) = match &rule {
+            Err(Error::UnknownOp(_)) => ("undeclared", false),
+            Err(_) => (op, true),
+            Ok(_) => (op, false),
+        };
+        let outcome = match rule {
             Ok(Some(rule)) => self.apply(rule).await,
             Ok(None) => Invalidation::Nothing,
             Err(Error::UnknownOp(_)) => {
@@ -228,7 +255,16 @@ impl Cache {
                 );
                 outcome
             }
-        }
+        };
+        let name = match (&outcome, flushed) {
+            (_, true) => "flushed",
+            (Invalidation::Nothing, _) => "nothing",
+            (Invalidation::Delivered, _) => "delivered",
+            (Invalidation::Held { .. }, _) => "held",
+        };
+        crate::metrics::write(label, name);
+        tracing::Span::current().record("outcome", name);
+        outcome
     }
 
     /// Applies a write rule: invalidate, then recache.
@@ -239,6 +275,7 @@ impl Cache {
             .stats
             .invalidations
             .fetch_add(rule.invalidate.len() as u64, Ordering::Relaxed);
+        crate::metrics::invalidations(rule.invalidate.len() as u64);
         if rule.recache.is_empty() {
             return outcome;
         }
@@ -252,6 +289,11 @@ impl Cache {
     }
 
     async fn recache(&self, rc: Recache) {
+        let span = tracing::debug_span!("cachelet.recache", op = rc.op);
+        self.recache_in(rc).instrument(span).await
+    }
+
+    async fn recache_in(&self, rc: Recache) {
         let Some(loader) = self.loader(&rc.op) else {
             self.warn_once(
                 &format!("recache:{}", rc.op),
@@ -260,14 +302,19 @@ impl Cache {
                     rc.op
                 ),
             );
+            crate::metrics::recache(&rc.op, "no_loader");
             return;
         };
         bump(&self.inner.stats.recaches);
         let args = rc.args.clone();
         let out: Result<serde_json::Value, String> =
             self.read(&rc.op, &args, move || loader(rc.args)).await;
-        if let Err(e) = out {
-            tracing::warn!(op = rc.op, "recache failed: {e}");
+        match out {
+            Ok(_) => crate::metrics::recache(&rc.op, "ok"),
+            Err(e) => {
+                crate::metrics::recache(&rc.op, "error");
+                tracing::warn!(op = rc.op, "recache failed: {e}");
+            }
         }
     }
 }

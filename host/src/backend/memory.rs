@@ -215,6 +215,11 @@ impl Memory {
         n
     }
 
+    /// The entries' weighted size in bytes.
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.weighted_size()
+    }
+
     /// Entries held (including ones not yet swept after expiry).
     pub fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks();

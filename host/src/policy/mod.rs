@@ -31,6 +31,7 @@ use self::calls::{
 };
 use self::runtime::{from_wit_ttl, runtime, HostState, TICK};
 use crate::args::{Args, Value};
+use crate::metrics::{PolicyMetrics, ReadMetrics};
 use crate::rules::{
     parse_template, ReadRule, ReadTemplate, Recache, RecacheTemplate, Template, WriteRule,
     WriteTemplate,
@@ -242,6 +243,27 @@ impl Rule {
     }
 }
 
+/// Records the time until it is dropped (a guest call, also when its future is dropped).
+struct Timed<'a> {
+    histogram: &'a ::metrics::Histogram,
+    start: std::time::Instant,
+}
+
+impl<'a> Timed<'a> {
+    fn new(histogram: &'a ::metrics::Histogram) -> Timed<'a> {
+        Timed {
+            histogram,
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        self.histogram.record(self.start.elapsed());
+    }
+}
+
 struct Instance {
     store: WasmStore<HostState>,
     funcs: Funcs,
@@ -262,6 +284,7 @@ pub(crate) struct Policy {
     limits: PolicyLimits,
     store: Arc<Store>,
     faults: AtomicU64,
+    metrics: PolicyMetrics,
     /// Calls served uncached because every instance was busy.
     busy: AtomicU64,
     report: PolicyReport,
@@ -320,6 +343,7 @@ impl Policy {
             limits,
             store,
             faults: AtomicU64::new(0),
+            metrics: PolicyMetrics::new(&default_name),
             busy: AtomicU64::new(0),
             report: PolicyReport {
                 name: default_name,
@@ -371,6 +395,7 @@ impl Policy {
         let info = info.map_err(|mistakes| bad(format!("declaration refused: {mistakes}")))?;
         if !info.name.is_empty() {
             policy.name = info.name.as_str().into();
+            policy.metrics = PolicyMetrics::new(&info.name);
             policy.report.name = info.name.clone();
         }
         policy.report.version = info.version.clone();
@@ -575,6 +600,7 @@ impl Policy {
 
     fn fault(&self, op: &str, e: wasmtime::Error) -> Error {
         self.faults.fetch_add(1, Ordering::Relaxed);
+        self.metrics.faults.increment(1);
         let message = match e.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => format!(
                 "ran past its deadline of {:?} and was stopped",
@@ -613,6 +639,17 @@ impl Policy {
         index: u32,
         args: &Args,
     ) -> Result<Option<ReadRule>, Error> {
+        let _timed = Timed::new(&self.metrics.call);
+        let span = tracing::debug_span!("cachelet.policy", policy = &*self.name, op);
+        tracing::Instrument::instrument(self.guest_read_in(op, index, args), span).await
+    }
+
+    async fn guest_read_in(
+        &self,
+        op: &str,
+        index: u32,
+        args: &Args,
+    ) -> Result<Option<ReadRule>, Error> {
         let pick = Funcs::read;
         let (out,) = if self.sync {
             let wargs = wire_args(args);
@@ -634,6 +671,18 @@ impl Policy {
     }
 
     async fn guest_write(
+        &self,
+        op: &str,
+        index: u32,
+        args: &Args,
+        result: Option<&Value>,
+    ) -> Result<Option<WriteRule>, Error> {
+        let _timed = Timed::new(&self.metrics.call);
+        let span = tracing::debug_span!("cachelet.policy", policy = &*self.name, op);
+        tracing::Instrument::instrument(self.guest_write_in(op, index, args, result), span).await
+    }
+
+    async fn guest_write_in(
         &self,
         op: &str,
         index: u32,
@@ -863,6 +912,7 @@ enum Route {
         policy: usize,
         index: u32,
         template: Option<ReadTemplate>,
+        metrics: Arc<ReadMetrics>,
     },
     Write {
         policy: usize,
@@ -912,6 +962,7 @@ impl PolicySet {
                         policy: idx,
                         index,
                         template: t.clone(),
+                        metrics: Arc::new(ReadMetrics::new(policy.name(), op)),
                     },
                     Rule::Write(t) => Route::Write {
                         policy: idx,
@@ -955,22 +1006,46 @@ impl PolicySet {
 
     /// The read rule for one call; `Ok(None)` when the call is not to be cached.
     pub async fn read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
+        self.read_rule_metered(op, args).await.1
+    }
+
+    /// The metrics of a read op.
+    pub fn read_metrics(&self, op: &str) -> Option<&Arc<ReadMetrics>> {
         match self.routes.get(op) {
+            Some(Route::Read { metrics, .. }) => Some(metrics),
+            _ => None,
+        }
+    }
+
+    /// [`PolicySet::read_rule`], and the op's metrics (`None` for an op no policy declares).
+    pub async fn read_rule_metered(
+        &self,
+        op: &str,
+        args: &Args,
+    ) -> (Option<&Arc<ReadMetrics>>, Result<Option<ReadRule>, Error>) {
+        let rule = match self.routes.get(op) {
             None => Err(Error::UnknownOp(op.to_string())),
             Some(Route::Read {
-                template: Some(t), ..
-            }) => t.render(args).map(Some),
+                template: Some(t),
+                metrics,
+                ..
+            }) => return (Some(metrics), t.render(args).map(Some)),
             Some(Route::Read {
                 policy,
                 index,
                 template: None,
-            }) => self.policies[*policy].guest_read(op, *index, args).await,
+                metrics,
+            }) => {
+                let rule = self.policies[*policy].guest_read(op, *index, args).await;
+                return (Some(metrics), rule);
+            }
             Some(Route::Write { .. }) => Err(Error::WrongKind {
                 op: op.to_string(),
                 kind: "write",
                 wanted: "read",
             }),
-        }
+        };
+        (None, rule)
     }
 
     /// The write rule for one call. `result` is computed only if the guest is called.

@@ -76,6 +76,11 @@ impl Circuit {
 }
 
 impl Redis {
+    /// Whether the breaker is open now.
+    pub(crate) fn breaker_open(&self) -> bool {
+        self.circuit.is_open()
+    }
+
     /// Whether commands may go to Redis now. Past the cooldown (or with invalidations held),
     /// the caller probes.
     pub(super) async fn ready(&self) -> Result<(), Failure> {

@@ -281,6 +281,8 @@ pub(crate) struct Redis {
     opts: RedisOptions,
     keys: Keys,
     circuit: Circuit,
+    /// How long lookups take (`cachelet_backend_seconds`).
+    lookup_seconds: ::metrics::Histogram,
     held: HeldLog,
     scripts: Scripts,
     ids: RandomState,
@@ -440,6 +442,7 @@ impl Redis {
             opts: opts.clone(),
             keys: Keys::new(ns),
             circuit: Circuit::new(opts.cooldown),
+            lookup_seconds: crate::metrics::backend_seconds(),
             held,
             scripts: Scripts::new(),
             ids: RandomState::new(),
@@ -664,7 +667,14 @@ impl Backend for Redis {
         tags: &[String],
         look: Look,
     ) -> Result<Lookup<read::Seen>, Error> {
-        self.lookup_entry(key, tags, look).await
+        let start = std::time::Instant::now();
+        let out = tracing::Instrument::instrument(
+            self.lookup_entry(key, tags, look),
+            tracing::debug_span!("cachelet.backend", backend = "redis"),
+        )
+        .await;
+        self.lookup_seconds.record(start.elapsed());
+        out
     }
 
     async fn fence(
