@@ -18,6 +18,7 @@ declare -A rust=(
   [faulty]=tests/guests/faulty
   [future-world]=tests/guests/future-world
   [engine-rules]=tests/guests/engine-rules
+  [http-routes]=tests/guests/http-routes
   [past-world]=tests/guests/past-world
   [broken-rust]=tests/guests/broken-rust
   [unchecked]=tests/guests/unchecked

@@ -331,6 +331,18 @@ impl Cache {
         }
     }
 
+    /// The op an HTTP request is routed to by the policies' routes, its arguments (path and
+    /// query parameters), and whether it reads or writes.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn route(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<(String, Args, crate::OpKind)> {
+        self.inner.policies.load().route(method, path, query)
+    }
+
     /// What each loaded policy declares.
     pub fn policies(&self) -> Vec<PolicyReport> {
         self.inner

@@ -29,6 +29,8 @@
 #![deny(missing_docs)]
 
 mod args;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod backend;
 mod cache;
 mod config;
@@ -38,6 +40,7 @@ mod flight;
 pub mod metrics;
 mod policy;
 mod read;
+mod route;
 mod rules;
 mod store;
 mod tags;

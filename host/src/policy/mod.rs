@@ -285,6 +285,8 @@ pub(crate) struct Policy {
     store: Arc<Store>,
     faults: AtomicU64,
     metrics: PolicyMetrics,
+    /// The HTTP routes of its ops, parsed.
+    routes: Vec<(String, crate::route::Route)>,
     /// Calls served uncached because every instance was busy.
     busy: AtomicU64,
     report: PolicyReport,
@@ -344,6 +346,7 @@ impl Policy {
             store,
             faults: AtomicU64::new(0),
             metrics: PolicyMetrics::new(&default_name),
+            routes: Vec::new(),
             busy: AtomicU64::new(0),
             report: PolicyReport {
                 name: default_name,
@@ -406,6 +409,31 @@ impl Policy {
             }
             let (rule, native) =
                 op_rule(&op).map_err(|e| bad(format!("operation {:?}: {e}", op.name)))?;
+            if let Some(route) = &op.route {
+                let parsed = crate::route::Route::parse(route)
+                    .map_err(|e| bad(format!("operation {:?}: {e}", op.name)))?;
+                let reads = matches!(op.kind, wit::OpKind::Read);
+                if reads != matches!(parsed.method.as_str(), "GET" | "HEAD") {
+                    return Err(bad(format!(
+                        "operation {:?}: a {} op is routed by {} (reads are GET, writes POST, PUT, PATCH or DELETE)",
+                        op.name,
+                        if reads { "read" } else { "write" },
+                        parsed.method
+                    )));
+                }
+                if let (Some(params), Some(p)) = (
+                    &op.params,
+                    parsed
+                        .params()
+                        .find(|p| !op.params.iter().flatten().any(|d| d == p)),
+                ) {
+                    return Err(bad(format!(
+                        "operation {:?}: route parameter {p:?} is not one of its params {params:?}",
+                        op.name
+                    )));
+                }
+                policy.routes.push((op.name.clone(), parsed));
+            }
             if op.params.is_none() && (!native || rule.has_placeholders()) {
                 policy.report.warnings.push(format!(
                     "{}: no params declared, so its placeholders cannot be checked at load (a \
@@ -926,6 +954,8 @@ pub(crate) struct PolicySet {
     policies: Vec<Policy>,
     /// By operation name (Fx hashing: the names are the policies' own, looked up per call).
     routes: FxHashMap<String, Route>,
+    /// The HTTP routes of every policy, most specific first.
+    http: crate::route::Routes,
 }
 
 impl PolicySet {
@@ -933,6 +963,7 @@ impl PolicySet {
         PolicySet {
             policies: Vec::new(),
             routes: FxHashMap::default(),
+            http: crate::route::Routes::default(),
         }
     }
 
@@ -973,6 +1004,9 @@ impl PolicySet {
                 routes.push((op.clone(), route));
             }
             set.routes.extend(routes);
+            for (op, route) in &policy.routes {
+                set.http.add(route.clone(), op.clone());
+            }
             set.policies.push(policy);
         }
         Ok(set)
@@ -1007,6 +1041,24 @@ impl PolicySet {
     /// The read rule for one call; `Ok(None)` when the call is not to be cached.
     pub async fn read_rule(&self, op: &str, args: &Args) -> Result<Option<ReadRule>, Error> {
         self.read_rule_metered(op, args).await.1
+    }
+
+    /// The op an HTTP request is routed to, its arguments, and whether it reads or writes.
+    pub fn route(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<(String, Args, OpKind)> {
+        if self.http.is_empty() {
+            return None;
+        }
+        let (op, args) = self.http.find(method, path, query)?;
+        let kind = match self.routes.get(op)? {
+            Route::Read { .. } => OpKind::Read,
+            Route::Write { .. } => OpKind::Write,
+        };
+        Some((op.to_string(), args, kind))
     }
 
     /// The metrics of a read op.
