@@ -81,6 +81,7 @@ if [[ ,${BENCH_ONLY:-}, == *,instructions,* ]]; then
     --dir "$idir" --pidfile "$idir/redis.pid" --logfile "$idir/redis.log"
   for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   mem=$(per_hit cachelet 20000); moka=$(per_hit moka 20000)
+  observed=$(per_hit observed 20000); macro=$(per_hit macro 20000)
   rhit=$(per_hit cachelet 5000 "redis://127.0.0.1:$port/0"); rbare=$(per_hit redis 5000 "redis://127.0.0.1:$port/0")
   kill "$(cat "$idir/redis.pid")"; rm -rf "$idir"
   echo "## Instructions per hit (callgrind, 1 task)"
@@ -88,6 +89,12 @@ if [[ ,${BENCH_ONLY:-}, == *,instructions,* ]]; then
   echo "|---|---|---|---|"
   echo "| mem:// (bare: moka get + deserialize) | $mem | $moka | $(python3 -c "print(f'{$mem/$moka:.3f}x')") |"
   echo "| Redis (bare: redis-rs GET + deserialize) | $rhit | $rbare | $(python3 -c "print(f'{$rhit/$rbare:.3f}x')") |"
+  echo "## The same mem:// hit, observed and through the macro (instructions per hit)"
+  echo "| | per hit | / Cache::read |"
+  echo "|---|---|---|"
+  echo "| Cache::read | $mem | 1.000x |"
+  echo "| with a Prometheus recorder and a fmt subscriber at INFO | $observed | $(python3 -c "print(f'{$observed/$mem:.3f}x')") |"
+  echo "| #[cachelet::read] on the installed cache | $macro | $(python3 -c "print(f'{$macro/$mem:.3f}x')") |"
 fi
 
 # Guest languages: the seed policy rebuilt from source in Rust, Python, JavaScript and C, then

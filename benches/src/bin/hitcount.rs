@@ -1,5 +1,8 @@
-//! Instructions per hit, counted (valgrind --tool=callgrind): `hitcount cachelet|moka N
-//! POLICY [REDIS_URL]`. Run it with N and with 0 and subtract: the setup cancels out.
+//! Instructions per hit, counted (valgrind --tool=callgrind):
+//! `hitcount cachelet|observed|macro|moka|redis N POLICY [REDIS_URL]`. Run it with N and with 0
+//! and subtract: the setup cancels out. `observed` is `cachelet` with a Prometheus recorder
+//! installed and a `fmt` subscriber at INFO; `macro` reads through a `#[cachelet::read]`
+//! function on the installed cache instead of calling `Cache::read`.
 use std::sync::Arc;
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -13,6 +16,11 @@ struct UserId {
     user_id: u64,
 }
 
+#[cachelet::read("get_user")]
+async fn get_user(user_id: u64) -> Result<Row, std::io::Error> {
+    Err(std::io::Error::other(format!("hit expected for {user_id}")))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (what, n, policy) = (&args[1], args[2].parse::<u64>().unwrap(), &args[3]);
@@ -21,8 +29,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if what == "observed" {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        metrics::set_global_recorder(recorder).unwrap();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .init();
+    }
     match what.as_str() {
-        "cachelet" => rt.block_on(async {
+        "cachelet" | "observed" | "macro" => rt.block_on(async {
             let c = cachelet::Cache::builder()
                 .url(&url)
                 .prefix(format!("hc{}", std::process::id()))
@@ -40,6 +56,13 @@ fn main() {
                 })
                 .await
                 .unwrap();
+            if what == "macro" {
+                cachelet::install(c);
+                for _ in 0..n {
+                    std::hint::black_box(get_user(1).await.unwrap());
+                }
+                return;
+            }
             for _ in 0..n {
                 let row: Row = c
                     .read("get_user", &key, || async {
@@ -89,6 +112,6 @@ fn main() {
                 std::hint::black_box(row);
             }
         }),
-        _ => panic!("cachelet|moka|redis"),
+        _ => panic!("cachelet|observed|macro|moka|redis"),
     }
 }
