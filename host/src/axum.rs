@@ -25,8 +25,10 @@
 //!     .route("/users/{user_id}", get(|| async { "ann" }))
 //!     .layer(ResponseCacheLayer::new(cache.clone()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // The stop signal: e.g. `tokio::signal::ctrl_c()` (tokio's `signal` feature).
+//! let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! serve(listener, app, cache, async {
-//!     let _ = tokio::signal::ctrl_c().await;
+//!     let _ = stopped.await;
 //! })
 //! .await?;
 //! # Ok(()) }

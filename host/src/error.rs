@@ -142,9 +142,52 @@ pub enum Error {
     Io {
         /// The file.
         path: String,
-        /// The error.
+        /// The error (also [`std::error::Error::source`]).
         source: std::io::Error,
     },
+}
+
+/// Who is to blame for an [`Error`]: what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Blame {
+    /// The calling program: a setting, a URL, arguments, an op called as the wrong kind.
+    Caller,
+    /// The policy: a component that does not load, a rule it cannot make, its own refusal, a
+    /// fault, all its instances busy.
+    Guest,
+    /// The backend: unreachable, or refusing a command.
+    Backend,
+}
+
+impl Error {
+    /// Who is to blame.
+    ///
+    /// ```
+    /// use cachelet::{Blame, Error};
+    /// assert_eq!(Error::UnknownOp("get_user".into()).blame(), Blame::Caller);
+    /// assert_eq!(Error::Unavailable("timed out".into()).blame(), Blame::Backend);
+    /// ```
+    pub fn blame(&self) -> Blame {
+        match self {
+            Error::Url { .. }
+            | Error::Setting { .. }
+            | Error::Args(_)
+            | Error::MissingArg { .. }
+            | Error::UnknownOp(_)
+            | Error::WrongKind { .. }
+            | Error::Value { .. }
+            | Error::Io { .. } => Blame::Caller,
+            Error::Template { .. }
+            | Error::Load { .. }
+            | Error::DuplicateOp { .. }
+            | Error::Rule { .. }
+            | Error::Policy { .. }
+            | Error::Guest { .. }
+            | Error::Busy { .. } => Blame::Guest,
+            Error::Backend { .. } | Error::Unavailable(_) | Error::Refused(_) => Blame::Backend,
+        }
+    }
 }
 
 /// What a `lock` read gets when the load it waited for (another caller's, of the same key)

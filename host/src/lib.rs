@@ -142,7 +142,7 @@ pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
 #[doc(hidden)]
 pub use embed::__private;
 pub use embed::{install, installed};
-pub use error::{Error, LoadError};
+pub use error::{Blame, Error, LoadError};
 pub use policy::{OpInfo, OpKind, PolicyLimits, PolicyReport, PolicySource, WORLD};
 /// The environment variable naming the precompiled-policy folder (see
 /// [`CacheBuilder::compile_cache`]).

@@ -119,9 +119,14 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        self.read_static(op, args, loader)
-            .instrument(read_span(op))
-            .await
+        // Wrapped only when the span is on: moving the whole future into `Instrumented`
+        // costs the hit path a copy of it.
+        let span = read_span(op);
+        if span.is_disabled() {
+            self.read_static(op, args, loader).await
+        } else {
+            self.read_static(op, args, loader).instrument(span).await
+        }
     }
 
     async fn read_static<A, T, E, F, Fut>(&self, op: &str, args: &A, loader: F) -> Result<T, E>
@@ -174,9 +179,14 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.read_borrowing(op, args, loader)
-            .instrument(read_span(op))
-            .await
+        // Wrapped only when the span is on: moving the whole future into `Instrumented`
+        // costs the hit path a copy of it.
+        let span = read_span(op);
+        if span.is_disabled() {
+            self.read_borrowing(op, args, loader).await
+        } else {
+            self.read_borrowing(op, args, loader).instrument(span).await
+        }
     }
 
     async fn read_borrowing<A, T, E, F, Fut>(&self, op: &str, args: &A, loader: F) -> Result<T, E>
