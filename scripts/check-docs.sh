@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks that every shell command of each language page (docs/policies/*.md) is one the test
 # command runs, so that the pages cannot drift from what works:
-#   - the commands `cachelet new` prints (host/tests/new.rs runs each of them, in every
+#   - the commands `cachelet new` prints (cli/tests/new.rs runs each of them, in every
 #     language) and the scaffold's build.sh / test.sh it runs them through;
 #   - the toolchain installs of scripts/guest-toolchains.sh, which scripts/test.sh runs;
 #   - system packages: every Debian package a page installs is one those scripts install.
@@ -72,7 +72,7 @@ known_apt = apt_packages(toolchains) | apt_packages(open(f"{root}/scripts/test.s
 failures = []
 for lang, page in pages.items():
     doc = open(f"{root}/docs/policies/{page}").read()
-    tdir = f"{root}/host/src/bin/cachelet/templates/{lang}"
+    tdir = f"{root}/cli/src/templates/{lang}"
     runs = set(commands(toolchains, versions(toolchains)))
     for f in os.listdir(tdir):
         if f.endswith(".sh"):

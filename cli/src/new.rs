@@ -57,7 +57,7 @@ const fn script(path: &'static str, text: &'static str) -> File {
     }
 }
 
-const WIT: &str = include_str!("../../../../wit/policy.wit");
+const WIT: &str = include_str!("../../wit/policy.wit");
 const README: &str = include_str!("templates/README.md");
 
 fn files(lang: Lang) -> Vec<File> {
@@ -73,27 +73,27 @@ fn files(lang: Lang) -> Vec<File> {
             ),
             verbatim(
                 "cachelet-guest/src/lib.rs",
-                include_str!("../../../../guest-sdk/src/lib.rs"),
+                include_str!("../../guest-sdk/src/lib.rs"),
             ),
             verbatim(
                 "cachelet-guest/src/args.rs",
-                include_str!("../../../../guest-sdk/src/args.rs"),
+                include_str!("../../guest-sdk/src/args.rs"),
             ),
             verbatim(
                 "cachelet-guest/src/compiled.rs",
-                include_str!("../../../../guest-sdk/src/compiled.rs"),
+                include_str!("../../guest-sdk/src/compiled.rs"),
             ),
             verbatim(
                 "cachelet-guest/src/policy.rs",
-                include_str!("../../../../guest-sdk/src/policy.rs"),
+                include_str!("../../guest-sdk/src/policy.rs"),
             ),
             verbatim(
                 "cachelet-guest/src/region.rs",
-                include_str!("../../../../guest-sdk/src/region.rs"),
+                include_str!("../../guest-sdk/src/region.rs"),
             ),
             verbatim(
                 "cachelet-guest/src/rules.rs",
-                include_str!("../../../../guest-sdk/src/rules.rs"),
+                include_str!("../../guest-sdk/src/rules.rs"),
             ),
             // The template grammar and renderer the SDK shares with the host.
             filled(
@@ -102,11 +102,11 @@ fn files(lang: Lang) -> Vec<File> {
             ),
             verbatim(
                 "cachelet-template/src/lib.rs",
-                include_str!("../../../../template/src/lib.rs"),
+                include_str!("../../template/src/lib.rs"),
             ),
             verbatim(
                 "cachelet-template/src/tests.rs",
-                include_str!("../../../../template/src/tests.rs"),
+                include_str!("../../template/src/tests.rs"),
             ),
         ],
         Lang::Python => vec![
@@ -116,7 +116,7 @@ fn files(lang: Lang) -> Vec<File> {
             script("test.sh", include_str!("templates/python/test.sh")),
             verbatim(
                 "cachelet_policy/__init__.py",
-                include_str!("../../../../guest-sdk/python/cachelet_policy/__init__.py"),
+                include_str!("../../guest-sdk/python/cachelet_policy/__init__.py"),
             ),
             // PEP 561: editors and type checkers read the SDK's type hints.
             verbatim("cachelet_policy/py.typed", ""),
@@ -135,17 +135,17 @@ fn files(lang: Lang) -> Vec<File> {
             script("test.sh", include_str!("templates/js/test.sh")),
             verbatim(
                 "cachelet-policy.js",
-                include_str!("../../../../guest-sdk/js/cachelet-policy.js"),
+                include_str!("../../guest-sdk/js/cachelet-policy.js"),
             ),
             // Types for the editor (TypeScript's language service reads them for .js too).
             verbatim(
                 "cachelet-policy.d.ts",
-                include_str!("../../../../guest-sdk/js/cachelet-policy.d.ts"),
+                include_str!("../../guest-sdk/js/cachelet-policy.d.ts"),
             ),
             // ES modules in Node, for the tests.
             verbatim(
                 "package.json",
-                include_str!("../../../../guest-sdk/js/package.json"),
+                include_str!("../../guest-sdk/js/package.json"),
             ),
             verbatim(".gitignore", ".toolchain/\n*.wasm\n"),
         ],
@@ -154,11 +154,11 @@ fn files(lang: Lang) -> Vec<File> {
             script("build.sh", include_str!("templates/c/build.sh")),
             verbatim(
                 "cachelet_policy.h",
-                include_str!("../../../../guest-sdk/c/cachelet_policy.h"),
+                include_str!("../../guest-sdk/c/cachelet_policy.h"),
             ),
             verbatim(
                 "cachelet_policy.c",
-                include_str!("../../../../guest-sdk/c/cachelet_policy.c"),
+                include_str!("../../guest-sdk/c/cachelet_policy.c"),
             ),
             verbatim(".gitignore", ".toolchain/\ngen/\n*.wasm\n"),
         ],
