@@ -33,6 +33,23 @@ pub enum Ttl {
     Bucket(TtlBucket),
 }
 
+/// A duration as whole seconds, rounded up (a partial second still caches), at most
+/// `u32::MAX` seconds; zero stays zero ("do not cache").
+///
+/// ```
+/// use std::time::Duration;
+/// use cachelet::Ttl;
+/// assert_eq!(Ttl::from(Duration::from_secs(90)), Ttl::Seconds(90));
+/// assert_eq!(Ttl::from(Duration::from_millis(1500)), Ttl::Seconds(2));
+/// assert_eq!(Ttl::from(Duration::ZERO), Ttl::Seconds(0));
+/// ```
+impl From<std::time::Duration> for Ttl {
+    fn from(d: std::time::Duration) -> Ttl {
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        Ttl::Seconds(u32::try_from(secs).unwrap_or(u32::MAX))
+    }
+}
+
 /// How to cache one call of a read operation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReadRule {
