@@ -156,8 +156,8 @@ async fn hot_swap_under_load_fails_no_call_and_each_rule_comes_from_one_version(
             }
         }));
     }
-    for swap in 0..20 {
-        let next = if swap % 2 == 0 { "B" } else { "A" };
+    for swap in 0..20u32 {
+        let next = if swap.is_multiple_of(2) { "B" } else { "A" };
         install(
             &format!("lifecycle-{}", next.to_lowercase()),
             &dir,
@@ -508,7 +508,11 @@ async fn answers_past_the_limits_are_refused_naming_the_limit_and_do_not_slow_ot
         tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let op = if n % 2 == 0 { "big_key" } else { "many_tags" };
+                let op = if n.is_multiple_of(2) {
+                    "big_key"
+                } else {
+                    "many_tags"
+                };
                 let e = cache.read_rule(op, &json!({"id": 1}), false).await;
                 assert!(matches!(e, Err(Error::Rule { .. })), "{op}: {e:?}");
                 n += 1;

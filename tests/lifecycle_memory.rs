@@ -24,7 +24,7 @@ fn install(guest: &str, dir: &Path) {
 async fn reload(cache: &Cache, dir: &Path, n: usize) {
     let file = dir.join("lc.wasm");
     for i in 0..n {
-        let next = if i % 2 == 0 { "B" } else { "A" };
+        let next = if i.is_multiple_of(2) { "B" } else { "A" };
         let before = cache.policy_status().generation;
         install(&format!("lifecycle-{}", next.to_lowercase()), dir);
         let t0 = Instant::now();
