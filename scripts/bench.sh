@@ -3,7 +3,7 @@
 # installed into a venv from PyPI by its own script) first, then cachelet's, whose report prints
 # the ratios.
 #   scripts/bench.sh                      # everything: mem://, Redis, guest languages
-#   BENCH_ONLY=mem,redis scripts/bench.sh # some parts (mem, redis, languages, instructions;
+#   BENCH_ONLY=mem,redis scripts/bench.sh # some parts (mem, redis, languages, lifecycle, instructions;
 #                                         # the mem part also takes its sections:
 #                                         # memory,policy,hit,invalidation)
 # `instructions` (not in the default run: it needs valgrind) counts the instructions of a hit
@@ -106,4 +106,20 @@ if wants languages; then
   "$root/scripts/build-policies.sh" seed-rust seed-python seed-js seed-c
   cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p cachelet-bench --bin languages
   "$root/target/release/languages" "$root/build/policies" --json "$out/languages.json"
+fi
+
+# The policy lifecycle: a file landing in a watched directory to its rule served (Rust cold and
+# precompiled, Python precompiled), a push to two hosts serving it (Redis), read throughput
+# during 20 swaps against steady state.
+if wants lifecycle; then
+  echo "# policy lifecycle"
+  "$root/scripts/build-policies.sh" lifecycle-a lifecycle-b seed-python
+  cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p cachelet-bench --bin lifecycle
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  ldir=$(mktemp -d)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --dir "$ldir" --pidfile "$ldir/redis.pid" --logfile "$ldir/redis.log"
+  for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  "$root/target/release/lifecycle" "$root/build/policies" --redis "redis://127.0.0.1:$port/0"
+  kill "$(cat "$ldir/redis.pid")"; rm -rf "$ldir"
 fi

@@ -23,6 +23,17 @@ declare -A rust=(
   [broken-rust]=tests/guests/broken-rust
   [unchecked]=tests/guests/unchecked
   [contract-rust]=tests/guests/contract-rust
+  [lifecycle-a]=tests/guests/lifecycle
+  [lifecycle-b]=tests/guests/lifecycle
+  [lifecycle-trap]=tests/guests/lifecycle
+  [greedy]=tests/guests/lifecycle
+)
+# Components built from one crate with a feature (the crate's name, then the feature).
+declare -A rust_variant=(
+  [lifecycle-a]="lifecycle"
+  [lifecycle-b]="lifecycle b"
+  [lifecycle-trap]="lifecycle trap"
+  [greedy]="lifecycle greedy"
 )
 declare -A python=(
   [seed-python]=examples/policies/seed-python
@@ -60,8 +71,14 @@ build_rust() {
   if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
   fi
-  cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$root/$2/Cargo.toml"
-  cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/${1//-/_}.wasm" "$out/$1.wasm"
+  local crate=${1//-/_} feature= flags=()
+  if [ -n "${rust_variant[$1]:-}" ]; then
+    read -r crate feature <<<"${rust_variant[$1]}"
+    [ -n "${feature:-}" ] && flags=(--features "$feature")
+  fi
+  cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$root/$2/Cargo.toml" \
+    "${flags[@]}"
+  cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/$crate.wasm" "$out/$1.wasm"
 }
 
 build_python() {

@@ -1,6 +1,8 @@
 //! The `cachelet` command line.
 
 mod new;
+mod policy;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +34,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also check that it would be accepted beside the policies of this directory (no
+        /// operation declared twice).
+        #[arg(long, value_name = "DIR")]
+        with: Option<PathBuf>,
     },
     /// Ask a policy for the rule of one call and print it as JSON.
     Call {
@@ -44,10 +50,20 @@ enum Command {
         /// Arguments, `name=value` (integers, floats, true/false, null and JSON are typed;
         /// `name:=value` forces text).
         args: Vec<String>,
+        /// Arguments as one JSON object, for structured values
+        /// (`--args '{"user_id": 42, "filter": {"active": true}}'`); `name=value` ones are
+        /// added to it.
+        #[arg(long = "args", value_name = "JSON")]
+        json_args: Option<String>,
         /// Call the guest's own read/write even where the host renders the rule natively.
         #[arg(long)]
         guest: bool,
     },
+    /// Publish, list, roll back and remove the policies every host of a cache runs (the
+    /// cache named by CACHE_URL, CACHE_PREFIX and CACHE_VERSION); sign components and make
+    /// keys for signed pushes.
+    #[command(subcommand)]
+    Policy(policy::Command),
     /// Scaffold a policy project: the WIT, the language's guest helper, one read and one
     /// write, a build script. Then run the build script it prints and `cachelet check`.
     New {
@@ -85,12 +101,30 @@ async fn main() -> ExitCode {
     }
 }
 
-/// A memory cache with default settings that holds just this policy.
+/// Where the CLI keeps compiled components: `CACHELET_COMPILE_CACHE`, else the user's cache
+/// directory (`$XDG_CACHE_HOME/cachelet/compiled`, `~/.cache/cachelet/compiled`). Bounded as
+/// every compile cache is (the least recently used entries go past 2 GiB).
+fn compile_cache() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env(cachelet::COMPILE_CACHE_ENV)
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("cachelet/compiled")))
+        .or_else(|| env("HOME").map(|h| h.join(".cache/cachelet/compiled")))
+}
+
+/// A memory cache with default settings that holds just this policy (compiled through the
+/// CLI's compile cache, with progress shown on a terminal).
 async fn cache_with(policy: &PathBuf) -> Result<Cache> {
-    Cache::builder()
+    let mut b = Cache::builder()
         .settings(Settings::default())
-        .policy(PolicySource::file(policy))
-        .build()
+        .policy(PolicySource::file(policy));
+    if let Some(dir) = compile_cache() {
+        b = b.compile_cache(dir);
+    }
+    progress::while_loading(policy, b.build())
         .await
         .with_context(|| format!("{} is not a usable policy", policy.display()))
 }
@@ -102,9 +136,14 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{next}");
             Ok(())
         }
-        Command::Check { policy, json } => {
+        Command::Policy(command) => policy::run(command).await,
+        Command::Check { policy, json, with } => {
             let cache = cache_with(&policy).await?;
             let report = cache.policies().pop().context("no policy loaded")?;
+            let beside = match &with {
+                None => None,
+                Some(dir) => Some(check_beside(&policy, dir).await?),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 for w in &report.warnings {
@@ -129,6 +168,26 @@ async fn run(cli: Cli) -> Result<()> {
                 },
                 report.compile_time.as_secs_f64() * 1e3
             );
+            match compile_cache() {
+                Some(dir) => println!(
+                    "  precompiled copy: {} ({})",
+                    if report.precompiled {
+                        "found, loaded from it"
+                    } else {
+                        "none before this check; kept now"
+                    },
+                    dir.display()
+                ),
+                None => {
+                    println!("  precompiled copy: no compile cache (set CACHELET_COMPILE_CACHE)")
+                }
+            }
+            if let (Some(dir), Some(n)) = (&with, beside) {
+                println!(
+                    "  accepted beside the {n} policies of {}: no operation declared twice",
+                    dir.display()
+                );
+            }
             println!(
                 "  calls: {}",
                 if report.synchronous {
@@ -168,15 +227,26 @@ async fn run(cli: Cli) -> Result<()> {
             kind,
             op,
             args,
+            json_args,
             guest,
         } => {
             let cache = cache_with(&policy).await?;
-            let args: Args = args
-                .iter()
-                .map(|a| cachelet::parse_arg(a))
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .collect();
+            let mut args_all = match json_args {
+                None => Args::new(),
+                Some(text) => {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&text).context("--args is not JSON")?;
+                    if !v.is_object() {
+                        anyhow::bail!("--args must be a JSON object of named arguments");
+                    }
+                    cachelet::ToArgs::to_args(&v)?.into_owned()
+                }
+            };
+            for a in &args {
+                let (name, value) = cachelet::parse_arg(a)?;
+                args_all.set(name, value);
+            }
+            let args = args_all;
             let json = match kind {
                 Kind::Read => serde_json::to_value(cache.read_rule(&op, &args, guest).await?)?,
                 Kind::Write => {
@@ -187,4 +257,42 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whether `policy` would be accepted beside the policies of `dir`: the number of those
+/// policies, or the error naming the operation declared twice (or the directory's broken
+/// files).
+async fn check_beside(policy: &PathBuf, dir: &PathBuf) -> Result<usize> {
+    let mut b = Cache::builder()
+        .settings(Settings::default())
+        .policy_dir(dir);
+    if let Some(cc) = compile_cache() {
+        b = b.compile_cache(cc);
+    }
+    let cache = b
+        .build()
+        .await
+        .with_context(|| format!("cannot read the policies of {}", dir.display()))?;
+    let status = cache.policy_status();
+    for p in &status.policies {
+        if let Some(f) = &p.failure {
+            eprintln!("warning: {} does not load: {}", p.origin, f.message);
+        }
+    }
+    let n = status
+        .policies
+        .iter()
+        .filter(|p| p.serving.is_some())
+        .count();
+    cache
+        .replace_policies([PolicySource::file(policy)])
+        .await
+        .with_context(|| {
+            format!(
+                "{} would not be accepted beside the policies of {}",
+                policy.display(),
+                dir.display()
+            )
+        })?;
+    Ok(n)
 }

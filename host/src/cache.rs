@@ -15,6 +15,8 @@ use crate::args::{Args, ToArgs};
 use crate::backend::Invalidation;
 use crate::config::{BackendUrl, Settings};
 use crate::flight::Flights;
+use crate::policy::fleet::{Fleet, Push, PushedPolicy};
+use crate::policy::lifecycle::{Lifecycle, PolicyStatus};
 use crate::policy::{PolicyLimits, PolicyReport, PolicySet, PolicySource};
 use crate::rules::{ReadRule, Ttl, WriteRule};
 use crate::store::Store;
@@ -49,9 +51,11 @@ pub struct Cache {
 pub(crate) struct Inner {
     pub settings: Settings,
     pub store: Arc<Store>,
-    pub policies: ArcSwap<PolicySet>,
-    pub limits: PolicyLimits,
-    pub compile_cache: Option<std::path::PathBuf>,
+    pub policies: Arc<ArcSwap<PolicySet>>,
+    /// Every change to the policies goes through it (builder, watched directory, pushes).
+    pub lifecycle: Arc<Lifecycle>,
+    /// Pushed policies: this cache's share of the fleet.
+    pub fleet: Arc<Fleet>,
     pub flights: Arc<Flights>,
     pub loaders: RwLock<HashMap<String, LoaderFn>>,
     pub stats: Counters,
@@ -146,6 +150,9 @@ pub struct CacheBuilder {
     settings: Option<Settings>,
     compile_cache: Option<std::path::PathBuf>,
     journal: Option<std::path::PathBuf>,
+    policy_dir: Option<std::path::PathBuf>,
+    fleet: Option<bool>,
+    policy_pubkey: Option<String>,
 }
 
 impl CacheBuilder {
@@ -210,6 +217,49 @@ impl CacheBuilder {
         self.compile_cache = Some(dir.as_ref().to_path_buf());
         self
     }
+    /// Serves every policy component (`*.wasm`) of `dir` (instead of `CACHELET_POLICY_DIR`),
+    /// and watches it while the cache lives: a file added, replaced or removed there changes
+    /// what serves, without a restart and without dropping a call. A new version is compiled
+    /// and checked first (through the [compile cache](Self::compile_cache)) and swapped in
+    /// whole; one that fails to load leaves the serving version in place, and the failure is
+    /// in [`Cache::policy_status`]. A file is taken once whole (closed by its writer, or
+    /// renamed into place); names not ending in `.wasm` and dot files are ignored.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Runtime::new().unwrap();
+    /// # rt.block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("cachelet-doc-dir-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("broken.wasm"), b"not a component").unwrap();
+    /// let cache = cachelet::Cache::builder().url("mem://").policy_dir(&dir).build().await.unwrap();
+    /// let status = cache.policy_status();
+    /// let broken = status.file(dir.join("broken.wasm")).unwrap();
+    /// assert!(broken.serving.is_none());
+    /// assert!(broken.failure.as_ref().unwrap().message.contains("broken.wasm"));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    pub fn policy_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+        self.policy_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+    /// Whether this host loads and follows the policies pushed to its Redis (instead of
+    /// `CACHELET_POLICY_FLEET`; off by default): the current set is loaded before the cache
+    /// serves, and each push, rollback or removal is picked up within a fraction of a second
+    /// (a check every 250 ms), also after this host was disconnected. The memory backend
+    /// always follows its own pushes ([`Cache::push_policy`]).
+    pub fn fleet(mut self, follow: bool) -> Self {
+        self.fleet = Some(follow);
+        self
+    }
+    /// The Ed25519 public key (hex) pushed components must be signed with (instead of
+    /// `CACHELET_POLICY_PUBKEY`): anything unsigned, signed with another key or changed
+    /// after signing is refused, and what serves stays. Without one, this host runs what
+    /// anyone who can write to the cache's Redis prefix pushes.
+    pub fn policy_pubkey(mut self, key: impl Into<String>) -> Self {
+        self.policy_pubkey = Some(key.into());
+        self
+    }
     /// Loads a policy component file.
     pub fn policy_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
         self.policies.push(PolicySource::file(path));
@@ -243,25 +293,40 @@ impl CacheBuilder {
         if let Some(j) = self.journal {
             s.redis.journal = Some(j);
         }
+        s.fleet = self.fleet.unwrap_or(s.fleet);
+        if let Some(k) = self.policy_pubkey {
+            s.policy_pubkey = Some(k);
+        }
         s.validate()?;
+        let pubkey = s
+            .policy_pubkey
+            .as_deref()
+            .map(crate::policy::signature::PublicKey::parse)
+            .transpose()?;
         let store = Arc::new(Store::open(&s).await?);
         let compile_cache = self
             .compile_cache
             .or_else(crate::policy::precompiled::dir_from_env);
-        let policies = PolicySet::load(
-            &self.policies,
-            &store,
+        let lifecycle = Arc::new(Lifecycle::new(
+            store.clone(),
             self.limits,
-            compile_cache.as_deref(),
-        )
-        .await?;
+            s.guest,
+            compile_cache,
+        ));
+        lifecycle.replace_builder(&self.policies).await?;
+        if let Some(dir) = self.policy_dir.or_else(|| s.policy_dir.clone()) {
+            crate::policy::watch::start(&lifecycle, &dir).await?;
+            s.policy_dir = Some(dir);
+        }
+        let fleet = Arc::new(Fleet::new(&store.backend, s.fleet, pubkey));
+        fleet.start(&lifecycle).await?;
         let cache = Cache {
             inner: Arc::new(Inner {
                 settings: s,
                 store,
-                policies: ArcSwap::from_pointee(policies),
-                limits: self.limits,
-                compile_cache,
+                policies: lifecycle.serving().clone(),
+                lifecycle,
+                fleet,
                 flights: Arc::new(Flights::default()),
                 loaders: RwLock::new(HashMap::new()),
                 stats: Counters::default(),
@@ -296,16 +361,73 @@ impl Cache {
         sources: impl IntoIterator<Item = PolicySource>,
     ) -> Result<(), Error> {
         let sources: Vec<_> = sources.into_iter().collect();
-        let set = PolicySet::load(
-            &sources,
-            &self.inner.store,
-            self.inner.limits,
-            self.inner.compile_cache.as_deref(),
-        )
-        .await?;
-        self.inner.policies.store(Arc::new(set));
+        self.inner.lifecycle.replace_builder(&sources).await?;
         self.warn_unloaded_recaches();
         Ok(())
+    }
+
+    /// Every policy: where it comes from (the builder, a file of the
+    /// [watched directory](CacheBuilder::policy_dir), a push), the version serving it (name,
+    /// version, hash, ops, faults, quarantine), and the last version that failed to load.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Runtime::new().unwrap();
+    /// # rt.block_on(async {
+    /// let cache = cachelet::Cache::builder().url("mem://").build().await.unwrap();
+    /// let status = cache.policy_status();
+    /// assert!(status.policies.is_empty());
+    /// assert_eq!(status.retired_alive, 0);
+    /// # });
+    /// ```
+    pub fn policy_status(&self) -> PolicyStatus {
+        self.inner.lifecycle.status()
+    }
+
+    /// Publishes `component` to every host of this cache (`cachelet policy push`): it is
+    /// checked here first (it must load), stored under its SHA-256 and made the current
+    /// version of its policy (by the name its `describe` gives). Hosts that follow pushes
+    /// ([`CacheBuilder::fleet`]) pick it up at their next check; on the memory backend this
+    /// cache serves it when this returns. `signature` is its Ed25519 signature in hex
+    /// ([`sign_policy`](crate::sign_policy)), required by hosts with a public key.
+    ///
+    /// ```no_run
+    /// # async fn demo(cache: cachelet::Cache) -> Result<(), cachelet::Error> {
+    /// let bytes = std::fs::read("policy.wasm").unwrap();
+    /// let push = cache.push_policy(bytes, None).await?;
+    /// println!("{} {} is current ({})", push.name, push.version, &push.hash[..12]);
+    /// cache.rollback_policy(&push.name).await?; // back to the push before
+    /// # Ok(()) }
+    /// ```
+    pub async fn push_policy(
+        &self,
+        component: Vec<u8>,
+        signature: Option<String>,
+    ) -> Result<Push, Error> {
+        self.inner
+            .fleet
+            .push(&self.inner.lifecycle, component, signature)
+            .await
+    }
+
+    /// Every pushed policy: its current push, its history (newest first) and the hosts
+    /// that report running it, with the hash each runs.
+    pub async fn pushed_policies(&self) -> Result<Vec<PushedPolicy>, Error> {
+        self.inner.fleet.list().await
+    }
+
+    /// Makes the push before the current one of `name` current again, on every host.
+    pub async fn rollback_policy(&self, name: &str) -> Result<Push, Error> {
+        self.inner.fleet.rollback(&self.inner.lifecycle, name).await
+    }
+
+    /// Stops serving the pushed policy `name` on every host: its ops are no longer cached.
+    pub async fn remove_policy(&self, name: &str) -> Result<(), Error> {
+        self.inner.fleet.remove(&self.inner.lifecycle, name).await
+    }
+
+    /// This host's id in the fleet's reports ([`PushedPolicy::hosts`]).
+    pub fn host_id(&self) -> &str {
+        self.inner.fleet.id()
     }
 
     /// The read ops the policies' declared write rules recache for which there is no loader:

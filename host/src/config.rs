@@ -258,6 +258,19 @@ pub struct Settings {
     pub lock_wait: Duration,
     /// How the Redis backend talks to its server (ignored on `mem://`).
     pub redis: RedisOptions,
+    /// `CACHE_MAX_*`: what one answer of a policy may hold.
+    pub guest: crate::GuestLimits,
+    /// `CACHELET_POLICY_DIR`: a folder of policy components, watched while the cache serves
+    /// (see [`crate::CacheBuilder::policy_dir`]).
+    pub policy_dir: Option<PathBuf>,
+    /// `CACHELET_POLICY_FLEET` (`off`): whether this host loads and follows the policies
+    /// pushed to its Redis (`cachelet policy push`). Off by default: a following host runs
+    /// what anyone who can write to the cache's Redis prefix pushes, unless a public key is
+    /// configured. The memory backend always follows its own pushes (one process).
+    pub fleet: bool,
+    /// `CACHELET_POLICY_PUBKEY`: the Ed25519 public key (hex, or a file holding it) pushed
+    /// components must be signed with; none: pushes are not checked.
+    pub policy_pubkey: Option<String>,
 }
 
 /// Settings of the Redis backend.
@@ -309,6 +322,10 @@ impl Default for Settings {
             mem_max_bytes: 256 << 20,
             lock_wait: Duration::from_secs(10),
             redis: RedisOptions::default(),
+            guest: crate::GuestLimits::default(),
+            policy_dir: None,
+            fleet: false,
+            policy_pubkey: None,
         }
     }
 }
@@ -349,6 +366,13 @@ impl Settings {
             u32::try_from(v).map_err(|_| Error::Setting {
                 name: k.to_string(),
                 problem: format!("{v} seconds is too long"),
+            })
+        };
+        let size = |k: &str, default: usize| -> Result<usize, Error> {
+            let v = num(k, default as u64)?;
+            usize::try_from(v).map_err(|_| Error::Setting {
+                name: k.to_string(),
+                problem: format!("{v} is too large"),
             })
         };
         Ok(Settings {
@@ -400,6 +424,26 @@ impl Settings {
                     }
                 },
             },
+            guest: crate::GuestLimits {
+                max_key_bytes: size("CACHE_MAX_KEY_BYTES", d.guest.max_key_bytes)?,
+                max_tags: size("CACHE_MAX_TAGS", d.guest.max_tags)?,
+                max_tag_bytes: size("CACHE_MAX_TAG_BYTES", d.guest.max_tag_bytes)?,
+                max_recache: size("CACHE_MAX_RECACHE", d.guest.max_recache)?,
+                max_string_bytes: size("CACHE_MAX_STRING_BYTES", d.guest.max_string_bytes)?,
+            },
+            policy_dir: nonempty("CACHELET_POLICY_DIR").map(PathBuf::from),
+            fleet: match nonempty("CACHELET_POLICY_FLEET").map(|v| v.trim().to_ascii_lowercase()) {
+                None => false,
+                Some(v) if ["1", "on", "true", "yes"].contains(&v.as_str()) => true,
+                Some(v) if ["0", "off", "false", "no"].contains(&v.as_str()) => false,
+                Some(v) => {
+                    return Err(Error::Setting {
+                        name: "CACHELET_POLICY_FLEET".into(),
+                        problem: format!("{v:?} is neither on nor off"),
+                    })
+                }
+            },
+            policy_pubkey: nonempty("CACHELET_POLICY_PUBKEY"),
         })
     }
 
@@ -417,6 +461,7 @@ impl Settings {
                 });
             }
         }
+        self.guest.validate()?;
         // The namespace is `{prefix}:{version}:`, the engine's keys `{prefix}:{version}~`:
         // neither part may contain what would let one namespace's keys meet another's (or a
         // cluster hash tag, or a glob).

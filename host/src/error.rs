@@ -116,6 +116,26 @@ pub enum Error {
         /// Its bound.
         instances: usize,
     },
+    /// The policy faulted too often and is no longer called until a new version of it is
+    /// loaded (see [`Cache::policy_status`](crate::Cache::policy_status)). The call is served
+    /// uncached.
+    #[error("policy {policy:?} is quarantined ({reason}): {op:?} served uncached")]
+    Quarantined {
+        /// The policy.
+        policy: String,
+        /// The operation.
+        op: String,
+        /// Why: its faults in the window.
+        reason: String,
+    },
+    /// A push, rollback or removal of a fleet policy that cannot be done.
+    #[error("pushed policy {name:?}: {problem}")]
+    Push {
+        /// The policy's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// No loaded policy declares the operation.
     #[error("no loaded policy declares operation {0:?}")]
     UnknownOp(String),

@@ -11,7 +11,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::args::ToArgs;
-use crate::backend::redis::envelope::{MAX_TAGS, MAX_TAG_LEN};
 use crate::backend::{with_backend, Backend, Fill, Look, Lookup};
 use crate::cache::{bump, decode, Cache};
 use crate::flight::{Joined, Landing};
@@ -297,7 +296,8 @@ impl Cache {
             Err(e) => (set.read_metrics(op), Err(e)),
         };
         let metrics = metrics.cloned().unwrap_or_else(undeclared);
-        let rule = match rule.and_then(|r| r.map(|r| checked(op, r)).transpose()) {
+        // The rule is within the guest limits (`GuestLimits`): the policy set checked it.
+        let rule = match rule {
             Ok(Some(r)) => r,
             Ok(None) => return Err(metrics),
             Err(Error::UnknownOp(_)) => {
@@ -645,30 +645,6 @@ fn land<T, E: std::fmt::Display>(
         }
     }
 }
-
-/// A rule the engine can apply, or the error that names what it cannot record.
-fn checked(op: &str, rule: ReadRule) -> Result<ReadRule, Error> {
-    if rule.tags.len() > MAX_TAGS {
-        return Err(Error::Rule {
-            op: op.to_string(),
-            problem: format!(
-                "{} tags, more than the {MAX_TAGS} an entry records",
-                rule.tags.len()
-            ),
-        });
-    }
-    if let Some(t) = rule.tags.iter().find(|t| t.len() > MAX_TAG_LEN) {
-        return Err(Error::Rule {
-            op: op.to_string(),
-            problem: format!(
-                "a tag of {} bytes, longer than the {MAX_TAG_LEN} an entry records",
-                t.len()
-            ),
-        });
-    }
-    Ok(rule)
-}
-
 /// The metrics of calls to ops no policy declares.
 fn undeclared() -> Arc<ReadMetrics> {
     static UNDECLARED: std::sync::OnceLock<Arc<ReadMetrics>> = std::sync::OnceLock::new();

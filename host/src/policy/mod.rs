@@ -10,9 +10,15 @@
 
 mod bindings;
 mod calls;
+pub(crate) mod fleet;
+pub(crate) mod lifecycle;
+pub(crate) mod limits;
 pub(crate) mod precompiled;
+pub(crate) mod quarantine;
 mod runtime;
+pub(crate) mod signature;
 mod wasi;
+pub(crate) mod watch;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +35,8 @@ use self::calls::{
     wire_args, DescribeResults, Exports, Funcs, ReadParams, ReadResults, WireValue, WriteParams,
     WriteResults,
 };
+use self::limits::GuestLimits;
+use self::quarantine::Quarantine;
 use self::runtime::{from_wit_ttl, runtime, HostState, TICK};
 use crate::args::{Args, Value};
 use crate::metrics::{PolicyMetrics, ReadMetrics};
@@ -287,8 +295,12 @@ pub(crate) struct Policy {
     metrics: PolicyMetrics,
     /// The HTTP routes of its ops, parsed.
     routes: Vec<(String, crate::route::Route)>,
+    /// Faults in the recent window; past the bound the policy is no longer called.
+    quarantine: Quarantine,
     /// Calls served uncached because every instance was busy.
     busy: AtomicU64,
+    /// SHA-256 of the component's bytes, hex: what a version is known by.
+    hash: String,
     report: PolicyReport,
     rules: Vec<(String, Rule)>,
 }
@@ -315,6 +327,7 @@ impl Policy {
             PolicySource::Bytes { bytes, .. } => bytes.clone(),
         };
         check_header(&bytes).map_err(&bad)?;
+        let hash = hex_sha256(&bytes);
         let rt = runtime();
         let t0 = Instant::now();
         let (component, precompiled) = precompiled::component(&rt.engine, &bytes, compile_cache)
@@ -347,7 +360,9 @@ impl Policy {
             faults: AtomicU64::new(0),
             metrics: PolicyMetrics::new(&default_name),
             routes: Vec::new(),
+            quarantine: Quarantine::default(),
             busy: AtomicU64::new(0),
+            hash,
             report: PolicyReport {
                 name: default_name,
                 version: String::new(),
@@ -472,6 +487,28 @@ impl Policy {
         self.faults.load(Ordering::Relaxed)
     }
 
+    /// SHA-256 of the component, hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Why the policy is no longer called, once it faulted too often.
+    pub fn quarantined(&self) -> Option<String> {
+        self.quarantine.reason()
+    }
+
+    /// The error of a call to a quarantined policy, if it is.
+    fn check_quarantine(&self, op: &str) -> Result<(), Error> {
+        match self.quarantine.reason() {
+            None => Ok(()),
+            Some(reason) => Err(Error::Quarantined {
+                policy: self.name.to_string(),
+                op: op.to_string(),
+                reason,
+            }),
+        }
+    }
+
     /// Calls served uncached because every instance was busy.
     pub fn busy(&self) -> u64 {
         self.busy.load(Ordering::Relaxed)
@@ -504,7 +541,7 @@ impl Policy {
     /// An instance from the pool, armed with the call deadline; `None` when the pool is empty.
     fn pooled(&self) -> Option<Instance> {
         let mut inst = self.pool.pop()?;
-        inst.store.set_epoch_deadline(self.deadline_ticks());
+        self.arm(&mut inst.store, self.limits.deadline);
         Some(inst)
     }
 
@@ -514,7 +551,7 @@ impl Policy {
         let state = HostState::new(self.store.clone(), self.name.clone(), self.limits.memory);
         let mut store = WasmStore::new(&runtime().engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(ticks(setup_budget(self.limits.deadline)));
+        self.arm(&mut store, setup_budget(self.limits.deadline));
         store
     }
 
@@ -533,7 +570,7 @@ impl Policy {
         });
         match funcs {
             Ok(funcs) => {
-                store.set_epoch_deadline(self.deadline_ticks());
+                self.arm(&mut store, self.limits.deadline);
                 Ok(Instance {
                     store,
                     funcs,
@@ -622,13 +659,23 @@ impl Policy {
         }
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        ticks(self.limits.deadline)
+    /// Arms `store` for a call of at most `d`: the epoch deadline for the guest's code, and
+    /// the same instant for the host calls it makes.
+    fn arm(&self, store: &mut WasmStore<HostState>, d: Duration) {
+        store.set_epoch_deadline(ticks(d));
+        store.data_mut().deadline = Instant::now() + d;
     }
 
     fn fault(&self, op: &str, e: wasmtime::Error) -> Error {
         self.faults.fetch_add(1, Ordering::Relaxed);
         self.metrics.faults.increment(1);
+        if let Some(reason) = self.quarantine.record() {
+            tracing::error!(
+                policy = &*self.name,
+                "policy quarantined: {reason}; its ops are served uncached without calling it \
+                 until a new version is loaded"
+            );
+        }
         let message = match e.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => format!(
                 "ran past its deadline of {:?} and was stopped",
@@ -667,6 +714,7 @@ impl Policy {
         index: u32,
         args: &Args,
     ) -> Result<Option<ReadRule>, Error> {
+        self.check_quarantine(op)?;
         let _timed = Timed::new(&self.metrics.call);
         let span = tracing::debug_span!("cachelet.policy", policy = &*self.name, op);
         tracing::Instrument::instrument(self.guest_read_in(op, index, args), span).await
@@ -705,6 +753,7 @@ impl Policy {
         args: &Args,
         result: Option<&Value>,
     ) -> Result<Option<WriteRule>, Error> {
+        self.check_quarantine(op)?;
         let _timed = Timed::new(&self.metrics.call);
         let span = tracing::debug_span!("cachelet.policy", policy = &*self.name, op);
         tracing::Instrument::instrument(self.guest_write_in(op, index, args, result), span).await
@@ -755,6 +804,15 @@ impl Policy {
             message,
         }
     }
+}
+
+/// SHA-256 of `bytes`, as lowercase hex.
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A clear word for bytes that are not a component at all.
@@ -949,21 +1007,25 @@ enum Route {
     },
 }
 
-/// The policies in force: swapped as a whole when policies are (re)loaded.
+/// The policies in force: swapped as a whole when a policy is loaded, replaced or removed
+/// (see [`lifecycle`]). A policy unchanged by a swap is shared by the old set and the new one.
 pub(crate) struct PolicySet {
-    policies: Vec<Policy>,
+    policies: Vec<Arc<Policy>>,
     /// By operation name (Fx hashing: the names are the policies' own, looked up per call).
     routes: FxHashMap<String, Route>,
     /// The HTTP routes of every policy, most specific first.
     http: crate::route::Routes,
+    /// What an answer may hold (checked on every rule, rendered by the host or the guest).
+    limits: GuestLimits,
 }
 
 impl PolicySet {
-    pub fn empty() -> PolicySet {
+    pub fn empty(limits: GuestLimits) -> PolicySet {
         PolicySet {
             policies: Vec::new(),
             routes: FxHashMap::default(),
             http: crate::route::Routes::default(),
+            limits,
         }
     }
 
@@ -973,12 +1035,23 @@ impl PolicySet {
         store: &Arc<Store>,
         limits: PolicyLimits,
         compile_cache: Option<&Path>,
-    ) -> Result<PolicySet, Error> {
-        let mut set = PolicySet::empty();
+    ) -> Result<Vec<Arc<Policy>>, Error> {
+        let mut loaded = Vec::with_capacity(sources.len());
         for src in sources {
-            let policy = Policy::load(src, store.clone(), limits, compile_cache).await?;
+            loaded.push(Arc::new(
+                Policy::load(src, store.clone(), limits, compile_cache).await?,
+            ));
+        }
+        Ok(loaded)
+    }
+
+    /// The set of `policies`, routed by operation; an operation declared by two of them is
+    /// an error naming both.
+    pub fn of(policies: Vec<Arc<Policy>>, limits: GuestLimits) -> Result<PolicySet, Error> {
+        let mut set = PolicySet::empty(limits);
+        for policy in policies {
             let idx = set.policies.len();
-            let Policy { rules, .. } = &policy;
+            let Policy { rules, .. } = &*policy;
             let mut routes = Vec::with_capacity(rules.len());
             for (index, (op, rule)) in (0u32..).zip(rules) {
                 if let Some(first) = set.route_policy(op) {
@@ -1034,7 +1107,7 @@ impl PolicySet {
         })
     }
 
-    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+    pub fn policies(&self) -> impl Iterator<Item = &Arc<Policy>> {
         self.policies.iter()
     }
 
@@ -1070,34 +1143,45 @@ impl PolicySet {
     }
 
     /// [`PolicySet::read_rule`], and the op's metrics (`None` for an op no policy declares).
+    /// The rule is checked against the guest limits, whoever rendered it.
     pub async fn read_rule_metered(
         &self,
         op: &str,
         args: &Args,
     ) -> (Option<&Arc<ReadMetrics>>, Result<Option<ReadRule>, Error>) {
-        let rule = match self.routes.get(op) {
-            None => Err(Error::UnknownOp(op.to_string())),
+        let (metrics, rule) = match self.routes.get(op) {
+            None => (None, Err(Error::UnknownOp(op.to_string()))),
             Some(Route::Read {
+                policy,
                 template: Some(t),
                 metrics,
                 ..
-            }) => return (Some(metrics), t.render(args).map(Some)),
+            }) => (
+                Some(metrics),
+                self.policies[*policy]
+                    .check_quarantine(op)
+                    .and_then(|()| t.render(args).map(Some)),
+            ),
             Some(Route::Read {
                 policy,
                 index,
                 template: None,
                 metrics,
-            }) => {
-                let rule = self.policies[*policy].guest_read(op, *index, args).await;
-                return (Some(metrics), rule);
-            }
-            Some(Route::Write { .. }) => Err(Error::WrongKind {
-                op: op.to_string(),
-                kind: "write",
-                wanted: "read",
-            }),
+            }) => (
+                Some(metrics),
+                self.policies[*policy].guest_read(op, *index, args).await,
+            ),
+            Some(Route::Write { .. }) => (
+                None,
+                Err(Error::WrongKind {
+                    op: op.to_string(),
+                    kind: "write",
+                    wanted: "read",
+                }),
+            ),
         };
-        (None, rule)
+        let checked = rule.and_then(|r| r.map(|r| self.limits.read(op, r)).transpose());
+        (metrics, checked)
     }
 
     /// The write rule for one call. `result` is computed only if the guest is called.
@@ -1107,11 +1191,15 @@ impl PolicySet {
         args: &Args,
         result: impl FnOnce() -> Option<Value>,
     ) -> Result<Option<WriteRule>, Error> {
-        match self.routes.get(op) {
+        let rule = match self.routes.get(op) {
             None => Err(Error::UnknownOp(op.to_string())),
             Some(Route::Write {
-                template: Some(t), ..
-            }) => t.render(args).map(Some),
+                policy,
+                template: Some(t),
+                ..
+            }) => self.policies[*policy]
+                .check_quarantine(op)
+                .and_then(|()| t.render(args).map(Some)),
             Some(Route::Write {
                 policy,
                 index,
@@ -1126,7 +1214,8 @@ impl PolicySet {
                 kind: "read",
                 wanted: "write",
             }),
-        }
+        }?;
+        rule.map(|r| self.limits.write(op, r)).transpose()
     }
 
     /// Calls the guest's own `read` even for a templated operation (to compare both renders).

@@ -57,6 +57,9 @@ pub(crate) struct HostState {
     pub limits: StoreLimits,
     store: Arc<Store>,
     policy: Arc<str>,
+    /// When the running call's deadline passes: a host call the guest makes (`store`) waits
+    /// at most until then (the epoch stops the guest as soon as it runs again).
+    pub deadline: std::time::Instant,
 }
 
 impl HostState {
@@ -81,6 +84,29 @@ impl HostState {
                 .build(),
             store,
             policy,
+            deadline: std::time::Instant::now(),
+        }
+    }
+
+    /// Runs a host call the guest made within the call's deadline, in a span naming it;
+    /// `None` when the deadline passed first.
+    /// (An associated function: the future holds only what it names, not the whole state,
+    /// which is not `Sync`.)
+    async fn bounded<T>(
+        policy: &str,
+        deadline: std::time::Instant,
+        call: &'static str,
+        f: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!("guest store call", policy, call);
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, f).instrument(span).await {
+            Ok(v) => Some(v),
+            Err(_) => {
+                tracing::debug!(policy, call, "store call cut at the policy's deadline");
+                None
+            }
         }
     }
 }
@@ -111,7 +137,7 @@ pub(crate) fn from_wit_ttl(t: types::Ttl) -> Ttl {
 // the host logs it.
 impl store::Host for HostState {
     async fn get(&mut self, key: String) -> Option<String> {
-        match self.store.get(&key).await {
+        match HostState::bounded(&self.policy, self.deadline, "get", self.store.get(&key)).await? {
             Ok(v) => v.map(|v| String::from_utf8_lossy(&v).into_owned()),
             Err(e) => {
                 tracing::debug!(policy = &*self.policy, "store.get: {e}");
@@ -139,26 +165,62 @@ impl store::Host for HostState {
             Some(t) => resolve_ttl(from_wit_ttl(t), &self.store.ttl),
             None => self.store.ttl(None),
         };
-        self.store
-            .set(&key, value.into_bytes(), ttl, if_absent)
-            .await
-            .unwrap_or(false)
+        let set = self.store.set(&key, value.into_bytes(), ttl, if_absent);
+        matches!(
+            HostState::bounded(&self.policy, self.deadline, "set", set).await,
+            Some(Ok(true))
+        )
     }
 
     async fn delete(&mut self, key: String) -> bool {
-        self.store.delete(&key).await.unwrap_or(false)
+        matches!(
+            HostState::bounded(
+                &self.policy,
+                self.deadline,
+                "delete",
+                self.store.delete(&key)
+            )
+            .await,
+            Some(Ok(true))
+        )
     }
 
     async fn exists(&mut self, key: String) -> bool {
-        self.store.exists(&key).await.unwrap_or(false)
+        matches!(
+            HostState::bounded(
+                &self.policy,
+                self.deadline,
+                "exists",
+                self.store.exists(&key)
+            )
+            .await,
+            Some(Ok(true))
+        )
     }
 
     async fn incr(&mut self, key: String, by: i64) -> Result<i64, String> {
-        self.store.incr(&key, by).await.map_err(|e| e.to_string())
+        match HostState::bounded(
+            &self.policy,
+            self.deadline,
+            "incr",
+            self.store.incr(&key, by),
+        )
+        .await
+        {
+            Some(r) => r.map_err(|e| e.to_string()),
+            None => Err("the policy's deadline passed".into()),
+        }
     }
 
     async fn invalidate(&mut self, tags: Vec<String>) {
-        self.store.invalidate(&tags).await;
+        // Not cut at the deadline: an invalidation, once asked for, is held until delivered.
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "guest store call",
+            policy = &*self.policy,
+            call = "invalidate"
+        );
+        self.store.invalidate(&tags).instrument(span).await;
     }
 }
 

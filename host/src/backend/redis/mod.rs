@@ -28,6 +28,7 @@ mod circuit;
 mod direct;
 pub(crate) mod envelope;
 mod held;
+mod policies;
 mod read;
 
 use std::hash::{BuildHasher, RandomState};

@@ -1,0 +1,102 @@
+//! The fleet's policies in Redis (see [`crate::policy::fleet`]), all under the engine's
+//! prefix `{prefix}:{version}~`, where no caller, guest or rule reaches:
+//! - `~policy:{hash}` — a pushed component's bytes, named by their SHA-256.
+//! - `~policies` — a hash: policy name → its current push (JSON).
+//! - `~policies:history:{name}` — a list of its pushes, newest first (the last 20).
+//! - `~policies:generation` — bumped by every push, rollback and removal: hosts compare it.
+//! - `~hosts` — a hash: host id → what it runs (JSON, with the time of the report).
+//!
+//! Every command names one key (a cluster routes each by its own); none goes through the
+//! circuit, which only the read and write paths drive.
+
+use redis::Cmd;
+
+use super::Redis;
+use crate::Error;
+
+impl Redis {
+    fn fleet_key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.keys.engine)
+    }
+
+    async fn fleet<T: redis::FromRedisValue>(&self, cmd: Cmd) -> Result<T, Error> {
+        self.raw(cmd).await.map_err(Error::from)
+    }
+
+    /// `GET` of an engine key (`policy:{hash}`, `policies:generation`).
+    pub(crate) async fn fleet_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let mut c = redis::cmd("GET");
+        c.arg(self.fleet_key(key));
+        self.fleet(c).await
+    }
+
+    /// `SET` of an engine key, without expiry.
+    pub(crate) async fn fleet_set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        let mut c = redis::cmd("SET");
+        c.arg(self.fleet_key(key)).arg(value);
+        self.fleet::<()>(c).await
+    }
+
+    /// `INCR`: the new value.
+    pub(crate) async fn fleet_incr(&self, key: &str) -> Result<u64, Error> {
+        let mut c = redis::cmd("INCR");
+        c.arg(self.fleet_key(key));
+        self.fleet(c).await
+    }
+
+    /// Every field of a hash.
+    pub(crate) async fn fleet_hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let mut c = redis::cmd("HGETALL");
+        c.arg(self.fleet_key(key));
+        let map: std::collections::BTreeMap<String, Vec<u8>> = self.fleet(c).await?;
+        Ok(map.into_iter().collect())
+    }
+
+    pub(crate) async fn fleet_hset(
+        &self,
+        key: &str,
+        field: &str,
+        value: &[u8],
+    ) -> Result<(), Error> {
+        let mut c = redis::cmd("HSET");
+        c.arg(self.fleet_key(key)).arg(field).arg(value);
+        self.fleet::<()>(c).await
+    }
+
+    /// Whether the field was there.
+    pub(crate) async fn fleet_hdel(&self, key: &str, field: &str) -> Result<bool, Error> {
+        let mut c = redis::cmd("HDEL");
+        c.arg(self.fleet_key(key)).arg(field);
+        Ok(self.fleet::<u64>(c).await? > 0)
+    }
+
+    /// A list, head first.
+    pub(crate) async fn fleet_list(&self, key: &str) -> Result<Vec<Vec<u8>>, Error> {
+        let mut c = redis::cmd("LRANGE");
+        c.arg(self.fleet_key(key)).arg(0).arg(-1);
+        self.fleet(c).await
+    }
+
+    /// Pushes `value` at the head of a list and keeps its first `keep` items.
+    pub(crate) async fn fleet_list_push(
+        &self,
+        key: &str,
+        value: &[u8],
+        keep: usize,
+    ) -> Result<(), Error> {
+        let key = self.fleet_key(key);
+        let mut c = redis::cmd("LPUSH");
+        c.arg(&key).arg(value);
+        self.fleet::<()>(c).await?;
+        let mut c = redis::cmd("LTRIM");
+        c.arg(&key).arg(0).arg(keep.saturating_sub(1));
+        self.fleet::<()>(c).await
+    }
+
+    /// Removes the head of a list.
+    pub(crate) async fn fleet_list_pop(&self, key: &str) -> Result<(), Error> {
+        let mut c = redis::cmd("LPOP");
+        c.arg(self.fleet_key(key));
+        self.fleet::<Option<Vec<u8>>>(c).await.map(|_| ())
+    }
+}

@@ -1,0 +1,259 @@
+//! The watched policy directory ([`CacheBuilder::policy_dir`](crate::CacheBuilder::policy_dir)):
+//! every `*.wasm` file in it is a policy; one added, replaced or removed changes what serves
+//! while the cache does (through [`Lifecycle`]).
+//!
+//! A file is taken when it is whole: when the process writing it closes it, or when it is
+//! renamed into place (an atomic rename is taken at once). A file still being written — a copy
+//! in progress, a slow upload — is never taken for a broken policy, and an editor's temporary
+//! and backup files (dot files, `~`, `.swp`, `.tmp`: anything not named `*.wasm`) are never
+//! looked at. Events can be missed (an overflowing queue, a file system that reports none): a
+//! scan every second catches up with any file whose size or time changed and that has not
+//! changed for [`SETTLE`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::{RecursiveMode, Watcher};
+
+use super::lifecycle::{Change, Lifecycle, PolicyOrigin};
+use super::{hex_sha256, PolicySource};
+use crate::Error;
+
+/// How long a file found changed by a scan (not by an event) must stay unchanged before it is
+/// taken: long enough that a writer pausing between chunks is not caught halfway.
+pub(crate) const SETTLE: Duration = Duration::from_secs(2);
+/// How often the directory is scanned.
+const SCAN: Duration = Duration::from_secs(1);
+
+/// Whether `path` names a policy file: `*.wasm`, not hidden.
+fn is_policy(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.') && !name.starts_with('#') && name.ends_with(".wasm")
+}
+
+/// Size and modification time: what a scan compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    len: u64,
+    modified: SystemTime,
+}
+
+fn mark(path: &Path) -> Option<Mark> {
+    let m = std::fs::metadata(path).ok()?;
+    m.is_file().then(|| Mark {
+        len: m.len(),
+        modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    })
+}
+
+/// The policy files of `dir`, by name.
+fn list(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| is_policy(p) && p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+struct Watch {
+    dir: PathBuf,
+    lifecycle: Weak<Lifecycle>,
+    /// What each file looked like when it was last taken (loaded or refused).
+    taken: HashMap<PathBuf, Mark>,
+    /// Files a scan found changed, and how they looked then: taken at a later scan if they
+    /// still look the same and have settled.
+    changing: HashMap<PathBuf, Mark>,
+}
+
+impl Watch {
+    /// Loads the file at `path` as it is now (or removes its policy when it is gone).
+    async fn take(&mut self, lifecycle: &Lifecycle, path: &Path) {
+        self.changing.remove(path);
+        let origin = PolicyOrigin::File(path.to_path_buf());
+        let before = mark(path);
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.taken.remove(path);
+                let _ = lifecycle.apply(origin, Change::Remove).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("{}: cannot read the policy: {e}", path.display());
+                return;
+            }
+        };
+        if let Some(m) = before {
+            self.taken.insert(path.to_path_buf(), m);
+        }
+        let hash = hex_sha256(&bytes);
+        let source = PolicySource::Bytes {
+            name: path.display().to_string(),
+            bytes,
+        };
+        // A failure is kept in the status and logged by the lifecycle.
+        let _ = lifecycle.apply(origin, Change::Load(source, hash)).await;
+    }
+
+    /// Removes the policy of `path` if the file is gone (a file renamed over it comes with
+    /// its own event).
+    async fn remove(&mut self, lifecycle: &Lifecycle, path: &Path) {
+        self.changing.remove(path);
+        self.taken.remove(path);
+        if !path.exists() {
+            let _ = lifecycle
+                .apply(PolicyOrigin::File(path.to_path_buf()), Change::Remove)
+                .await;
+        }
+    }
+
+    /// Catches up with what events did not tell: files changed and settled, files gone.
+    async fn scan(&mut self, lifecycle: &Lifecycle) {
+        let now = SystemTime::now();
+        let files = list(&self.dir);
+        for path in &files {
+            let Some(m) = mark(path) else { continue };
+            if self.taken.get(path) == Some(&m) {
+                self.changing.remove(path);
+                continue;
+            }
+            let settled = now.duration_since(m.modified).unwrap_or_default() >= SETTLE;
+            if settled && self.changing.get(path) == Some(&m) {
+                self.take(lifecycle, path).await;
+            } else {
+                self.changing.insert(path.clone(), m);
+            }
+        }
+        let gone: Vec<PathBuf> = self
+            .taken
+            .keys()
+            .filter(|p| !files.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.remove(lifecycle, &path).await;
+        }
+        // Policies of files that vanished while no event said so (and were never taken).
+        for origin in lifecycle.origins(|o| matches!(o, PolicyOrigin::File(_))) {
+            if let PolicyOrigin::File(p) = &origin {
+                if p.parent() == Some(self.dir.as_path()) && !files.contains(p) {
+                    let _ = lifecycle.apply(origin, Change::Remove).await;
+                }
+            }
+        }
+        self.changing.retain(|p, _| files.contains(p));
+    }
+
+    async fn event(&mut self, lifecycle: &Lifecycle, ev: notify::Event) {
+        let dir = self.dir.clone();
+        let mine = |p: &PathBuf| p.parent() == Some(dir.as_path()) && is_policy(p);
+        let (gone, whole): (Vec<PathBuf>, Vec<PathBuf>) = match ev.kind {
+            // The writer closed it: whole.
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => (vec![], ev.paths),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => (ev.paths, vec![]),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => (vec![], ev.paths),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                let mut paths = ev.paths.into_iter();
+                (paths.next().into_iter().collect(), paths.collect())
+            }
+            EventKind::Modify(ModifyKind::Name(_)) => {
+                ev.paths.into_iter().partition(|p| !p.exists())
+            }
+            EventKind::Remove(_) => (ev.paths, vec![]),
+            // Created or written: not whole yet; its close (or a scan, once settled) takes it.
+            _ => (vec![], vec![]),
+        };
+        for p in gone.iter().filter(|p| mine(p)) {
+            self.remove(lifecycle, p).await;
+        }
+        for p in whole.iter().filter(|p| mine(p)) {
+            self.take(lifecycle, p).await;
+        }
+    }
+}
+
+/// Loads the policies of `dir` now (failures are kept in the status, not returned), then
+/// watches it for as long as `lifecycle` lives.
+pub(crate) async fn start(lifecycle: &Arc<Lifecycle>, dir: &Path) -> Result<(), Error> {
+    let io = |e: std::io::Error| Error::Io {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    let dir = std::fs::canonicalize(dir).map_err(io)?;
+    if !dir.is_dir() {
+        return Err(io(std::io::Error::other("not a directory")));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let _ = tx.send(ev);
+    })
+    .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    let mut w = Watch {
+        dir: dir.clone(),
+        lifecycle: Arc::downgrade(lifecycle),
+        taken: HashMap::new(),
+        changing: HashMap::new(),
+    };
+    for path in list(&dir) {
+        w.take(lifecycle, &path).await;
+    }
+    tokio::spawn(async move {
+        let _watching = watcher;
+        let mut tick = tokio::time::interval(SCAN);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(lifecycle) = w.lifecycle.upgrade() else { break };
+                    match ev {
+                        Some(Ok(ev)) => w.event(&lifecycle, ev).await,
+                        Some(Err(e)) => tracing::warn!(
+                            dir = %w.dir.display(),
+                            "policy directory watch: {e}; the next scan catches up"
+                        ),
+                        None => break,
+                    }
+                }
+                _ = tick.tick() => {
+                    let Some(lifecycle) = w.lifecycle.upgrade() else { break };
+                    w.scan(&lifecycle).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_wasm_files_that_are_not_hidden_are_policies() {
+        for yes in ["p.wasm", "my-policy.wasm"] {
+            assert!(is_policy(Path::new(yes)), "{yes}");
+        }
+        for no in [
+            ".p.wasm.swp",
+            "p.wasm~",
+            "4913",
+            "#p.wasm#",
+            ".p.wasm",
+            "p.wasm.tmp",
+            "p.wasm.part",
+        ] {
+            assert!(!is_policy(Path::new(no)), "{no}");
+        }
+    }
+}
