@@ -10,7 +10,8 @@ use cachelet_tests::component;
 
 fn cachelet(env: &[(&str, &Path)], args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachelet"));
-    cmd.env_remove("CACHELET_COMPILE_CACHE").env_remove("XDG_CACHE_HOME");
+    cmd.env_remove("CACHELET_COMPILE_CACHE")
+        .env_remove("XDG_CACHE_HOME");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -46,7 +47,11 @@ fn check_compiles_once_into_the_users_cache_and_says_so() {
         "{}",
         text(&first)
     );
-    assert_eq!(std::fs::read_dir(&compiled).unwrap().count(), 1, "one entry kept");
+    assert_eq!(
+        std::fs::read_dir(&compiled).unwrap().count(),
+        1,
+        "one entry kept"
+    );
     let second = cachelet(&[("HOME", &home)], &["check", p]);
     assert!(
         text(&second).contains("loaded precompiled")
@@ -60,7 +65,11 @@ fn check_compiles_once_into_the_users_cache_and_says_so() {
         &[("HOME", &home), ("CACHELET_COMPILE_CACHE", &elsewhere)],
         &["check", p],
     );
-    assert!(text(&out).contains("none before this check"), "{}", text(&out));
+    assert!(
+        text(&out).contains("none before this check"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(&home);
     let _ = std::fs::remove_dir_all(&elsewhere);
@@ -77,10 +86,19 @@ fn check_with_a_directory_refuses_a_component_whose_ops_collide() {
         &["check", component("faulty").to_str().unwrap(), "--with", d],
     );
     assert!(ok.status.success(), "{}", text(&ok));
-    assert!(text(&ok).contains("accepted beside the 1 policies of"), "{}", text(&ok));
+    assert!(
+        text(&ok).contains("accepted beside the 1 policies of"),
+        "{}",
+        text(&ok)
+    );
     let clash = cachelet(
         &[("HOME", &home)],
-        &["check", component("lifecycle-b").to_str().unwrap(), "--with", d],
+        &[
+            "check",
+            component("lifecycle-b").to_str().unwrap(),
+            "--with",
+            d,
+        ],
     );
     assert!(!clash.status.success());
     assert!(
@@ -128,9 +146,20 @@ fn call_takes_structured_arguments_as_json() {
     assert_eq!(rule["key"], "org:7:user:2", "{}", text(&out));
     let bad = cachelet(
         &[("HOME", &home)],
-        &["call", seed.to_str().unwrap(), "read", "get_org_user", "--args", "[1]"],
+        &[
+            "call",
+            seed.to_str().unwrap(),
+            "read",
+            "get_org_user",
+            "--args",
+            "[1]",
+        ],
     );
     assert!(!bad.status.success());
-    assert!(text(&bad).contains("--args must be a JSON object"), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("--args must be a JSON object"),
+        "{}",
+        text(&bad)
+    );
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -197,14 +197,16 @@ impl Error {
             | Error::UnknownOp(_)
             | Error::WrongKind { .. }
             | Error::Value { .. }
-            | Error::Io { .. } => Blame::Caller,
+            | Error::Io { .. }
+            | Error::Push { .. } => Blame::Caller,
             Error::Template { .. }
             | Error::Load { .. }
             | Error::DuplicateOp { .. }
             | Error::Rule { .. }
             | Error::Policy { .. }
             | Error::Guest { .. }
-            | Error::Busy { .. } => Blame::Guest,
+            | Error::Busy { .. }
+            | Error::Quarantined { .. } => Blame::Guest,
             Error::Backend { .. } | Error::Unavailable(_) | Error::Refused(_) => Blame::Backend,
         }
     }
