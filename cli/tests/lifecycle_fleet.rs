@@ -1,7 +1,7 @@
 //! Fleet rollout through a real Redis: host processes that follow pushes, and pushes,
 //! rollbacks and removals made by a third process, the `cachelet` binary. Signed pushes.
 //!
-//! Lives beside the binary (in the host package) so that cargo builds `cachelet` for it.
+//! Lives beside the binary (in the cli package) so that cargo builds `cachelet` for it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
