@@ -72,8 +72,11 @@ pub async fn rule(
     }
 }
 
+mod child;
 pub mod redis;
 mod target;
+
+pub use child::ChildHost;
 
 pub use target::Target;
 

@@ -5,14 +5,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cachelet::{BackendUrl, Cache, Invalidation, Settings};
-use cachelet_tests::component;
 use cachelet_tests::redis::{RedisOptions, RedisServer};
+use cachelet_tests::{component, ChildHost};
 use serde_json::{json, Value as Json};
 
 fn settings(url: &str, prefix: &str) -> Settings {
@@ -271,69 +271,22 @@ fn tempdir(what: &str) -> PathBuf {
     d
 }
 
-/// A host in a process of its own, driven line by line: `read ID`, `write ID` (answers its
-/// value, or the write's outcome), `quit`.
-struct Host {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+/// A host in a process of its own (see [`ChildHost`]), driven line by line: `read ID`,
+/// `write ID` (answers its value, or the write's outcome), `quit`.
+fn host(url: &str, prefix: &str, journal: Option<&PathBuf>) -> ChildHost {
+    let policy = component("engine-rules");
+    let mut env = vec![
+        ("CACHELET_CHILD_URL", PathBuf::from(url)),
+        ("CACHELET_CHILD_PREFIX", PathBuf::from(prefix)),
+        ("CACHELET_CHILD_POLICY", policy),
+    ];
+    if let Some(j) = journal {
+        env.push(("CACHELET_CHILD_JOURNAL", j.clone()));
+    }
+    ChildHost::start("host_child", env)
 }
 
-impl Host {
-    fn start(url: &str, prefix: &str, journal: Option<&PathBuf>) -> Host {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "host_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("CACHELET_CHILD_URL", url)
-        .env("CACHELET_CHILD_PREFIX", prefix)
-        .env("CACHELET_CHILD_POLICY", component("engine-rules"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-        if let Some(j) = journal {
-            cmd.env("CACHELET_CHILD_JOURNAL", j);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut host = Host {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(host.answer(), "ready");
-        host
-    }
-
-    fn answer(&mut self) -> String {
-        loop {
-            let mut line = String::new();
-            if self.stdout.read_line(&mut line).unwrap() == 0 {
-                panic!("the host died: {:?}", self.child.wait());
-            }
-            // The test harness may print its own words before ours on the line.
-            if let Some((_, a)) = line.trim().split_once("HOST ") {
-                return a.to_string();
-            }
-        }
-    }
-
-    fn ask(&mut self, what: &str) -> String {
-        writeln!(self.stdin, "{what}").unwrap();
-        self.answer()
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-/// The child side of [`Host`] (runs only when a parent sets its variables).
+/// The child side of [`host`] (runs only when a parent sets its variables).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_child() {
     let Ok(url) = std::env::var("CACHELET_CHILD_URL") else {
@@ -380,7 +333,7 @@ async fn a_host_killed_while_holding_delivers_from_its_journal_at_restart() {
     let loads = AtomicU64::new(0);
     read(&b, "get_user", 1, json!("old"), &loads).await;
 
-    let mut a = Host::start(&server.url(), "killed", Some(&journal));
+    let mut a = host(&server.url(), "killed", Some(&journal));
     assert_eq!(a.ask("read 1"), "\"old\"");
     server.freeze();
     a.ask("open");
@@ -391,7 +344,7 @@ async fn a_host_killed_while_holding_delivers_from_its_journal_at_restart() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(read(&b, "get_user", 1, json!("new"), &loads).await, "old");
     // Restarted with its journal, it delivers before it serves.
-    let mut a = Host::start(&server.url(), "killed", Some(&journal));
+    let mut a = host(&server.url(), "killed", Some(&journal));
     assert_eq!(read(&b, "get_user", 1, json!("new"), &loads).await, "new");
     assert_eq!(a.ask("read 1"), "\"new\"");
     a.ask("quit");
@@ -404,7 +357,7 @@ async fn the_window_after_an_outage_is_measured_across_two_processes() {
     let b = rules(settings(&server.url(), "window")).await;
     let loads = AtomicU64::new(0);
     let mut windows = Vec::new();
-    let mut a = Host::start(&server.url(), "window", None);
+    let mut a = host(&server.url(), "window", None);
     for round in 0..5u64 {
         let id = 10 + round;
         read(&b, "get_user", id, json!("old"), &loads).await;

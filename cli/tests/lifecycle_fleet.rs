@@ -6,70 +6,37 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cachelet_tests::redis::RedisServer;
-use cachelet_tests::{component, repo};
+use cachelet_tests::{component, repo, ChildHost};
 
-/// A host in a process of its own, following pushes: `rule ID` answers the version that
-/// computes `lc_get` (`A`, `B`) or `none`; `failure` the last refusal of the lifecycle policy.
-struct Host {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+/// A host in a process of its own (see [`ChildHost`]), following pushes: `rule ID` answers the
+/// version that computes `lc_get` (`A`, `B`) or `none`; `failure` the last refusal of the
+/// lifecycle policy.
+struct Host(ChildHost);
 
 impl Host {
     fn start(url: &str, prefix: &str, pubkey: Option<&str>) -> Host {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "fleet_host_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("CACHELET_FLEET_CHILD_URL", url)
-        .env("CACHELET_FLEET_CHILD_PREFIX", prefix)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+        let mut env = vec![
+            ("CACHELET_FLEET_CHILD_URL", url),
+            ("CACHELET_FLEET_CHILD_PREFIX", prefix),
+        ];
         if let Some(k) = pubkey {
-            cmd.env("CACHELET_FLEET_CHILD_PUBKEY", k);
+            env.push(("CACHELET_FLEET_CHILD_PUBKEY", k));
         }
-        let mut child = cmd.spawn().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut host = Host {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(host.answer(), "ready");
-        host
-    }
-
-    fn answer(&mut self) -> String {
-        loop {
-            let mut line = String::new();
-            if self.stdout.read_line(&mut line).unwrap() == 0 {
-                panic!("the host died: {:?}", self.child.wait());
-            }
-            if let Some((_, a)) = line.trim().split_once("FLEETHOST ") {
-                return a.to_string();
-            }
-        }
+        Host(ChildHost::start("fleet_host_child", env))
     }
 
     fn ask(&mut self, what: &str) -> String {
-        writeln!(self.stdin, "{what}").unwrap();
-        self.answer()
+        self.0.ask(what)
     }
 
     fn version(&mut self) -> String {
-        self.ask("rule 1")
+        self.0.ask("rule 1")
     }
 
     /// Waits until the host serves `want`; how long it took.
@@ -86,14 +53,6 @@ impl Host {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

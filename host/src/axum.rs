@@ -151,6 +151,25 @@ where
     }
 }
 
+/// The service the layer wraps (an axum router's routes).
+trait Routes:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Routes for S
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+}
+
 /// A request that carries credentials: answered for one user, never shared.
 fn personal(h: &HeaderMap) -> bool {
     h.contains_key(header::AUTHORIZATION) || h.contains_key(header::COOKIE)
@@ -216,21 +235,14 @@ fn cacheable(r: &Response<Body>) -> bool {
     !says(header::CACHE_CONTROL, &["no-store", "private"]) && !says(header::VARY, &["*"])
 }
 
-async fn read<S>(
+async fn read<S: Routes>(
     cache: &Cache,
     op: &str,
     args: crate::Args,
     inner: S,
     req: Request<Body>,
     max_body: usize,
-) -> Response<Body>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> Response<Body> {
     let loaded = Arc::new(AtomicBool::new(false));
     let flag = loaded.clone();
     // Kept for a waiter whose leader's answer was not stored: it asks on its own.
@@ -311,20 +323,13 @@ impl serde::Serialize for Answered {
     }
 }
 
-async fn write<S>(
+async fn write<S: Routes>(
     cache: &Cache,
     op: &str,
     args: crate::Args,
     inner: S,
     req: Request<Body>,
-) -> Response<Body>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> Response<Body> {
     let out = cache
         .write(op, &args, || async move {
             let Ok(answer) = inner.oneshot(req).await;
