@@ -26,6 +26,12 @@ use crate::Error;
 pub(crate) type LoaderFn =
     Arc<dyn Fn(Args) -> BoxFuture<'static, Result<serde_json::Value, String>> + Send + Sync>;
 
+/// Warms a read op through the HTTP caching layer: a GET of the op's route, with the recache
+/// arguments filled in, through the layer's read path (see `http::layer`). The layer installs
+/// it; it serves the recaches of routed ops that have no loader of their own.
+pub(crate) type RouteLoader =
+    Arc<dyn Fn(&Cache, String, Args) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
 /// A cache host: policies decide, the cache stores.
 ///
 /// Cloning is cheap (the clones share everything).
@@ -58,6 +64,8 @@ pub(crate) struct Inner {
     pub fleet: Arc<Fleet>,
     pub flights: Arc<Flights>,
     pub loaders: RwLock<HashMap<String, LoaderFn>>,
+    /// The HTTP layer's loader for routed read ops.
+    pub route_loader: arc_swap::ArcSwapOption<RouteLoader>,
     pub stats: Counters,
     /// Bumped by every write of this process before it invalidates: a read that comes after
     /// it never joins a load that began before it.
@@ -329,6 +337,7 @@ impl CacheBuilder {
                 fleet,
                 flights: Arc::new(Flights::default()),
                 loaders: RwLock::new(HashMap::new()),
+                route_loader: arc_swap::ArcSwapOption::empty(),
                 stats: Counters::default(),
                 generation: AtomicU64::new(0),
                 detached: AtomicU64::new(0),
@@ -431,14 +440,16 @@ impl Cache {
     }
 
     /// The read ops the policies' declared write rules recache for which there is no loader:
-    /// no `#[cachelet::read]` function and no [`Cache::register_loader`] closure. Their
-    /// recaches are skipped (the write still invalidates). Loading policies logs a warning
-    /// listing them.
+    /// no `#[cachelet::read]` function, no [`Cache::register_loader`] closure, and no route
+    /// served by the HTTP caching layer. Their recaches are skipped (the write still
+    /// invalidates). Loading policies logs a warning listing them.
     pub fn recaches_without_loader(&self) -> Vec<String> {
         let set = self.inner.policies.load();
+        let routed = self.inner.route_loader.load().is_some();
         set.recached_ops()
             .into_iter()
             .filter(|op| self.loader(op).is_none())
+            .filter(|op| !(routed && set.http_routes().of_op(op).is_some()))
             .map(str::to_string)
             .collect()
     }
@@ -454,15 +465,26 @@ impl Cache {
     }
 
     /// The op an HTTP request is routed to by the policies' routes, its arguments (path and
-    /// query parameters), and whether it reads or writes.
+    /// query parameters), whether it reads or writes, and its route's options.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn route(
         &self,
         method: &str,
         path: &str,
         query: Option<&str>,
-    ) -> Option<(String, Args, crate::OpKind)> {
+    ) -> Option<crate::policy::Routed> {
         self.inner.policies.load().route(method, path, query)
+    }
+
+    /// The path (and query) of a GET to read op `op`'s route with `args`, if it has a route.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn route_path(&self, op: &str, args: &Args) -> Option<String> {
+        self.inner
+            .policies
+            .load()
+            .http_routes()
+            .of_op(op)?
+            .path_for(args)
     }
 
     /// What each loaded policy declares.

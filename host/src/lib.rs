@@ -37,6 +37,8 @@ mod config;
 mod embed;
 mod error;
 mod flight;
+#[cfg(feature = "axum")]
+mod http;
 pub mod metrics;
 mod policy;
 mod read;
@@ -138,6 +140,8 @@ pub use cachelet_macros::read;
 /// # });
 /// ```
 pub use cachelet_macros::write;
+#[cfg(feature = "proxy")]
+pub use http::proxy;
 pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
 #[doc(hidden)]
 pub use embed::__private;

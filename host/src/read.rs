@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::args::ToArgs;
 use crate::backend::{with_backend, Backend, Fill, Look, Lookup};
-use crate::cache::{bump, decode, Cache};
+use crate::cache::{bump, Cache};
 use crate::flight::{Joined, Landing};
 use crate::metrics::{Outcome, ReadMetrics};
 use crate::rules::{resolve_ttl, ReadRule};
@@ -31,14 +31,14 @@ const AGAIN: Look = Look {
 };
 
 /// A read rule with its TTL resolved and its key namespaced.
-struct Plan {
-    key: String,
-    tags: Vec<String>,
-    ttl: Duration,
-    early: Option<Duration>,
-    refresh: bool,
-    lock: bool,
-    metrics: Arc<ReadMetrics>,
+pub(crate) struct Plan {
+    pub key: String,
+    pub tags: Vec<String>,
+    pub ttl: Duration,
+    pub early: Option<Duration>,
+    pub refresh: bool,
+    pub lock: bool,
+    pub metrics: Arc<ReadMetrics>,
 }
 
 impl Plan {
@@ -54,6 +54,62 @@ impl Plan {
             ttl: self.ttl,
             early: self.early,
             refresh: self.refresh,
+        }
+    }
+}
+
+/// How a read's value is kept in the backend: JSON for the typed API ([`Json`]); the HTTP
+/// layer keeps whole responses in a form of its own, whose body it serves without a copy.
+pub(crate) trait Codec: Sized {
+    fn encode(&self) -> Result<Vec<u8>, String>;
+    fn decode(bytes: &Arc<[u8]>) -> Result<Self, String>;
+    /// Whether a stored value may still be served. One that may not (a stored HTTP response
+    /// past its freshness) is a miss, and the loader gets it as the previous value (to
+    /// revalidate it, or to serve it if the origin fails).
+    fn usable(&self) -> bool {
+        true
+    }
+    /// How a loaded value asks to be kept, when it knows better than the rule: its own TTL
+    /// and early refresh, and tags learned with it (`None`: as the rule says).
+    fn storage(&self) -> Option<Storage> {
+        None
+    }
+}
+
+/// How a loaded value asks to be kept ([`Codec::storage`]).
+pub(crate) struct Storage {
+    /// How long it lives; zero: it is not stored.
+    pub ttl: Duration,
+    pub early: Option<Duration>,
+    /// Tags learned with the value (beside the rule's): the fill is fenced by their versions
+    /// read after the load, and happens only if no invalidation landed since `since` (the
+    /// backend's invalidation sequence read before the load began).
+    pub tags: Vec<String>,
+    pub since: Option<u64>,
+}
+
+/// A typed read's value, kept as JSON.
+pub(crate) struct Json<T>(pub T);
+
+impl<T: Serialize + DeserializeOwned> Codec for Json<T> {
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(&self.0).map_err(|e| format!("it does not serialize: {e}"))
+    }
+    fn decode(bytes: &Arc<[u8]>) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map(Json).map_err(|e| {
+            format!("stored value does not deserialize into the requested type: {e}")
+        })
+    }
+}
+
+/// A stored value, decoded if it may be served; the reason otherwise.
+fn served<C: Codec>(key: &str, bytes: &Arc<[u8]>) -> Result<C, Option<C>> {
+    match C::decode(bytes) {
+        Ok(v) if v.usable() => Ok(v),
+        Ok(v) => Err(Some(v)),
+        Err(e) => {
+            tracing::warn!(key, "{e}; reloading");
+            Err(None)
         }
     }
 }
@@ -118,28 +174,52 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
+        let read = self.read_coded(op, args, move |_| async move { loader().await.map(Json) });
         // Wrapped only when the span is on: moving the whole future into `Instrumented`
         // costs the hit path a copy of it.
         let span = read_span(op);
-        if span.is_disabled() {
-            self.read_static(op, args, loader).await
+        let out = if span.is_disabled() {
+            read.await
         } else {
-            self.read_static(op, args, loader).instrument(span).await
+            read.instrument(span).await
+        };
+        out.map(|j| j.0)
+    }
+
+    /// [`Cache::read`] for any [`Codec`]: the loader gets the stored value that may no longer
+    /// be served, if there is one.
+    pub(crate) async fn read_coded<A, C, E, F, Fut>(
+        &self,
+        op: &str,
+        args: &A,
+        loader: F,
+    ) -> Result<C, E>
+    where
+        A: ToArgs + ?Sized,
+        C: Codec + Send + 'static,
+        E: std::fmt::Display + From<crate::LoadError> + Send + 'static,
+        F: FnOnce(Option<C>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<C, E>> + Send + 'static,
+    {
+        match self.plan(op, args).await {
+            Ok(plan) => self.read_planned(op, plan, loader).await,
+            Err(metrics) => Box::pin(self.uncached(&metrics, || loader(None))).await,
         }
     }
 
-    async fn read_static<A, T, E, F, Fut>(&self, op: &str, args: &A, loader: F) -> Result<T, E>
+    /// The read of a plan made by [`Cache::plan`] (which the HTTP layer may have adjusted).
+    pub(crate) async fn read_planned<C, E, F, Fut>(
+        &self,
+        op: &str,
+        plan: Plan,
+        loader: F,
+    ) -> Result<C, E>
     where
-        A: ToArgs + ?Sized,
-        T: Serialize + DeserializeOwned + Send + 'static,
+        C: Codec + Send + 'static,
         E: std::fmt::Display + From<crate::LoadError> + Send + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        F: FnOnce(Option<C>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<C, E>> + Send + 'static,
     {
-        let plan = match self.plan(op, args).await {
-            Ok(plan) => plan,
-            Err(metrics) => return Box::pin(self.uncached(&metrics, loader)).await,
-        };
         with_backend!(&self.inner.store.backend, b => {
             match self.read_on(b, op, plan, loader).await? {
                 Served::Value(v) => Ok(v),
@@ -200,18 +280,19 @@ impl Cache {
             Ok(plan) => plan,
             Err(metrics) => return Box::pin(self.uncached(&metrics, loader)).await,
         };
+        let loader = move |_: Option<Json<T>>| async move { loader().await.map(Json) };
         with_backend!(&self.inner.store.backend, b => {
             match self.read_on(b, op, plan, loader).await? {
-                Served::Value(v) => Ok(v),
+                Served::Value(v) => Ok(v.0),
                 Served::EarlyDue(due) => {
                     bump(&self.inner.stats.early_refreshes);
                     let EarlyDue { value, seen, plan, loader } = due;
-                    match Box::pin(self.load_and_fill(&**b, &plan, None, loader)).await {
-                        Ok(fresh) => Ok(fresh.value),
+                    match Box::pin(self.load_and_fill(&**b, &plan, None, None, loader)).await {
+                        Ok(fresh) => Ok(fresh.value.0),
                         Err(e) => {
                             tracing::warn!(op, "early refresh failed: {e}");
                             b.release_early(&plan.key, &seen).await;
-                            Ok(value)
+                            Ok(value.0)
                         }
                     }
                 }
@@ -219,19 +300,19 @@ impl Cache {
         })
     }
 
-    async fn read_on<B, T, E, F, Fut>(
+    async fn read_on<B, C, E, F, Fut>(
         &self,
         b: &Arc<B>,
         op: &str,
         plan: Plan,
         loader: F,
-    ) -> Result<Served<T, B::Seen, F>, E>
+    ) -> Result<Served<C, B::Seen, F>, E>
     where
         B: Backend,
-        T: Serialize + DeserializeOwned,
+        C: Codec,
         E: std::fmt::Display + From<crate::LoadError>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        F: FnOnce(Option<C>) -> Fut,
+        Fut: Future<Output = Result<C, E>>,
     {
         if self.inner.detached.load(Ordering::Acquire) != 0 {
             // A write whose caller went away is still invalidating: its caller's next read
@@ -244,17 +325,18 @@ impl Cache {
                 tracing::debug!(op, "{e}; serving uncached");
                 if plan.lock {
                     // Single flight holds while the backend is down: one loader per key.
-                    return Box::pin(self.read_locked(b, op, plan, loader, false))
+                    return Box::pin(self.read_locked(b, op, plan, None, loader, false))
                         .await
                         .map(Served::Value);
                 }
-                return Box::pin(self.uncached(&plan.metrics, loader))
+                return Box::pin(self.uncached(&plan.metrics, || loader(None)))
                     .await
                     .map(Served::Value);
             }
         };
+        let mut previous = None;
         if let Some(hit) = hit {
-            match decode::<T>(&plan.key, &hit.value) {
+            match served::<C>(&plan.key, &hit.value) {
                 Ok(value) => {
                     bump(&self.inner.stats.hits);
                     if hit.early_due {
@@ -269,7 +351,12 @@ impl Cache {
                     plan.metrics.count(Outcome::Hit);
                     return Ok(Served::Value(value));
                 }
-                Err(e) => tracing::warn!(op, "{e}; reloading"),
+                Err(unusable) => {
+                    if hit.early_due {
+                        b.release_early(&plan.key, &seen).await;
+                    }
+                    previous = unusable;
+                }
             }
         }
         bump(&self.inner.stats.misses);
@@ -277,11 +364,11 @@ impl Cache {
         // The miss paths are boxed: the hit path's future stays small (it is moved on every
         // read), and a miss pays for a loader anyway.
         if plan.lock {
-            Box::pin(self.read_locked(b, op, plan, loader, true))
+            Box::pin(self.read_locked(b, op, plan, previous, loader, true))
                 .await
                 .map(Served::Value)
         } else {
-            Box::pin(self.load_and_fill(&**b, &plan, Some(&seen), loader))
+            Box::pin(self.load_and_fill(&**b, &plan, Some(&seen), previous, loader))
                 .await
                 .map(|l| Served::Value(l.value))
         }
@@ -289,7 +376,11 @@ impl Cache {
 
     /// The rule for a call, resolved; `Err` (with the op's metrics) when the call is not to be
     /// cached.
-    async fn plan<A: ToArgs + ?Sized>(&self, op: &str, args: &A) -> Result<Plan, Arc<ReadMetrics>> {
+    pub(crate) async fn plan<A: ToArgs + ?Sized>(
+        &self,
+        op: &str,
+        args: &A,
+    ) -> Result<Plan, Arc<ReadMetrics>> {
         let set = self.inner.policies.load();
         let (metrics, rule) = match args.to_args() {
             Ok(a) => set.read_rule_metered(op, &a).await,
@@ -362,7 +453,7 @@ impl Cache {
     }
 
     /// A read served without the cache: the loader's value as it is.
-    async fn uncached<T, E, Fut>(
+    pub(crate) async fn uncached<T, E, Fut>(
         &self,
         metrics: &ReadMetrics,
         loader: impl FnOnce() -> Fut,
@@ -378,27 +469,26 @@ impl Cache {
     /// Fence, load, fill. The fence is taken before the loader runs; `seen` (a lookup just
     /// made) saves reading tag versions twice. If the backend fails, the value is still
     /// returned, uncached.
-    async fn load_and_fill<B, T, E, Fut>(
+    async fn load_and_fill<B, C, E, F, Fut>(
         &self,
         b: &B,
         plan: &Plan,
         seen: Option<&B::Seen>,
-        loader: impl FnOnce() -> Fut,
-    ) -> Result<Loaded<T>, E>
+        previous: Option<C>,
+        loader: F,
+    ) -> Result<Loaded<C>, E>
     where
         B: Backend,
-        T: Serialize,
-        Fut: Future<Output = Result<T, E>>,
+        C: Codec,
+        F: FnOnce(Option<C>) -> Fut,
+        Fut: Future<Output = Result<C, E>>,
     {
         let fence = b.fence(&plan.tags, seen, plan.ttl).await;
-        let value = self.load(&plan.metrics, loader).await?;
-        let bytes = match serde_json::to_vec(&value) {
+        let value = self.load(&plan.metrics, || loader(previous)).await?;
+        let bytes = match value.encode() {
             Ok(bytes) => bytes,
             Err(err) => {
-                tracing::warn!(
-                    key = plan.key,
-                    "value not cached, it does not serialize: {err}"
-                );
+                tracing::warn!(key = plan.key, "value not cached: {err}");
                 return Ok(Loaded {
                     value,
                     bytes: None,
@@ -407,21 +497,24 @@ impl Cache {
             }
         };
         let shared: Arc<[u8]> = bytes.as_slice().into();
-        let filled = match fence {
-            Ok(fence) => match b
-                .fill(&plan.key, &plan.tags, bytes, fence, plan.fill())
-                .await
-            {
-                Ok(()) => true,
+        let filled = match value.storage() {
+            None => match fence {
+                Ok(fence) => match b
+                    .fill(&plan.key, &plan.tags, bytes, fence, plan.fill())
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::debug!(key = plan.key, "not cached: {e}");
+                        false
+                    }
+                },
                 Err(e) => {
                     tracing::debug!(key = plan.key, "not cached: {e}");
                     false
                 }
             },
-            Err(e) => {
-                tracing::debug!(key = plan.key, "not cached: {e}");
-                false
-            }
+            Some(storage) => fill_as(b, plan, bytes, fence, storage).await,
         };
         Ok(Loaded {
             value,
@@ -432,21 +525,23 @@ impl Cache {
 
     /// Load and fill while holding the cross-host lock, which is kept alive while the loader
     /// runs (a loader slower than the lock TTL does not let another host load too).
-    async fn load_holding<B, T, E, Fut>(
+    async fn load_holding<B, C, E, F, Fut>(
         &self,
         b: &B,
         plan: &Plan,
         seen: &B::Seen,
         held: crate::backend::Held,
-        loader: impl FnOnce() -> Fut,
-    ) -> Result<Loaded<T>, E>
+        previous: Option<C>,
+        loader: F,
+    ) -> Result<Loaded<C>, E>
     where
         B: Backend,
-        T: Serialize,
-        Fut: Future<Output = Result<T, E>>,
+        C: Codec,
+        F: FnOnce(Option<C>) -> Fut,
+        Fut: Future<Output = Result<C, E>>,
     {
         let ttl = b.lock_ttl();
-        let work = self.load_and_fill(b, plan, Some(seen), loader);
+        let work = self.load_and_fill(b, plan, Some(seen), previous, loader);
         let out = if ttl.is_zero() {
             work.await
         } else {
@@ -475,20 +570,21 @@ impl Cache {
     /// expires. A waiter only takes a landed value if it is still fresh, so a write during the
     /// load is never hidden from it. With the backend down (`online` false), the single flight
     /// still holds: the waiters take the leader's value.
-    async fn read_locked<B, T, E, F, Fut>(
+    async fn read_locked<B, C, E, F, Fut>(
         &self,
         b: &Arc<B>,
         op: &str,
         plan: Plan,
+        mut previous: Option<C>,
         loader: F,
         mut online: bool,
-    ) -> Result<T, E>
+    ) -> Result<C, E>
     where
         B: Backend,
-        T: Serialize + DeserializeOwned,
+        C: Codec,
         E: std::fmt::Display + From<crate::LoadError>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
+        F: FnOnce(Option<C>) -> Fut,
+        Fut: Future<Output = Result<C, E>>,
     {
         let wait = self.inner.settings.lock_wait;
         let deadline = tokio::time::Instant::now() + wait;
@@ -507,18 +603,23 @@ impl Cache {
                                 break;
                             };
                             if let Some(h) = hit {
-                                if let Ok(v) = decode::<T>(&plan.key, &h.value) {
-                                    guard.land(Landing::Value {
-                                        value: h.value,
-                                        filled: true,
-                                    });
-                                    return Ok(v);
+                                match served::<C>(&plan.key, &h.value) {
+                                    Ok(v) => {
+                                        guard.land(Landing::Value {
+                                            value: h.value,
+                                            filled: true,
+                                        });
+                                        return Ok(v);
+                                    }
+                                    Err(unusable) => previous = unusable.or(previous),
                                 }
                             }
                             match b.try_lock(&plan.key).await {
                                 Ok(Some(held)) => {
                                     let f = loader.take().expect("the loader runs once");
-                                    let out = self.load_holding(&**b, &plan, &seen, held, f).await;
+                                    let out = self
+                                        .load_holding(&**b, &plan, &seen, held, previous, f)
+                                        .await;
                                     return land(guard, out);
                                 }
                                 Ok(None) => {}
@@ -534,14 +635,17 @@ impl Cache {
                     // The backend is down, or another host's load did not land in time: load
                     // here, for this process's waiters too.
                     let f = loader.take().expect("the loader runs once");
-                    let out = self.uncached(&plan.metrics, f).await.map(|value| {
-                        let bytes = serde_json::to_vec(&value).ok().map(Arc::from);
-                        Loaded {
-                            value,
-                            bytes,
-                            filled: false,
-                        }
-                    });
+                    let out = self
+                        .uncached(&plan.metrics, || f(previous))
+                        .await
+                        .map(|value| {
+                            let bytes = value.encode().ok().map(Arc::from);
+                            Loaded {
+                                value,
+                                bytes,
+                                filled: false,
+                            }
+                        });
                     return land(guard, out);
                 }
                 Joined::Waiter(mut rx) => {
@@ -572,7 +676,7 @@ impl Cache {
                             if filled && online {
                                 match b.lookup(&plan.key, &plan.tags, AGAIN).await {
                                     Ok(Lookup { hit: Some(h), .. }) => {
-                                        if let Ok(v) = decode::<T>(&plan.key, &h.value) {
+                                        if let Ok(v) = served::<C>(&plan.key, &h.value) {
                                             return Ok(v);
                                         }
                                     }
@@ -581,7 +685,10 @@ impl Cache {
                                     Err(_) => online = false,
                                 }
                             }
-                            if let Ok(v) = decode::<T>(&plan.key, &value) {
+                            // What the leader loaded, served as it is (also a value it did
+                            // not store, such as a stale response served for a failing
+                            // origin).
+                            if let Ok(v) = C::decode(&value) {
                                 return Ok(v);
                             }
                         }
@@ -595,18 +702,18 @@ impl Cache {
         }
         tracing::warn!(op, key = plan.key, "lock: no fresh value, loading uncached");
         let f = loader.take().expect("the loader runs once");
-        self.uncached(&plan.metrics, f).await
+        self.uncached(&plan.metrics, || f(previous)).await
     }
 
     /// Runs the loader in the background and stores its value, fenced as any fill. If it fails,
     /// the next hit in the early window tries again.
-    fn refresh_early<B, T, E, F, Fut>(&self, b: Arc<B>, seen: B::Seen, plan: Plan, loader: F)
+    fn refresh_early<B, C, E, F, Fut>(&self, b: Arc<B>, seen: B::Seen, plan: Plan, loader: F)
     where
         B: Backend,
-        T: Serialize + Send + 'static,
+        C: Codec + Send + 'static,
         E: std::fmt::Display + Send + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        F: FnOnce(Option<C>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<C, E>> + Send + 'static,
     {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -615,12 +722,99 @@ impl Cache {
         let cache = self.clone();
         rt.spawn(async move {
             // The fence is read afresh: what the hit saw validated the old fill.
-            if let Err(e) = cache.load_and_fill(&*b, &plan, None, loader).await {
+            if let Err(e) = cache.load_and_fill(&*b, &plan, None, None, loader).await {
                 tracing::warn!(key = plan.key, "early refresh failed: {e}");
                 b.release_early(&plan.key, &seen).await;
             }
         });
     }
+
+    /// The backend's invalidation sequence: it moves (before the tags do) with every
+    /// invalidation any host delivers. Read before a load whose value may name tags of its
+    /// own ([`Storage::since`]).
+    pub(crate) async fn sequence(&self) -> Option<u64> {
+        with_backend!(&self.inner.store.backend, b => b.sequence().await.ok())
+    }
+
+    /// Stores `bytes` under the full `key` with tags learned during a load: see
+    /// [`Storage::tags`]. Whether it was stored.
+    pub(crate) async fn fill_learned(
+        &self,
+        key: &str,
+        tags: &[String],
+        bytes: Vec<u8>,
+        since: Option<u64>,
+        ttl: Duration,
+        early: Option<Duration>,
+    ) -> bool {
+        let fill = Fill {
+            ttl,
+            early: early.filter(|e| *e < ttl),
+            refresh: false,
+        };
+        with_backend!(&self.inner.store.backend, b => {
+            fill_learned(&**b, key, tags, bytes, since, fill).await
+        })
+    }
+}
+
+/// A fill as the loaded value asks ([`Codec::storage`]).
+async fn fill_as<B: Backend>(
+    b: &B,
+    plan: &Plan,
+    bytes: Vec<u8>,
+    fence: Result<B::Fence, Error>,
+    storage: Storage,
+) -> bool {
+    if storage.ttl.is_zero() {
+        return false;
+    }
+    let fill = Fill {
+        ttl: storage.ttl,
+        early: storage.early.filter(|e| *e < storage.ttl),
+        refresh: plan.refresh,
+    };
+    if storage.tags.is_empty() {
+        let Ok(fence) = fence else { return false };
+        return b.fill(&plan.key, &plan.tags, bytes, fence, fill).await.is_ok();
+    }
+    let mut tags = plan.tags.clone();
+    for t in storage.tags {
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    fill_learned(b, &plan.key, &tags, bytes, storage.since, fill).await
+}
+
+/// A fill fenced by tags learned during the load: their versions are read now, and the fill
+/// happens only if the invalidation sequence has not moved since `since` (read before the
+/// load began). An invalidation moves the sequence before it touches a tag, so one that
+/// landed during the load is seen here (nothing is stored), and one that lands after the
+/// versions were read makes the entry stale.
+async fn fill_learned<B: Backend>(
+    b: &B,
+    key: &str,
+    tags: &[String],
+    bytes: Vec<u8>,
+    since: Option<u64>,
+    fill: Fill,
+) -> bool {
+    let Some(since) = since else { return false };
+    let Ok(fence) = b.fence(tags, None, fill.ttl).await else {
+        return false;
+    };
+    match b.sequence().await {
+        Ok(now) if now == since => {}
+        _ => {
+            tracing::debug!(
+                key,
+                "an invalidation landed while loading: the value is not stored"
+            );
+            return false;
+        }
+    }
+    b.fill(key, tags, bytes, fence, fill).await.is_ok()
 }
 
 /// Lands a leader's load for its waiters and returns it to its caller.

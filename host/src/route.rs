@@ -6,14 +6,34 @@
 //! last, `{*name}` (the rest of the path). A literal segment is more specific than a parameter,
 //! and a parameter than the rest: `GET /users/me` wins over `GET /users/{user_id}`, which wins
 //! over `GET /{*path}`.
+//!
+//! After the path, options may follow, separated by spaces, for the HTTP caching layer:
+//! `credentials` (requests that carry `Authorization` or `Cookie` are cached too: the op's key
+//! must tell their users apart, or the answer must be the same for all of them),
+//! `ttl=policy` (the policy's TTL decides how long a response is fresh, whatever the upstream's
+//! `Cache-Control` / `Expires` say; `no-store`, `private` and `Set-Cookie` still keep a response
+//! out), `grace=SECONDS` (a stored response is served this long past its freshness while the
+//! upstream fails, as `stale-if-error` does). E.g. `GET /users/{user_id} grace=60`.
 
-use crate::args::Args;
+use crate::args::{Args, Value};
 
 /// One parsed route.
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub method: String,
     segments: Vec<Segment>,
+    pub options: RouteOptions,
+}
+
+/// What a route says beyond its path (see the [module](self)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RouteOptions {
+    /// Requests with credentials are cached too.
+    pub credentials: bool,
+    /// The policy's TTL decides freshness, not the upstream's headers.
+    pub policy_ttl: bool,
+    /// Seconds a stored response is served past its freshness while the upstream fails.
+    pub grace: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,9 +48,34 @@ const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 impl Route {
     /// Parses a route; the error says what is wrong with it.
     pub fn parse(route: &str) -> Result<Route, String> {
-        let (method, path) = route
-            .split_once(' ')
-            .ok_or_else(|| format!("route {route:?}: expected \"METHOD /path\""))?;
+        let mut words = route.split(' ').filter(|w| !w.is_empty());
+        let (Some(method), Some(path)) = (words.next(), words.next()) else {
+            return Err(format!("route {route:?}: expected \"METHOD /path\""));
+        };
+        let mut options = RouteOptions::default();
+        for word in words {
+            if word.contains(['{', '}']) {
+                return Err(format!(
+                    "route {route:?}: a parameter holds no space, so this is not a parameter \
+                     (letters, digits and _)"
+                ));
+            }
+            match word.split_once('=') {
+                None if word == "credentials" => options.credentials = true,
+                Some(("ttl", "policy")) => options.policy_ttl = true,
+                Some(("grace", secs)) => {
+                    options.grace = secs.parse().map_err(|_| {
+                        format!("route {route:?}: grace={secs:?} is not a number of seconds")
+                    })?
+                }
+                _ => {
+                    return Err(format!(
+                        "route {route:?}: unknown option {word:?} (options: credentials, \
+                         ttl=policy, grace=SECONDS)"
+                    ))
+                }
+            }
+        }
         if !METHODS.contains(&method) {
             return Err(format!(
                 "route {route:?}: method {method:?} is not one of {}",
@@ -92,7 +137,66 @@ impl Route {
         Ok(Route {
             method: method.to_string(),
             segments,
+            options,
         })
+    }
+
+    /// The path (and query) a request to this route has for `args`: the route's parameters
+    /// filled in, percent-encoded, and every other argument in the query, in order. `None`
+    /// when a parameter has no argument. The inverse of matching: a request to the path
+    /// matches this route with the same arguments.
+    pub fn path_for(&self, args: &Args) -> Option<String> {
+        use percent_encoding::utf8_percent_encode;
+        let mut out = String::new();
+        for seg in &self.segments {
+            out.push('/');
+            match seg {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Param(n) => {
+                    let v = plain(args.get(n)?);
+                    out.extend(utf8_percent_encode(&v, SEGMENT));
+                }
+                Segment::Rest(n) => {
+                    // Segments as they were, each one's own text encoded (a `%2F` that was
+                    // inside a segment stays encoded: see `matches`).
+                    let v = plain(args.get(n)?);
+                    for (i, part) in v.split('/').enumerate() {
+                        if i > 0 {
+                            out.push('/');
+                        }
+                        let part = percent_encoding::percent_decode_str(part).decode_utf8_lossy();
+                        out.extend(utf8_percent_encode(&part, SEGMENT));
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        let mut sep = '?';
+        for (name, value) in args.iter() {
+            if self.params().any(|p| p == name) {
+                continue;
+            }
+            // The inverse of `find_route`: null is a name without `=`, a list (as JSON) of
+            // texts the name repeated.
+            let values: Vec<Option<String>> = match value {
+                Value::Null => vec![None],
+                Value::Json(j) => serde_json::from_str::<Vec<Option<String>>>(j)
+                    .unwrap_or_else(|_| vec![Some(j.clone())]),
+                v => vec![Some(plain(v))],
+            };
+            for v in values {
+                out.push(sep);
+                sep = '&';
+                out.extend(utf8_percent_encode(name, QUERY));
+                if let Some(v) = v {
+                    out.push('=');
+                    out.extend(utf8_percent_encode(&v, QUERY));
+                }
+            }
+        }
+        Some(out)
     }
 
     /// The names of the route's parameters.
@@ -118,7 +222,7 @@ impl Route {
     /// The arguments a request path gives, if it matches (segments percent-decoded).
     fn matches(&self, path: &str) -> Option<Args> {
         let path = path.strip_prefix('/')?;
-        let mut parts = if path.is_empty() {
+        let parts = if path.is_empty() {
             Vec::new()
         } else {
             path.split('/').collect::<Vec<_>>()
@@ -136,13 +240,62 @@ impl Route {
                     args.set(n.clone(), decode(part)?);
                 }
                 Segment::Rest(n) => {
-                    let rest = parts.split_off(i.min(parts.len())).join("/");
-                    args.set(n.clone(), decode(&rest)?);
+                    // Each segment decoded, but a `/` or `%` it encodes stays encoded: `a%2Fb`
+                    // and `a/b` are two paths, and must be two arguments (two keys).
+                    let mut rest = String::new();
+                    for (j, part) in parts[i.min(parts.len())..].iter().enumerate() {
+                        if j > 0 {
+                            rest.push('/');
+                        }
+                        for c in decode(part)?.chars() {
+                            match c {
+                                '%' => rest.push_str("%25"),
+                                '/' => rest.push_str("%2F"),
+                                c => rest.push(c),
+                            }
+                        }
+                    }
+                    args.set(n.clone(), rest);
                     return Some(args);
                 }
             }
         }
         (parts.len() == self.segments.len()).then_some(args)
+    }
+}
+
+/// What must be encoded in a path segment: everything but unreserved characters and the
+/// sub-delimiters a path keeps as they are.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'@');
+
+/// What must be encoded in a query name or value.
+const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// An argument as the text of a path segment or query value.
+fn plain(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Text(t) | Value::Json(t) => t.clone(),
     }
 }
 
@@ -170,9 +323,34 @@ impl Routes {
         self.routes.is_empty()
     }
 
+    /// The GET route of a read op.
+    pub fn of_op(&self, op: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|(r, o)| o == op && r.method == "GET")
+            .map(|(r, _)| r)
+    }
+
+    /// Every route, most specific first.
+    pub fn iter(&self) -> impl Iterator<Item = (&Route, &str)> {
+        self.routes.iter().map(|(r, op)| (r, op.as_str()))
+    }
+
     /// The op whose route matches, and the arguments of the path and the query (a path
     /// parameter wins over a query parameter of the same name). `HEAD` matches a `GET` route.
+    #[cfg(test)]
     pub fn find(&self, method: &str, path: &str, query: Option<&str>) -> Option<(&str, Args)> {
+        self.find_route(method, path, query)
+            .map(|(_, op, args)| (op, args))
+    }
+
+    /// [`Routes::find`], with the route that matched.
+    pub fn find_route(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<(&Route, &str, Args)> {
         let (route, op, mut args) = self.routes.iter().find_map(|(r, op)| {
             let method_ok = r.method == method || (method == "HEAD" && r.method == "GET");
             if !method_ok {
@@ -181,24 +359,47 @@ impl Routes {
             r.matches(path).map(|a| (r, op, a))
         })?;
         if let Some(q) = query {
-            for (k, v) in form_pairs(q) {
-                if route.params().all(|p| p != k) && args.get(&k).is_none() {
-                    args.set(k, v);
+            // Every query parameter is an argument, so that two queries that differ are two
+            // argument sets: a name given twice is the list of its values (as JSON), a name
+            // without `=` is null. A query that is not UTF-8 matches no route (it passes).
+            let mut given: Vec<(String, Vec<Option<String>>)> = Vec::new();
+            for (k, v) in form_pairs(q)? {
+                if route.params().any(|p| p == k) {
+                    continue;
+                }
+                match given.iter_mut().find(|(n, _)| *n == k) {
+                    Some((_, vs)) => vs.push(v),
+                    None => given.push((k, vec![v])),
                 }
             }
+            for (k, mut vs) in given {
+                let value = if vs.len() == 1 {
+                    vs.pop().flatten().map_or(Value::Null, Value::Text)
+                } else {
+                    Value::Json(serde_json::to_string(&vs).unwrap_or_default())
+                };
+                args.set(k, value);
+            }
         }
-        Some((op.as_str(), args))
+        Some((route, op.as_str(), args))
     }
 }
 
-/// `a=1&b=x%20y` as decoded pairs (`+` is a space, as in forms).
-fn form_pairs(q: &str) -> Vec<(String, String)> {
+/// `a=1&b=x%20y&c` as decoded pairs (`+` is a space, as in forms; `c` has no value);
+/// `None` if one is not UTF-8.
+fn form_pairs(q: &str) -> Option<Vec<(String, Option<String>)>> {
     q.split('&')
         .filter(|p| !p.is_empty())
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        .map(|p| {
+            let (k, v) = match p.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (p, None),
+            };
             let k = decode(&k.replace('+', " "))?;
-            let v = decode(&v.replace('+', " "))?;
+            let v = match v {
+                Some(v) => Some(decode(&v.replace('+', " "))?),
+                None => None,
+            };
             Some((k, v))
         })
         .collect()
@@ -229,6 +430,8 @@ mod tests {
             ("GET /users/{id}/{id}", "appears twice"),
             ("GET /users/u{id}", "mixes text and a parameter"),
             ("GET /users//x", "empty segment"),
+            ("GET /users/{id} fast", "unknown option \"fast\""),
+            ("GET /users/{id} grace=soon", "grace=\"soon\" is not a number"),
         ] {
             let e = Route::parse(route).unwrap_err();
             assert!(e.contains(says), "{route}: {e}");
@@ -275,5 +478,60 @@ mod tests {
         );
         // An empty segment is no parameter value.
         assert_eq!(r.find("GET", "/users/", None).unwrap().0, "any");
+    }
+
+    #[test]
+    fn options_follow_the_path() {
+        let r = Route::parse("GET /users/{id} credentials grace=60 ttl=policy").unwrap();
+        assert_eq!(
+            r.options,
+            RouteOptions {
+                credentials: true,
+                policy_ttl: true,
+                grace: 60
+            }
+        );
+        assert_eq!(
+            Route::parse("GET /users/{id}").unwrap().options,
+            RouteOptions::default()
+        );
+    }
+
+    #[test]
+    fn distinct_requests_are_distinct_arguments_and_paths_render_back() {
+        let r = routes(&[("GET /{*path}", "any"), ("GET /users/{user_id}", "get_user")]);
+        let args_of = |path: &str, q: Option<&str>| r.find("GET", path, q).unwrap().1;
+        // An encoded separator inside a segment is not a separator.
+        assert_ne!(args_of("/a%2Fb", None), args_of("/a/b", None));
+        assert_ne!(args_of("/a%252Fb", None), args_of("/a%2Fb", None));
+        // Queries: a repeated name, a name without a value, order.
+        let distinct = [
+            Some("x=1"),
+            Some("x=1&x=2"),
+            Some("x"),
+            Some("x="),
+            None,
+            Some("x=1&y=2"),
+            Some("x=1%262"),
+        ];
+        for (i, a) in distinct.iter().enumerate() {
+            for b in &distinct[i + 1..] {
+                assert_ne!(args_of("/p", *a), args_of("/p", *b), "{a:?} vs {b:?}");
+            }
+        }
+        // A query that is not UTF-8 matches no route.
+        assert!(r.find("GET", "/p", Some("x=%FF")).is_none());
+        // path_for is the inverse of matching.
+        for (path, q) in [
+            ("/users/a%3Ab%2Fc", Some("x=1&x=2&y")),
+            ("/users/42", None),
+            ("/static/a%2Fb/c d/%25", Some("q=a+b")),
+        ] {
+            let (op, args) = r.find("GET", path, q).unwrap();
+            let route = r.of_op(op).unwrap();
+            let back = route.path_for(&args).unwrap();
+            let (p2, q2) = back.split_once('?').map_or((back.as_str(), None), |(p, q)| (p, Some(q)));
+            assert_eq!(r.find("GET", p2, q2).unwrap(), (op, args), "{back}");
+        }
     }
 }

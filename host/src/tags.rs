@@ -62,6 +62,8 @@ pub(crate) struct TagIndex {
     hasher: RandomState,
     /// Carried by every entry: bumping it invalidates the whole namespace.
     epoch: Arc<TagCell>,
+    /// Moved by every invalidation before it touches a tag (see `Backend::sequence`).
+    sequence: AtomicU64,
 }
 
 impl TagIndex {
@@ -77,6 +79,7 @@ impl TagIndex {
                 .collect(),
             hasher: RandomState::new(),
             epoch: Arc::new(TagCell::default()),
+            sequence: AtomicU64::new(0),
         }
     }
 
@@ -116,6 +119,16 @@ impl TagIndex {
         if let Some(c) = shard.cells.get(tag).and_then(Weak::upgrade) {
             c.bump();
         }
+    }
+
+    /// The invalidation sequence.
+    pub fn sequence(&self) -> u64 {
+        self.sequence.load(Ordering::Acquire)
+    }
+
+    /// Moves the invalidation sequence: called before an invalidation touches its tags.
+    pub fn advance(&self) {
+        self.sequence.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Invalidates every entry of the namespace.

@@ -294,7 +294,23 @@ impl Cache {
     }
 
     async fn recache_in(&self, rc: Recache) {
+        let route_loader = || {
+            let l = self.inner.route_loader.load_full()?;
+            let set = self.inner.policies.load();
+            set.http_routes().of_op(&rc.op).map(|_| l)
+        };
         let Some(loader) = self.loader(&rc.op) else {
+            if let Some(through) = route_loader() {
+                bump(&self.inner.stats.recaches);
+                match through(self, rc.op.clone(), rc.args).await {
+                    Ok(()) => crate::metrics::recache(&rc.op, "ok"),
+                    Err(e) => {
+                        crate::metrics::recache(&rc.op, "error");
+                        tracing::warn!(op = rc.op, "recache failed: {e}");
+                    }
+                }
+                return;
+            }
             self.warn_once(
                 &format!("recache:{}", rc.op),
                 format_args!(

@@ -307,7 +307,14 @@ impl Backend for Memory {
         Duration::ZERO
     }
 
+    async fn sequence(&self) -> Result<u64, crate::Error> {
+        Ok(self.tags.sequence())
+    }
+
     async fn invalidate(&self, tags: &[String]) -> Invalidation {
+        if !tags.is_empty() {
+            self.tags.advance();
+        }
         for t in tags {
             self.tags.invalidate(t);
         }
@@ -319,6 +326,7 @@ impl Backend for Memory {
     }
 
     async fn invalidate_all(&self) -> Invalidation {
+        self.tags.advance();
         self.tags.invalidate_all();
         Invalidation::Delivered
     }

@@ -127,6 +127,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// How long a cross-host lock lives without being extended (zero: no cross-host lock).
     fn lock_ttl(&self) -> Duration;
 
+    /// The invalidation sequence: every invalidation (of tags or of the namespace) that any
+    /// host delivers moves it, *before* it touches a tag. A fill fenced by tags it learned
+    /// only after its load compares it with the value read before the load.
+    fn sequence(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+
     /// Invalidates tags (relative names).
     fn invalidate(&self, tags: &[String]) -> impl Future<Output = Invalidation> + Send;
     /// Invalidates every cached read of the namespace: O(1).

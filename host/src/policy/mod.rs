@@ -1007,6 +1007,14 @@ enum Route {
     },
 }
 
+/// An HTTP request's op (see [`PolicySet::route`]).
+pub(crate) struct Routed {
+    pub op: String,
+    pub args: Args,
+    pub kind: OpKind,
+    pub options: crate::route::RouteOptions,
+}
+
 /// The policies in force: swapped as a whole when a policy is loaded, replaced or removed
 /// (see [`lifecycle`]). A policy unchanged by a swap is shared by the old set and the new one.
 pub(crate) struct PolicySet {
@@ -1116,22 +1124,28 @@ impl PolicySet {
         self.read_rule_metered(op, args).await.1
     }
 
-    /// The op an HTTP request is routed to, its arguments, and whether it reads or writes.
-    pub fn route(
-        &self,
-        method: &str,
-        path: &str,
-        query: Option<&str>,
-    ) -> Option<(String, Args, OpKind)> {
+    /// The op an HTTP request is routed to, its arguments, whether it reads or writes, and
+    /// what its route says beyond the path.
+    pub fn route(&self, method: &str, path: &str, query: Option<&str>) -> Option<Routed> {
         if self.http.is_empty() {
             return None;
         }
-        let (op, args) = self.http.find(method, path, query)?;
+        let (route, op, args) = self.http.find_route(method, path, query)?;
         let kind = match self.routes.get(op)? {
             Route::Read { .. } => OpKind::Read,
             Route::Write { .. } => OpKind::Write,
         };
-        Some((op.to_string(), args, kind))
+        Some(Routed {
+            op: op.to_string(),
+            args,
+            kind,
+            options: route.options,
+        })
+    }
+
+    /// The HTTP routes of the loaded policies, most specific first.
+    pub fn http_routes(&self) -> &crate::route::Routes {
+        &self.http
     }
 
     /// The metrics of a read op.

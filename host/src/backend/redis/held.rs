@@ -242,7 +242,7 @@ impl Redis {
         let _sending = self.held.sending(&keys);
         let sent = match self.ready().await {
             Ok(()) => {
-                let r = self.unlink(&keys).await;
+                let r = self.invalidate_now(&keys).await;
                 self.count(&r);
                 r
             }
@@ -266,6 +266,16 @@ impl Redis {
         }
         self.deliver_in_background();
         Invalidation::Held { journaled }
+    }
+
+    /// Moves the invalidation sequence, then deletes the keys (tag keys, the epoch): a fill
+    /// that learned its tags during its load sees the move if it reads its tags' versions
+    /// after the deletion (see `Backend::sequence`). The sequence key never expires.
+    async fn invalidate_now(&self, keys: &[String]) -> Result<u64, Failure> {
+        let mut c = redis::cmd("INCR");
+        c.arg(&self.keys.sequence);
+        self.send(&[c]).await?;
+        self.unlink(keys).await
     }
 
     /// Deletes keys without blocking the server on their values: batched on one server, one
@@ -303,7 +313,7 @@ impl Redis {
             return Ok(());
         }
         let keys = self.held.snapshot();
-        self.unlink(&keys).await?;
+        self.invalidate_now(&keys).await?;
         self.held.delivered(&keys);
         tracing::info!(
             "delivered {} invalidation(s) held while Redis was unreachable",

@@ -131,6 +131,8 @@ pub(super) struct Keys {
     /// `{prefix}:{version}~`, the start of every key of the engine's.
     engine: String,
     epoch: String,
+    /// The invalidation sequence (see `Backend::sequence`).
+    sequence: String,
 }
 
 impl Keys {
@@ -140,6 +142,7 @@ impl Keys {
             ns: ns.to_string(),
             engine: format!("{base}~"),
             epoch: format!("{base}~epoch"),
+            sequence: format!("{base}~seq"),
         }
     }
 
@@ -716,6 +719,12 @@ impl Backend for Redis {
 
     fn lock_ttl(&self) -> Duration {
         self.opts.lock_ttl
+    }
+
+    async fn sequence(&self) -> Result<u64, Error> {
+        let mut c = redis::cmd("GET");
+        c.arg(&self.keys.sequence);
+        Ok(self.run::<Option<u64>>(c).await?.unwrap_or(0))
     }
 
     async fn invalidate(&self, tags: &[String]) -> Invalidation {

@@ -1,0 +1,722 @@
+//! The response-caching layer: a tower `Layer` that caches whole responses by the routes the
+//! policies declare, in front of an axum app or (in `cachelet serve`) an upstream.
+//!
+//! A request is routed natively (no Wasm call for a templated op) to its op and arguments;
+//! the op's rule (key, TTL, tags, `lock`, `early_ttl`) comes from the policy. A read is served
+//! from the stored response while it is fresh; otherwise the request goes through, once per
+//! key with `lock`, and the answer streams to its client while it is stored. What the upstream
+//! says decides what is stored and for how long ([`semantics`](super::semantics)).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{header, request, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::{mpsc, oneshot};
+use tower::util::BoxCloneService;
+use tower::{Layer, Service, ServiceExt};
+
+use super::entry::{HttpEntry, Kind, Stored};
+use super::semantics::{self, cache_status, Keep};
+use crate::args::Args;
+use crate::policy::Routed;
+use crate::read::{Plan, Storage};
+use crate::route::RouteOptions;
+use crate::{Cache, LoadError, OpKind};
+
+/// Caches whole responses by the routes the policies declare. See the [module](crate::axum).
+#[derive(Clone)]
+pub struct ResponseCacheLayer {
+    ctx: Arc<Ctx>,
+}
+
+/// What every request of a layer shares.
+struct Ctx {
+    cache: Cache,
+    max_body: usize,
+    hit_for_miss: Duration,
+    surrogate: Vec<HeaderName>,
+    forward_surrogate: bool,
+}
+
+impl ResponseCacheLayer {
+    /// A layer over `cache`: bodies up to 8 MiB are stored; an uncacheable answer lets the
+    /// requests of its key through without waiting for each other for 10 s (hit-for-miss);
+    /// tags are also read from the answers' `Surrogate-Key` and `Cache-Tag` headers, which
+    /// are not passed on to the client.
+    pub fn new(cache: Cache) -> ResponseCacheLayer {
+        ResponseCacheLayer {
+            ctx: Arc::new(Ctx {
+                cache,
+                max_body: 8 << 20,
+                hit_for_miss: Duration::from_secs(10),
+                surrogate: vec![
+                    HeaderName::from_static("surrogate-key"),
+                    HeaderName::from_static("cache-tag"),
+                ],
+                forward_surrogate: false,
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Ctx)) -> ResponseCacheLayer {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            f(ctx)
+        } else {
+            let c = &*self.ctx;
+            let mut ctx = Ctx {
+                cache: c.cache.clone(),
+                max_body: c.max_body,
+                hit_for_miss: c.hit_for_miss,
+                surrogate: c.surrogate.clone(),
+                forward_surrogate: c.forward_surrogate,
+            };
+            f(&mut ctx);
+            self.ctx = Arc::new(ctx);
+        }
+        self
+    }
+
+    /// The largest body stored, in bytes: a larger answer streams to its client and is not
+    /// stored (requests of its key then pass for the hit-for-miss time).
+    pub fn max_body(self, bytes: usize) -> ResponseCacheLayer {
+        self.with(|c| c.max_body = bytes)
+    }
+
+    /// How long an answer that may not be stored lets the requests of its key straight
+    /// through (each to the origin, none waiting for another): 10 s by default.
+    pub fn hit_for_miss(self, time: Duration) -> ResponseCacheLayer {
+        self.with(|c| c.hit_for_miss = time)
+    }
+
+    /// The response headers whose values are tags of the response (separated by spaces or
+    /// commas), beside the policy's: `Surrogate-Key` and `Cache-Tag` by default. A purge
+    /// of such a tag, or a write that invalidates it, makes those responses stale.
+    pub fn surrogate_key_headers(self, names: Vec<HeaderName>) -> ResponseCacheLayer {
+        self.with(|c| c.surrogate = names)
+    }
+
+    /// Whether the surrogate-key headers are passed on to the client (not by default).
+    pub fn forward_surrogate_keys(self, forward: bool) -> ResponseCacheLayer {
+        self.with(|c| c.forward_surrogate = forward)
+    }
+}
+
+impl<S> Layer<S> for ResponseCacheLayer {
+    type Service = ResponseCache<S>;
+
+    fn layer(&self, inner: S) -> ResponseCache<S> {
+        ResponseCache {
+            inner,
+            ctx: self.ctx.clone(),
+        }
+    }
+}
+
+/// The service [`ResponseCacheLayer`] makes.
+#[derive(Clone)]
+pub struct ResponseCache<S> {
+    inner: S,
+    ctx: Arc<Ctx>,
+}
+
+/// The service the layer wraps (an axum router's routes, an upstream).
+pub(crate) trait Routes:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Routes for S
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+}
+
+impl<S: Routes> Service<Request<Body>> for ResponseCache<S> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // The clone that was made ready serves this request (tower's rule for cloned services).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let ctx = self.ctx.clone();
+        Box::pin(async move { Ok(handle(ctx, inner, req).await) })
+    }
+}
+
+/// Where recaches of routed ops go: a GET of the op's route through the whole app (the
+/// router or the proxy in front of which the layer sits), so that the layer stores the answer.
+/// `serve` (axum) and the proxy install it; an app served otherwise can call
+/// [`recache_through`](crate::axum::recache_through).
+pub(crate) fn install_route_loader(cache: &Cache, app: BoxCloneService<Request<Body>, Response<Body>, Infallible>) {
+    let app = Arc::new(Mutex::new(app));
+    let loader: crate::cache::RouteLoader = Arc::new(move |cache: &Cache, op: String, args: Args| {
+        let path = cache.route_path(&op, &args);
+        let svc = app.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Box::pin(async move {
+            let path = path.ok_or_else(|| format!("the recache arguments do not fill the route of {op:?}"))?;
+            let req = Request::get(&path)
+                .extension(Recache)
+                .body(Body::empty())
+                .map_err(|e| format!("recache of {op:?}: {e}"))?;
+            let Ok(answer) = svc.oneshot(req).await;
+            let status = answer.status();
+            // Read to the end: the layer stores the body as it goes.
+            let _ = answer.into_body().collect().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("GET {path} answered {status}"))
+            }
+        })
+    });
+    cache.inner.route_loader.store(Some(Arc::new(loader)));
+}
+
+/// Marks a request the cache makes itself (a recache), not a client's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Recache;
+
+async fn handle<S: Routes>(ctx: Arc<Ctx>, inner: S, req: Request<Body>) -> Response<Body> {
+    let method = req.method().clone();
+    let Some(routed) = ctx
+        .cache
+        .route(method.as_str(), req.uri().path(), req.uri().query())
+    else {
+        return pass(inner, req, "fwd=bypass; detail=no-route").await;
+    };
+    match routed.kind {
+        OpKind::Read if method == Method::GET || method == Method::HEAD => {
+            if semantics::personal(req.headers()) && !routed.options.credentials {
+                return pass(inner, req, "fwd=bypass; detail=credentials").await;
+            }
+            read(&ctx, inner, routed, req).await
+        }
+        OpKind::Write if method != Method::GET && method != Method::HEAD => {
+            write(&ctx.cache, &routed.op, routed.args, inner, req).await
+        }
+        _ => pass(inner, req, "fwd=bypass").await,
+    }
+}
+
+/// Passes a request through untouched but for `X-Cache: PASS` on its answer.
+async fn pass<S: Routes>(inner: S, req: Request<Body>, status: &str) -> Response<Body> {
+    let Ok(mut answer) = inner.oneshot(req).await;
+    let h = answer.headers_mut();
+    h.insert("x-cache", HeaderValue::from_static("PASS"));
+    h.insert("cache-status", cache_status(status));
+    answer
+}
+
+/// A read's request, shared by its loader and its caller.
+struct ReadReq {
+    op: String,
+    parts: request::Parts,
+    options: RouteOptions,
+    /// The entry's full key and the rule's tags and TTL.
+    key: String,
+    tags: Vec<String>,
+    policy_ttl: Duration,
+    /// This read looks up one variant of a response that varies by request headers.
+    variant: bool,
+}
+
+/// Why a load stored nothing, for its caller.
+enum NotStored {
+    /// The loader answered its caller itself (an error of the origin, a broken body).
+    Answered,
+    /// The caller waited for another's load that stored nothing: it asks on its own.
+    Waited,
+}
+
+impl std::fmt::Display for NotStored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotStored::Answered => write!(f, "the answer was not cacheable"),
+            NotStored::Waited => write!(f, "the load waited for stored nothing"),
+        }
+    }
+}
+
+impl From<LoadError> for NotStored {
+    fn from(_: LoadError) -> Self {
+        NotStored::Waited
+    }
+}
+
+/// What a read through the engine came to.
+enum Read {
+    /// The loader asked the origin and answered the client (streaming, as it stores).
+    Answered(Response<Body>),
+    /// What is stored (a hit, or another request's load).
+    Entry(HttpEntry),
+    /// Nothing to serve: ask the origin.
+    Nothing,
+}
+
+async fn read<S: Routes>(
+    ctx: &Arc<Ctx>,
+    inner: S,
+    routed: Routed,
+    req: Request<Body>,
+) -> Response<Body> {
+    let plan = match ctx.cache.plan(&routed.op, &routed.args).await {
+        Ok(plan) => plan,
+        // TTL 0, a rule of `none`, an op or policy that fails: not cached.
+        Err(_) => return pass(inner, req, "fwd=bypass; detail=uncached").await,
+    };
+    let head = req.method() == Method::HEAD;
+    let (parts, _) = req.into_parts();
+    let mut r = ReadReq {
+        op: routed.op,
+        parts,
+        options: routed.options,
+        key: plan.key.clone(),
+        tags: plan.tags.clone(),
+        policy_ttl: plan.ttl,
+        variant: false,
+    };
+    let mut plan = plan;
+    let mut detail = "hit";
+    for _ in 0..2 {
+        let shared = Arc::new(r);
+        match through_engine(ctx, inner.clone(), shared.clone(), plan).await {
+            Read::Answered(answer) => return answer,
+            Read::Entry(HttpEntry {
+                kind: Kind::Response(stored),
+                ..
+            }) => return replay(&stored, &shared.parts, head, detail),
+            Read::Entry(HttpEntry {
+                kind: Kind::Variants(names),
+                ..
+            }) if !shared.variant => {
+                // The response varies: read the variant of this request's headers.
+                r = Arc::into_inner(shared).expect("the read's loader is done");
+                let suffix = semantics::vary_suffix(&names, &r.parts.headers);
+                r.key.push_str(&suffix);
+                r.variant = true;
+                plan = match ctx.cache.plan(&r.op, &routed.args).await {
+                    Ok(mut p) => {
+                        p.key.clone_from(&r.key);
+                        p
+                    }
+                    Err(_) => break,
+                };
+                detail = "hit; detail=vary";
+                continue;
+            }
+            Read::Entry(HttpEntry {
+                kind: Kind::Pass, ..
+            }) => {
+                let req = Request::from_parts(shared.parts.clone(), Body::empty());
+                return pass(inner, req, "fwd=uri-miss; detail=hit-for-miss").await;
+            }
+            Read::Entry(_) | Read::Nothing => {
+                r = Arc::into_inner(shared).expect("the read's loader is done");
+                break;
+            }
+        }
+    }
+    // Asked the origin on our own: another request's load stored nothing for us.
+    let req = Request::from_parts(r.parts, Body::empty());
+    let Ok(mut answer) = inner.oneshot(req).await;
+    answer.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
+    answer
+        .headers_mut()
+        .insert("cache-status", cache_status("fwd=miss; detail=collapsed"));
+    answer
+}
+
+/// One read through the engine: a hit, a wait for another request's load, or a load by this
+/// request, which answers its client as soon as the origin answers (the engine stores the
+/// response once it is whole, in the background if the client's answer went first).
+async fn through_engine<S: Routes>(
+    ctx: &Arc<Ctx>,
+    inner: S,
+    r: Arc<ReadReq>,
+    plan: Plan,
+) -> Read {
+    let (tx, mut rx) = oneshot::channel();
+    let loader = {
+        let (ctx, r) = (ctx.clone(), r.clone());
+        move |previous: Option<HttpEntry>| fetch(ctx, inner, r, previous, tx)
+    };
+    let mut engine = Box::pin({
+        let ctx = ctx.clone();
+        async move {
+            ctx.cache
+                .read_planned::<HttpEntry, NotStored, _, _>(&r.op, plan, loader)
+                .await
+        }
+    });
+    tokio::select! {
+        biased;
+        Ok(answer) = &mut rx => {
+            // The rest of the load (the body, the fill) finishes without the client.
+            tokio::spawn(engine);
+            Read::Answered(answer)
+        }
+        out = &mut engine => {
+            if let Ok(answer) = rx.try_recv() {
+                return Read::Answered(answer);
+            }
+            match out {
+                Ok(entry) => Read::Entry(entry),
+                Err(NotStored::Answered | NotStored::Waited) => Read::Nothing,
+            }
+        }
+    }
+}
+
+/// A stored response for its client: `304` when the client's conditions hold, the headers
+/// and body otherwise, with `Age`, `X-Cache` and `Cache-Status`.
+fn replay(stored: &Stored, req: &request::Parts, head: bool, detail: &str) -> Response<Body> {
+    let now = super::now_ms();
+    let unchanged = (req.headers.contains_key(header::IF_NONE_MATCH)
+        || req.headers.contains_key(header::IF_MODIFIED_SINCE))
+        && semantics::not_modified(
+            &req.headers,
+            stored.header("etag").as_deref(),
+            stored.header("last-modified").as_deref(),
+        );
+    let mut r = stored.response(now, head || unchanged);
+    if unchanged {
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    let h = r.headers_mut();
+    h.insert("x-cache", HeaderValue::from_static("HIT"));
+    let f = &stored.freshness;
+    let status = if f.fresh(now) {
+        format!("{detail}; ttl={}", f.ttl(now))
+    } else {
+        format!("{detail}; fwd=stale; ttl={}", f.ttl(now))
+    };
+    h.insert("cache-status", cache_status(&status));
+    r
+}
+
+/// The loader of a read: asks the origin (conditionally, when a stale response with
+/// validators is at hand), answers the client through `reply`, and returns what to store.
+async fn fetch<S: Routes>(
+    ctx: Arc<Ctx>,
+    inner: S,
+    r: Arc<ReadReq>,
+    previous: Option<HttpEntry>,
+    reply: oneshot::Sender<Response<Body>>,
+) -> Result<HttpEntry, NotStored> {
+    // Before anything is asked: tags the answer names are fenced by this.
+    let since = ctx.cache.sequence().await;
+    let previous = previous.and_then(|e| match e.kind {
+        Kind::Response(s) => Some(s),
+        _ => None,
+    });
+    let mut up = Request::builder()
+        .method(Method::GET)
+        .uri(r.parts.uri.clone())
+        .version(r.parts.version)
+        .body(Body::empty())
+        .expect("a request from a valid one");
+    *up.headers_mut() = r.parts.headers.clone();
+    *up.extensions_mut() = r.parts.extensions.clone();
+    for h in &semantics::CONDITIONAL {
+        up.headers_mut().remove(h);
+    }
+    if let Some(p) = &previous {
+        if let Some(etag) = p.header("etag").and_then(|v| HeaderValue::from_maybe_shared(v).ok()) {
+            up.headers_mut().insert(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = p
+            .header("last-modified")
+            .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
+        {
+            up.headers_mut().insert(header::IF_MODIFIED_SINCE, lm);
+        }
+    }
+    let Ok(answer) = inner.oneshot(up).await;
+    let now = SystemTime::now();
+    let (mut parts, body) = answer.into_parts();
+
+    // Revalidated: the stored body with the new headers.
+    if parts.status == StatusCode::NOT_MODIFIED {
+        if let Some(p) = previous {
+            let headers = semantics::refreshed(&p.header_map(), &parts.headers);
+            let mut res = axum::http::Response::new(());
+            *res.status_mut() = StatusCode::from_u16(p.status).unwrap_or(StatusCode::OK);
+            *res.headers_mut() = headers;
+            let (rparts, ()) = res.into_parts();
+            return match semantics::assess(&r.parts, &rparts, r.options, r.policy_ttl, now) {
+                Ok(keep) => {
+                    let entry = stored_entry(&ctx, &r, &rparts, p.body(), &keep, since);
+                    if let Kind::Response(s) = &entry.kind {
+                        let _ = reply.send(replay(s, &r.parts, r.parts.method == Method::HEAD, "fwd=stale; fwd-status=304; stored"));
+                    }
+                    Ok(entry)
+                }
+                Err(_) => {
+                    let _ = reply.send(replay(&p, &r.parts, r.parts.method == Method::HEAD, "fwd=stale; fwd-status=304"));
+                    Ok(HttpEntry::unstored(Kind::Pass))
+                }
+            };
+        }
+    }
+
+    // The origin failed: a stale response may stand in for it.
+    if parts.status.is_server_error() {
+        if let Some(p) = previous.filter(|p| p.freshness.within_stale_if_error(super::ms_of(now))) {
+            let detail = format!("fwd=stale; fwd-status={}; detail=stale-if-error", parts.status.as_u16());
+            let _ = reply.send(replay(&p, &r.parts, r.parts.method == Method::HEAD, &detail));
+            return Ok(HttpEntry::unstored(Kind::Response(p)));
+        }
+        let mut answer = Response::from_parts(parts, body);
+        answer.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
+        answer.headers_mut().insert("cache-status", cache_status("fwd=uri-miss; detail=error"));
+        let _ = reply.send(answer);
+        return Err(NotStored::Answered);
+    }
+
+    let keep = semantics::assess(&r.parts, &parts, r.options, r.policy_ttl, now);
+    let too_big = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > ctx.max_body as u64);
+    let keep = match keep {
+        Ok(keep) if !too_big => keep,
+        refused => {
+            let why = match refused {
+                Err(why) => why,
+                Ok(_) => "larger than the largest body stored",
+            };
+            if !ctx.forward_surrogate {
+                for n in &ctx.surrogate {
+                    parts.headers.remove(n);
+                }
+            }
+            let mut answer = Response::from_parts(parts, body);
+            answer.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
+            let status = format!("fwd=uri-miss; detail=\"not stored: {why}\"");
+            answer.headers_mut().insert("cache-status", cache_status(&status));
+            let _ = reply.send(answer);
+            return Ok(pass_marker(&ctx));
+        }
+    };
+
+    // Cacheable: the client gets the answer as it comes, while it is read for the fill.
+    let mut client_headers = parts.headers.clone();
+    if !ctx.forward_surrogate {
+        for n in &ctx.surrogate {
+            client_headers.remove(n);
+        }
+    }
+    client_headers.insert("x-cache", HeaderValue::from_static("MISS"));
+    client_headers.insert(
+        "cache-status",
+        cache_status(if r.variant { "fwd=vary-miss; stored" } else { "fwd=uri-miss; stored" }),
+    );
+    let unchanged = semantics::not_modified(
+        &r.parts.headers,
+        parts.headers.get(header::ETAG).map(HeaderValue::as_bytes),
+        parts.headers.get(header::LAST_MODIFIED).map(HeaderValue::as_bytes),
+    ) && (r.parts.headers.contains_key(header::IF_NONE_MATCH)
+        || r.parts.headers.contains_key(header::IF_MODIFIED_SINCE));
+    let (frames, client_body) = mpsc::channel::<Result<http_body::Frame<Bytes>, axum::Error>>(16);
+    let mut to_client = Some(frames);
+    {
+        let body = if unchanged || r.parts.method == Method::HEAD {
+            to_client = None;
+            Body::empty()
+        } else {
+            Body::new(http_body_util::StreamBody::new(
+                tokio_stream_from(client_body),
+            ))
+        };
+        let mut answer = Response::new(body);
+        *answer.status_mut() = if unchanged { StatusCode::NOT_MODIFIED } else { parts.status };
+        *answer.version_mut() = parts.version;
+        *answer.headers_mut() = client_headers;
+        if unchanged {
+            answer.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+        let _ = reply.send(answer);
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(op = r.op, "the origin's body broke off: {e}; not stored");
+                if let Some(tx) = &to_client {
+                    let _ = tx.send(Err(e)).await;
+                }
+                return Err(NotStored::Answered);
+            }
+        };
+        if let Some(data) = frame.data_ref() {
+            buf.extend_from_slice(data);
+        }
+        if let Some(tx) = &to_client {
+            if tx.send(Ok(frame)).await.is_err() {
+                // The client went away: the body is still read, for the fill.
+                to_client = None;
+            }
+        }
+        if buf.len() > ctx.max_body {
+            // Too big to store: the rest streams on its own, and the key passes for a while.
+            if let Some(tx) = to_client {
+                tokio::spawn(async move {
+                    while let Some(frame) = body.frame().await {
+                        if tx.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            return Ok(pass_marker(&ctx));
+        }
+    }
+    drop(to_client);
+    if !keep.vary.is_empty() && !r.variant {
+        // Stored as the variant of this request's headers; the key itself says what varies.
+        let key = format!("{}{}", r.key, semantics::vary_suffix(&keep.vary, &r.parts.headers));
+        let entry = stored_entry(&ctx, &r, &parts, Bytes::from(buf), &keep, since);
+        let bytes = crate::read::Codec::encode(&entry).unwrap_or_default();
+        let storage = entry.storage.expect("a loaded entry");
+        let mut tags = r.tags.clone();
+        tags.extend(storage.tags);
+        ctx.cache
+            .fill_learned(&key, &tags, bytes, since, storage.ttl, storage.early)
+            .await;
+        return Ok(HttpEntry::loaded(
+            Kind::Variants(keep.vary.clone()),
+            Storage {
+                ttl: keep.ttl,
+                early: None,
+                tags: Vec::new(),
+                since: None,
+            },
+        ));
+    }
+    Ok(stored_entry(&ctx, &r, &parts, Bytes::from(buf), &keep, since))
+}
+
+/// A stream of a channel's items.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
+}
+
+/// The marker that lets a key's requests through for the hit-for-miss time.
+fn pass_marker(ctx: &Ctx) -> HttpEntry {
+    HttpEntry::loaded(
+        Kind::Pass,
+        Storage {
+            ttl: ctx.hit_for_miss,
+            early: None,
+            tags: Vec::new(),
+            since: None,
+        },
+    )
+}
+
+/// The entry of a response to keep: the headers worth replaying, and its tags from the
+/// surrogate-key headers (as many as an entry records beside the rule's).
+fn stored_entry(
+    ctx: &Ctx,
+    r: &ReadReq,
+    parts: &axum::http::response::Parts,
+    body: Bytes,
+    keep: &Keep,
+    since: Option<u64>,
+) -> HttpEntry {
+    let mut headers = parts.headers.clone();
+    semantics::strip_hop_by_hop(&mut headers);
+    headers.remove(header::AGE);
+    let mut tags = semantics::surrogate_keys(&headers, &ctx.surrogate);
+    let room = crate::backend::redis::envelope::MAX_TAGS.saturating_sub(r.tags.len());
+    if tags.len() > room {
+        tracing::warn!(
+            op = r.op,
+            "the response names {} surrogate keys; an entry records {room} more: not stored",
+            tags.len()
+        );
+        return HttpEntry::unstored(Kind::Pass);
+    }
+    if !ctx.forward_surrogate {
+        for n in &ctx.surrogate {
+            headers.remove(n);
+        }
+    }
+    tags.retain(|t| !r.tags.contains(t));
+    let bytes = Stored::encode(parts.status, &headers, &body, keep.freshness);
+    let stored = <HttpEntry as crate::read::Codec>::decode(&Arc::from(bytes))
+        .expect("an entry just encoded decodes");
+    HttpEntry {
+        kind: stored.kind,
+        storage: Some(Storage {
+            ttl: keep.ttl,
+            early: keep.early,
+            tags,
+            since,
+        }),
+    }
+}
+
+/// The answer of a write, for the write rule: its status.
+struct Answered(Response<Body>);
+
+impl serde::Serialize for Answered {
+    fn serialize<Z: serde::Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("status", &self.0.status().as_u16())?;
+        m.end()
+    }
+}
+
+/// A write route: the request goes through as the write's action; a `2xx` answer applies the
+/// op's write rule before the client sees it, any other invalidates nothing.
+async fn write<S: Routes>(
+    cache: &Cache,
+    op: &str,
+    args: Args,
+    inner: S,
+    req: Request<Body>,
+) -> Response<Body> {
+    let out = cache
+        .write_converted(op, Ok(args), || async move {
+            let Ok(answer) = inner.oneshot(req).await;
+            if answer.status().is_success() {
+                Ok(Answered(answer))
+            } else {
+                Err(answer)
+            }
+        })
+        .await;
+    match out {
+        Ok(w) => w.value.0,
+        Err(answer) => answer,
+    }
+}
+

@@ -1,0 +1,401 @@
+//! HTTP caching rules (RFC 9111, as a shared cache), decided once when a response arrives:
+//! whether it may be stored, how long it is fresh, how long it may be served stale, by which
+//! request headers it varies, which tags it names. Hits only compare clocks.
+//!
+//! Storability and freshness come from `http-cache-semantics` (`no-store`, `private`,
+//! `Authorization`, status codes, `s-maxage` / `max-age` / `Expires`, `Age`, `Date`); the
+//! route's options and the policy's TTL decide what the upstream does not say.
+
+use std::time::{Duration, SystemTime};
+
+use axum::http::{header, request, response, HeaderMap, HeaderName, HeaderValue};
+use http_cache_semantics::{CacheOptions, CachePolicy};
+
+use super::entry::Freshness;
+use crate::route::RouteOptions;
+
+/// Headers that describe one connection, not the message: never forwarded, never stored.
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers, and those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+    h.remove("proxy-connection");
+}
+
+/// The request's conditional headers: removed from a request the cache forwards to fill an
+/// entry (it wants the whole response), and answered by the cache itself.
+pub(crate) const CONDITIONAL: [HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+/// A request that carries credentials: its answer belongs to one user.
+pub(crate) fn personal(h: &HeaderMap) -> bool {
+    h.contains_key(header::AUTHORIZATION) || h.contains_key(header::COOKIE)
+}
+
+/// The directives of every `Cache-Control` header, lowercase, with their values.
+fn directives(h: &HeaderMap) -> impl Iterator<Item = (String, Option<String>)> + '_ {
+    h.get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| {
+            let d = d.trim();
+            match d.split_once('=') {
+                Some((k, v)) => (
+                    k.trim().to_ascii_lowercase(),
+                    Some(v.trim().trim_matches('"').to_string()),
+                ),
+                None => (d.to_ascii_lowercase(), None),
+            }
+        })
+}
+
+fn seconds(h: &HeaderMap, name: &str) -> Option<u32> {
+    directives(h)
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v?.parse::<u64>().ok())
+        .map(|s| s.min(u64::from(u32::MAX)) as u32)
+}
+
+fn has(h: &HeaderMap, name: &str) -> bool {
+    directives(h).any(|(k, _)| k == name)
+}
+
+/// Why a response is not stored.
+pub(crate) type NotStorable = &'static str;
+
+/// What the cache does with a response it received.
+#[derive(Debug)]
+pub(crate) struct Keep {
+    pub freshness: Freshness,
+    /// How long the entry lives: fresh, then as long as it may still serve (stale windows,
+    /// revalidation with its validators).
+    pub ttl: Duration,
+    /// When the engine starts a background refresh (`stale-while-revalidate`): at the end of
+    /// freshness.
+    pub early: Option<Duration>,
+    /// The request headers it varies by (lowercase), if any.
+    pub vary: Vec<String>,
+}
+
+/// How long an entry with validators is kept past its freshness, at least, to be revalidated
+/// with them (a `304` refreshes it without a body).
+const REVALIDATE_AT_LEAST: Duration = Duration::from_secs(60);
+
+/// Decides whether and how to keep a response to `req`. `policy_ttl` is the op's TTL, used
+/// when the upstream says nothing of freshness (or the route says `ttl=policy`).
+pub(crate) fn assess(
+    req: &request::Parts,
+    res: &response::Parts,
+    options: RouteOptions,
+    policy_ttl: Duration,
+    now: SystemTime,
+) -> Result<Keep, NotStorable> {
+    let h = &res.headers;
+    if res.status.is_server_error() {
+        return Err("an error of the upstream");
+    }
+    if h.contains_key(header::SET_COOKIE) {
+        return Err("it sets a cookie");
+    }
+    let vary = vary(h)?;
+    if has(h, "no-store") {
+        return Err("no-store");
+    }
+    if has(h, "private") {
+        return Err("private");
+    }
+    // The route opted in to credentials: judge the response as if the request had none.
+    let mut asked = req.clone();
+    if options.credentials {
+        asked.headers.remove(header::AUTHORIZATION);
+    }
+    let policy = CachePolicy::new_options(
+        &asked,
+        res,
+        now,
+        CacheOptions {
+            shared: true,
+            ..CacheOptions::default()
+        },
+    );
+    if !policy.is_storable() {
+        return Err("not storable by a shared cache (its status, or Authorization)");
+    }
+    let explicit = seconds(h, "s-maxage").is_some()
+        || seconds(h, "max-age").is_some()
+        || h.contains_key(header::EXPIRES);
+    let age = policy.age(now);
+    let fresh_left = if has(h, "no-cache") {
+        Duration::ZERO
+    } else if explicit && !options.policy_ttl {
+        policy.time_to_live(now)
+    } else {
+        policy_ttl.saturating_sub(age)
+    };
+    let must_revalidate = has(h, "must-revalidate") || has(h, "proxy-revalidate");
+    let (swr, sie) = if must_revalidate {
+        (0, 0)
+    } else {
+        (
+            seconds(h, "stale-while-revalidate").unwrap_or(0),
+            seconds(h, "stale-if-error")
+                .unwrap_or(0)
+                .max(options.grace),
+        )
+    };
+    let validators = h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED);
+    let mut keep = Duration::from_secs(u64::from(swr.max(sie)));
+    if validators {
+        keep = keep.max(fresh_left.max(REVALIDATE_AT_LEAST));
+    }
+    let ttl = fresh_left + keep;
+    if ttl.is_zero() {
+        return Err("already stale, with nothing to revalidate it with");
+    }
+    let now_ms = super::ms_of(now);
+    Ok(Keep {
+        freshness: Freshness {
+            stored_ms: now_ms,
+            fresh_ms: now_ms + fresh_left.as_millis() as u64,
+            age0: age.as_secs().min(u64::from(u32::MAX)) as u32,
+            swr,
+            sie,
+        },
+        ttl,
+        early: (swr > 0 && !fresh_left.is_zero()).then_some(fresh_left),
+        vary,
+    })
+}
+
+/// The request headers a response varies by (lowercase, sorted); `Vary: *` is not storable.
+fn vary(h: &HeaderMap) -> Result<Vec<String>, NotStorable> {
+    let mut names: Vec<String> = Vec::new();
+    for v in h.get_all(header::VARY) {
+        for n in v.to_str().map_err(|_| "an unreadable Vary")?.split(',') {
+            let n = n.trim().to_ascii_lowercase();
+            if n == "*" {
+                return Err("it varies on *");
+            }
+            if !n.is_empty() && !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// What a request's values of the `vary` headers add to the key: a digest of each name with
+/// its values (absent, or present and empty, are told apart), so that every combination has
+/// a key of its own.
+pub(crate) fn vary_suffix(names: &[String], req: &HeaderMap) -> String {
+    use sha2::Digest;
+    let mut d = sha2::Sha256::new();
+    for n in names {
+        d.update(n.as_bytes());
+        d.update([0]);
+        for v in req.get_all(n.as_str()) {
+            d.update([1]);
+            d.update(v.as_bytes());
+        }
+        d.update([2]);
+    }
+    let hash = d.finalize();
+    let mut out = String::from("|vary|");
+    for b in &hash[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The tags a response names in `headers` (`Surrogate-Key: a b`, `Cache-Tag: a,b`): split on
+/// spaces and commas.
+pub(crate) fn surrogate_keys(h: &HeaderMap, names: &[HeaderName]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        for v in h.get_all(name) {
+            let Ok(v) = v.to_str() else { continue };
+            for t in v.split([',', ' ', '\t']).filter(|t| !t.is_empty()) {
+                if !out.iter().any(|o| o == t) {
+                    out.push(t.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether a request's conditions (`If-None-Match`, else `If-Modified-Since`) hold for a
+/// response with these headers: then it is answered `304 Not Modified`.
+pub(crate) fn not_modified(req: &HeaderMap, etag: Option<&[u8]>, modified: Option<&[u8]>) -> bool {
+    if let Some(inm) = req.get(header::IF_NONE_MATCH) {
+        let Some(etag) = etag else { return false };
+        let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
+        let etag = weak(etag);
+        return inm.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.trim_ascii();
+            t == b"*" || weak(t) == etag
+        });
+    }
+    let (Some(ims), Some(modified)) = (req.get(header::IF_MODIFIED_SINCE), modified) else {
+        return false;
+    };
+    let date = |v: &[u8]| httpdate::parse_http_date(std::str::from_utf8(v).ok()?).ok();
+    matches!((date(ims.as_bytes()), date(modified)), (Some(since), Some(m)) if m <= since)
+}
+
+/// The headers of a stored response refreshed by a `304`: the new ones replace the old of the
+/// same name (RFC 9111, 4.3.4).
+pub(crate) fn refreshed(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
+    let mut out = stored.clone();
+    for name in fresh.keys() {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
+        out.remove(name);
+        for v in fresh.get_all(name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// `Cache-Status` (RFC 9211) as this cache writes it.
+pub(crate) fn cache_status(detail: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("cachelet; {detail}"))
+        .unwrap_or(HeaderValue::from_static("cachelet"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{Request, Response, StatusCode};
+
+    fn parts(headers: &[(&str, &str)]) -> (request::Parts, response::Parts) {
+        let req = Request::get("/users/1").body(()).unwrap().into_parts().0;
+        let mut res = Response::builder().status(StatusCode::OK);
+        for (k, v) in headers {
+            res = res.header(*k, *v);
+        }
+        (req, res.body(()).unwrap().into_parts().0)
+    }
+
+    fn keep(headers: &[(&str, &str)]) -> Result<Keep, NotStorable> {
+        let (req, res) = parts(headers);
+        assess(
+            &req,
+            &res,
+            RouteOptions::default(),
+            Duration::from_secs(300),
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn what_is_not_stored_says_why() {
+        for (h, why) in [
+            (&[("cache-control", "no-store")][..], "no-store"),
+            (&[("cache-control", "private, max-age=60")], "private"),
+            (&[("set-cookie", "a=1")], "cookie"),
+            (&[("vary", "accept, *")], "*"),
+            (&[("cache-control", "max-age=0")], "already stale"),
+        ] {
+            assert!(keep(h).unwrap_err().contains(why), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn freshness_comes_from_the_upstream_else_from_the_policy() {
+        let k = keep(&[]).unwrap();
+        let f = k.freshness;
+        assert_eq!((f.fresh_ms - f.stored_ms) / 1000, 300, "the policy's TTL");
+        let k = keep(&[("cache-control", "max-age=60"), ("age", "10")]).unwrap();
+        assert_eq!((k.freshness.fresh_ms - k.freshness.stored_ms) / 1000, 50);
+        assert_eq!(k.freshness.age0, 10);
+        let k = keep(&[("cache-control", "max-age=60, s-maxage=20")]).unwrap();
+        assert_eq!((k.freshness.fresh_ms - k.freshness.stored_ms) / 1000, 20);
+        let k = keep(&[("cache-control", "max-age=60, stale-while-revalidate=30")]).unwrap();
+        assert_eq!((k.ttl.as_secs(), k.early), (90, Some(Duration::from_secs(60))));
+        let k = keep(&[("cache-control", "max-age=5, stale-if-error=100, must-revalidate")])
+            .unwrap();
+        assert_eq!((k.freshness.sie, k.ttl.as_secs()), (0, 5));
+        // No freshness, but validators: kept to be revalidated.
+        let k = keep(&[("cache-control", "no-cache"), ("etag", "\"v1\"")]).unwrap();
+        assert_eq!((k.freshness.fresh_ms, k.ttl), (k.freshness.stored_ms, REVALIDATE_AT_LEAST));
+        // The route's ttl=policy wins over the upstream.
+        let (req, res) = parts(&[("cache-control", "max-age=5")]);
+        let options = RouteOptions {
+            policy_ttl: true,
+            ..RouteOptions::default()
+        };
+        let k = assess(&req, &res, options, Duration::from_secs(300), SystemTime::now()).unwrap();
+        assert_eq!((k.freshness.fresh_ms - k.freshness.stored_ms) / 1000, 300);
+    }
+
+    #[test]
+    fn vary_names_are_normalized_and_their_values_make_distinct_keys() {
+        let k = keep(&[("vary", "Accept-Language, accept"), ("vary", "accept")]).unwrap();
+        assert_eq!(k.vary, ["accept", "accept-language"]);
+        let mut a = HeaderMap::new();
+        a.insert("accept-language", "en".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.insert("accept-language", "fr".parse().unwrap());
+        let mut empty = HeaderMap::new();
+        empty.insert("accept-language", "".parse().unwrap());
+        let none = HeaderMap::new();
+        let names = vec!["accept-language".to_string()];
+        let keys: std::collections::HashSet<String> = [&a, &b, &empty, &none]
+            .into_iter()
+            .map(|h| vary_suffix(&names, h))
+            .collect();
+        assert_eq!(keys.len(), 4);
+    }
+
+    #[test]
+    fn conditions_and_surrogate_keys() {
+        let mut req = HeaderMap::new();
+        req.insert("if-none-match", "\"a\", W/\"b\"".parse().unwrap());
+        assert!(not_modified(&req, Some(b"\"b\""), None));
+        assert!(!not_modified(&req, Some(b"\"c\""), None));
+        let mut req = HeaderMap::new();
+        req.insert(
+            "if-modified-since",
+            "Tue, 01 Dec 2026 10:00:00 GMT".parse().unwrap(),
+        );
+        assert!(not_modified(&req, None, Some(b"Mon, 30 Nov 2026 10:00:00 GMT")));
+        assert!(!not_modified(&req, None, Some(b"Wed, 02 Dec 2026 10:00:00 GMT")));
+        let mut h = HeaderMap::new();
+        h.insert("surrogate-key", "user:1  users".parse().unwrap());
+        h.insert("cache-tag", "users,org:7".parse().unwrap());
+        let names = [
+            HeaderName::from_static("surrogate-key"),
+            HeaderName::from_static("cache-tag"),
+        ];
+        assert_eq!(surrogate_keys(&h, &names), ["user:1", "users", "org:7"]);
+    }
+}
