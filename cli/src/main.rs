@@ -3,6 +3,7 @@
 mod new;
 mod policy;
 mod progress;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,11 @@ enum Command {
         #[arg(long)]
         guest: bool,
     },
+    /// Serve a caching reverse proxy in front of an HTTP service: GETs matching the policies'
+    /// read routes are cached (as their rules and the upstream's headers say), writes matching
+    /// write routes invalidate; an admin API under /_cachelet/ (CACHELET_ADMIN_TOKEN). The
+    /// cache is CACHE_URL's (mem:// by default).
+    Serve(serve::ServeArgs),
     /// Publish, list, roll back and remove the policies every host of a cache runs (the
     /// cache named by CACHE_URL, CACHE_PREFIX and CACHE_VERSION); sign components and make
     /// keys for signed pushes.
@@ -137,6 +143,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Policy(command) => policy::run(command).await,
+        Command::Serve(args) => serve::run(args, compile_cache()).await,
         Command::Check { policy, json, with } => {
             let cache = cache_with(&policy).await?;
             let report = cache.policies().pop().context("no policy loaded")?;

@@ -392,6 +392,14 @@ impl Cache {
         self.inner.lifecycle.status()
     }
 
+    /// Looks at the [watched directory](CacheBuilder::policy_dir) now: every file changed
+    /// since it was taken is taken (without waiting for it to settle), and the policies of
+    /// files that are gone stop serving. Returns the status after it.
+    pub async fn reload_policies(&self) -> PolicyStatus {
+        self.inner.lifecycle.rescan().await;
+        self.policy_status()
+    }
+
     /// Publishes `component` to every host of this cache (`cachelet policy push`): it is
     /// checked here first (it must load), stored under its SHA-256 and made the current
     /// version of its policy (by the name its `describe` gives). Hosts that follow pushes
@@ -474,6 +482,12 @@ impl Cache {
         query: Option<&str>,
     ) -> Option<crate::policy::Routed> {
         self.inner.policies.load().route(method, path, query)
+    }
+
+    /// A full key without the namespace.
+    #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
+    pub(crate) fn relative_key<'k>(&self, full: &'k str) -> &'k str {
+        self.inner.store.relative(full)
     }
 
     /// The path (and query) of a GET to read op `op`'s route with `args`, if it has a route.

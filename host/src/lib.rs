@@ -140,13 +140,13 @@ pub use cachelet_macros::read;
 /// # });
 /// ```
 pub use cachelet_macros::write;
-#[cfg(feature = "proxy")]
-pub use http::proxy;
 pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
 #[doc(hidden)]
 pub use embed::__private;
 pub use embed::{install, installed};
 pub use error::{Blame, Error, LoadError};
+#[cfg(feature = "proxy")]
+pub use http::proxy;
 pub use policy::fleet::{Push, PushedPolicy};
 pub use policy::lifecycle::{PolicyFailure, PolicyOrigin, PolicyState, PolicyStatus, Serving};
 pub use policy::limits::GuestLimits;

@@ -21,6 +21,11 @@
 //! | `cachelet_held_invalidations` | gauge | |
 //! | `cachelet_entries` | gauge | (memory backend) |
 //! | `cachelet_bytes` | gauge | (memory backend, weighted size) |
+//! | `cachelet_http_requests_total` | counter | `outcome` = `hit`, `miss`, `pass` (the proxy) |
+//! | `cachelet_http_seconds` | histogram | `outcome` (the proxy: until the answer's headers) |
+//! | `cachelet_http_bytes_total` | counter | (the proxy: bytes of bodies whose length was known) |
+//! | `cachelet_upstream_seconds` | histogram | (the proxy: until the upstream's headers) |
+//! | `cachelet_upstream_responses_total` | counter | `status` = `2xx` ... `5xx`, `502`, `504` |
 //!
 //! Tracing spans, at `DEBUG` (so that at the usual `INFO` level the hit path pays one level
 //! check): `cachelet.read` and `cachelet.write` (fields `op`, `outcome`), `cachelet.loader`,
@@ -141,6 +146,58 @@ pub(crate) fn lock_wait(op: &str) {
 
 pub(crate) fn lock_timeout(op: &str) {
     counter!("cachelet_lock_timeouts_total", "op" => op.to_string()).increment(1);
+}
+
+/// The proxy's per-request handles, registered once (the recorder is installed before).
+#[cfg(feature = "proxy")]
+struct HttpMetrics {
+    requests: [Counter; 3],
+    seconds: [Histogram; 3],
+    bytes: Counter,
+    upstream: Histogram,
+}
+
+#[cfg(feature = "proxy")]
+fn http_metrics() -> &'static HttpMetrics {
+    static M: std::sync::OnceLock<HttpMetrics> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        let names = ["hit", "miss", "pass"];
+        HttpMetrics {
+            requests: names.map(|o| counter!("cachelet_http_requests_total", "outcome" => o)),
+            seconds: names.map(|o| histogram!("cachelet_http_seconds", "outcome" => o)),
+            bytes: counter!("cachelet_http_bytes_total"),
+            upstream: histogram!("cachelet_upstream_seconds"),
+        }
+    })
+}
+
+/// A request the proxy answered.
+#[cfg(feature = "proxy")]
+pub(crate) fn http_request(outcome: &'static str, took: Duration, bytes: u64) {
+    let m = http_metrics();
+    let i = match outcome {
+        "hit" => 0,
+        "miss" => 1,
+        _ => 2,
+    };
+    m.requests[i].increment(1);
+    m.seconds[i].record(took);
+    m.bytes.increment(bytes);
+}
+
+/// An answer of the proxy's upstream (502 and 504 are the proxy's own).
+#[cfg(feature = "proxy")]
+pub(crate) fn upstream(status: u16, took: Duration) {
+    http_metrics().upstream.record(took);
+    let class = match status {
+        502 => "502",
+        504 => "504",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    counter!("cachelet_upstream_responses_total", "status" => class).increment(1);
 }
 
 /// Samples the gauges every second while the cache lives.

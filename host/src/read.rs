@@ -96,9 +96,9 @@ impl<T: Serialize + DeserializeOwned> Codec for Json<T> {
         serde_json::to_vec(&self.0).map_err(|e| format!("it does not serialize: {e}"))
     }
     fn decode(bytes: &Arc<[u8]>) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map(Json).map_err(|e| {
-            format!("stored value does not deserialize into the requested type: {e}")
-        })
+        serde_json::from_slice(bytes)
+            .map(Json)
+            .map_err(|e| format!("stored value does not deserialize into the requested type: {e}"))
     }
 }
 
@@ -776,7 +776,10 @@ async fn fill_as<B: Backend>(
     };
     if storage.tags.is_empty() {
         let Ok(fence) = fence else { return false };
-        return b.fill(&plan.key, &plan.tags, bytes, fence, fill).await.is_ok();
+        return b
+            .fill(&plan.key, &plan.tags, bytes, fence, fill)
+            .await
+            .is_ok();
     }
     let mut tags = plan.tags.clone();
     for t in storage.tags {

@@ -331,11 +331,6 @@ impl Routes {
             .map(|(r, _)| r)
     }
 
-    /// Every route, most specific first.
-    pub fn iter(&self) -> impl Iterator<Item = (&Route, &str)> {
-        self.routes.iter().map(|(r, op)| (r, op.as_str()))
-    }
-
     /// The op whose route matches, and the arguments of the path and the query (a path
     /// parameter wins over a query parameter of the same name). `HEAD` matches a `GET` route.
     #[cfg(test)]
@@ -431,7 +426,10 @@ mod tests {
             ("GET /users/u{id}", "mixes text and a parameter"),
             ("GET /users//x", "empty segment"),
             ("GET /users/{id} fast", "unknown option \"fast\""),
-            ("GET /users/{id} grace=soon", "grace=\"soon\" is not a number"),
+            (
+                "GET /users/{id} grace=soon",
+                "grace=\"soon\" is not a number",
+            ),
         ] {
             let e = Route::parse(route).unwrap_err();
             assert!(e.contains(says), "{route}: {e}");
@@ -499,7 +497,10 @@ mod tests {
 
     #[test]
     fn distinct_requests_are_distinct_arguments_and_paths_render_back() {
-        let r = routes(&[("GET /{*path}", "any"), ("GET /users/{user_id}", "get_user")]);
+        let r = routes(&[
+            ("GET /{*path}", "any"),
+            ("GET /users/{user_id}", "get_user"),
+        ]);
         let args_of = |path: &str, q: Option<&str>| r.find("GET", path, q).unwrap().1;
         // An encoded separator inside a segment is not a separator.
         assert_ne!(args_of("/a%2Fb", None), args_of("/a/b", None));
@@ -530,7 +531,9 @@ mod tests {
             let (op, args) = r.find("GET", path, q).unwrap();
             let route = r.of_op(op).unwrap();
             let back = route.path_for(&args).unwrap();
-            let (p2, q2) = back.split_once('?').map_or((back.as_str(), None), |(p, q)| (p, Some(q)));
+            let (p2, q2) = back
+                .split_once('?')
+                .map_or((back.as_str(), None), |(p, q)| (p, Some(q)));
             assert_eq!(r.find("GET", p2, q2).unwrap(), (op, args), "{back}");
         }
     }

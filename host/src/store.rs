@@ -44,6 +44,11 @@ impl Store {
         k
     }
 
+    /// A full key of the namespace without its namespace.
+    pub fn relative<'k>(&self, full: &'k str) -> &'k str {
+        full.strip_prefix(self.ns.as_str()).unwrap_or(full)
+    }
+
     pub fn ttl(&self, ttl: Option<Ttl>) -> Duration {
         resolve_ttl(ttl.unwrap_or(Ttl::Bucket(TtlBucket::Default)), &self.ttl)
     }

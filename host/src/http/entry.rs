@@ -190,10 +190,7 @@ impl Stored {
     pub fn header_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(usize::from(self.headers) + 4);
         for (n, v) in self.headers() {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(n),
-                HeaderValue::from_maybe_shared(v),
-            ) {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_maybe_shared(v)) {
                 map.append(n, v);
             }
         }
@@ -267,9 +264,9 @@ impl Codec for HttpEntry {
             return Err(bad());
         }
         let kind = match bytes.get(4) {
-            Some(0) => Kind::Response(
-                Stored::decode(Bytes::from_owner(bytes.clone())).ok_or_else(bad)?,
-            ),
+            Some(0) => {
+                Kind::Response(Stored::decode(Bytes::from_owner(bytes.clone())).ok_or_else(bad)?)
+            }
             Some(1) => {
                 let n = u16_at(bytes, 5).ok_or_else(bad)?;
                 let mut at = 7;
@@ -332,7 +329,11 @@ mod tests {
         };
         assert_eq!((s.status, s.freshness), (404, f));
         assert_eq!(&s.body()[..], b"{\"id\":1}");
-        assert_eq!(s.body().as_ptr(), bytes[bytes.len() - 8..].as_ptr(), "a slice");
+        assert_eq!(
+            s.body().as_ptr(),
+            bytes[bytes.len() - 8..].as_ptr(),
+            "a slice"
+        );
         let map = s.header_map();
         assert_eq!(map.get_all("x-two").iter().count(), 2);
         assert_eq!(s.header("Content-Type").unwrap(), "application/json");
@@ -352,7 +353,13 @@ mod tests {
             let back = HttpEntry::decode(&bytes).unwrap();
             assert_eq!(back.encode().unwrap(), bytes.to_vec());
         }
-        for junk in [&b""[..], b"CLH1", b"CLH1\x00\x01", b"{\"a\":1}", b"CLH1\x07"] {
+        for junk in [
+            &b""[..],
+            b"CLH1",
+            b"CLH1\x00\x01",
+            b"{\"a\":1}",
+            b"CLH1\x07",
+        ] {
             assert!(HttpEntry::decode(&Arc::from(junk)).is_err(), "{junk:?}");
         }
         // A header count that runs past the end.

@@ -167,28 +167,34 @@ impl<S: Routes> Service<Request<Body>> for ResponseCache<S> {
 /// router or the proxy in front of which the layer sits), so that the layer stores the answer.
 /// `serve` (axum) and the proxy install it; an app served otherwise can call
 /// [`recache_through`](crate::axum::recache_through).
-pub(crate) fn install_route_loader(cache: &Cache, app: BoxCloneService<Request<Body>, Response<Body>, Infallible>) {
+pub(crate) fn install_route_loader(
+    cache: &Cache,
+    app: BoxCloneService<Request<Body>, Response<Body>, Infallible>,
+) {
     let app = Arc::new(Mutex::new(app));
-    let loader: crate::cache::RouteLoader = Arc::new(move |cache: &Cache, op: String, args: Args| {
-        let path = cache.route_path(&op, &args);
-        let svc = app.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Box::pin(async move {
-            let path = path.ok_or_else(|| format!("the recache arguments do not fill the route of {op:?}"))?;
-            let req = Request::get(&path)
-                .extension(Recache)
-                .body(Body::empty())
-                .map_err(|e| format!("recache of {op:?}: {e}"))?;
-            let Ok(answer) = svc.oneshot(req).await;
-            let status = answer.status();
-            // Read to the end: the layer stores the body as it goes.
-            let _ = answer.into_body().collect().await;
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(format!("GET {path} answered {status}"))
-            }
-        })
-    });
+    let loader: crate::cache::RouteLoader =
+        Arc::new(move |cache: &Cache, op: String, args: Args| {
+            let path = cache.route_path(&op, &args);
+            let svc = app.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            Box::pin(async move {
+                let path = path.ok_or_else(|| {
+                    format!("the recache arguments do not fill the route of {op:?}")
+                })?;
+                let req = Request::get(&path)
+                    .extension(Recache)
+                    .body(Body::empty())
+                    .map_err(|e| format!("recache of {op:?}: {e}"))?;
+                let Ok(answer) = svc.oneshot(req).await;
+                let status = answer.status();
+                // Read to the end: the layer stores the body as it goes.
+                let _ = answer.into_body().collect().await;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("GET {path} answered {status}"))
+                }
+            })
+        });
     cache.inner.route_loader.store(Some(Arc::new(loader)));
 }
 
@@ -339,7 +345,9 @@ async fn read<S: Routes>(
     // Asked the origin on our own: another request's load stored nothing for us.
     let req = Request::from_parts(r.parts, Body::empty());
     let Ok(mut answer) = inner.oneshot(req).await;
-    answer.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
+    answer
+        .headers_mut()
+        .insert("x-cache", HeaderValue::from_static("MISS"));
     answer
         .headers_mut()
         .insert("cache-status", cache_status("fwd=miss; detail=collapsed"));
@@ -349,12 +357,7 @@ async fn read<S: Routes>(
 /// One read through the engine: a hit, a wait for another request's load, or a load by this
 /// request, which answers its client as soon as the origin answers (the engine stores the
 /// response once it is whole, in the background if the client's answer went first).
-async fn through_engine<S: Routes>(
-    ctx: &Arc<Ctx>,
-    inner: S,
-    r: Arc<ReadReq>,
-    plan: Plan,
-) -> Read {
+async fn through_engine<S: Routes>(ctx: &Arc<Ctx>, inner: S, r: Arc<ReadReq>, plan: Plan) -> Read {
     let (tx, mut rx) = oneshot::channel();
     let loader = {
         let (ctx, r) = (ctx.clone(), r.clone());
@@ -442,7 +445,10 @@ async fn fetch<S: Routes>(
         up.headers_mut().remove(h);
     }
     if let Some(p) = &previous {
-        if let Some(etag) = p.header("etag").and_then(|v| HeaderValue::from_maybe_shared(v).ok()) {
+        if let Some(etag) = p
+            .header("etag")
+            .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
+        {
             up.headers_mut().insert(header::IF_NONE_MATCH, etag);
         }
         if let Some(lm) = p
@@ -468,12 +474,22 @@ async fn fetch<S: Routes>(
                 Ok(keep) => {
                     let entry = stored_entry(&ctx, &r, &rparts, p.body(), &keep, since);
                     if let Kind::Response(s) = &entry.kind {
-                        let _ = reply.send(replay(s, &r.parts, r.parts.method == Method::HEAD, "fwd=stale; fwd-status=304; stored"));
+                        let _ = reply.send(replay(
+                            s,
+                            &r.parts,
+                            r.parts.method == Method::HEAD,
+                            "fwd=stale; fwd-status=304; stored",
+                        ));
                     }
                     Ok(entry)
                 }
                 Err(_) => {
-                    let _ = reply.send(replay(&p, &r.parts, r.parts.method == Method::HEAD, "fwd=stale; fwd-status=304"));
+                    let _ = reply.send(replay(
+                        &p,
+                        &r.parts,
+                        r.parts.method == Method::HEAD,
+                        "fwd=stale; fwd-status=304",
+                    ));
                     Ok(HttpEntry::unstored(Kind::Pass))
                 }
             };
@@ -483,13 +499,25 @@ async fn fetch<S: Routes>(
     // The origin failed: a stale response may stand in for it.
     if parts.status.is_server_error() {
         if let Some(p) = previous.filter(|p| p.freshness.within_stale_if_error(super::ms_of(now))) {
-            let detail = format!("fwd=stale; fwd-status={}; detail=stale-if-error", parts.status.as_u16());
-            let _ = reply.send(replay(&p, &r.parts, r.parts.method == Method::HEAD, &detail));
+            let detail = format!(
+                "fwd=stale; fwd-status={}; detail=stale-if-error",
+                parts.status.as_u16()
+            );
+            let _ = reply.send(replay(
+                &p,
+                &r.parts,
+                r.parts.method == Method::HEAD,
+                &detail,
+            ));
             return Ok(HttpEntry::unstored(Kind::Response(p)));
         }
         let mut answer = Response::from_parts(parts, body);
-        answer.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
-        answer.headers_mut().insert("cache-status", cache_status("fwd=uri-miss; detail=error"));
+        answer
+            .headers_mut()
+            .insert("x-cache", HeaderValue::from_static("MISS"));
+        answer
+            .headers_mut()
+            .insert("cache-status", cache_status("fwd=uri-miss; detail=error"));
         let _ = reply.send(answer);
         return Err(NotStored::Answered);
     }
@@ -513,9 +541,13 @@ async fn fetch<S: Routes>(
                 }
             }
             let mut answer = Response::from_parts(parts, body);
-            answer.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
+            answer
+                .headers_mut()
+                .insert("x-cache", HeaderValue::from_static("MISS"));
             let status = format!("fwd=uri-miss; detail=\"not stored: {why}\"");
-            answer.headers_mut().insert("cache-status", cache_status(&status));
+            answer
+                .headers_mut()
+                .insert("cache-status", cache_status(&status));
             let _ = reply.send(answer);
             return Ok(pass_marker(&ctx));
         }
@@ -531,12 +563,19 @@ async fn fetch<S: Routes>(
     client_headers.insert("x-cache", HeaderValue::from_static("MISS"));
     client_headers.insert(
         "cache-status",
-        cache_status(if r.variant { "fwd=vary-miss; stored" } else { "fwd=uri-miss; stored" }),
+        cache_status(if r.variant {
+            "fwd=vary-miss; stored"
+        } else {
+            "fwd=uri-miss; stored"
+        }),
     );
     let unchanged = semantics::not_modified(
         &r.parts.headers,
         parts.headers.get(header::ETAG).map(HeaderValue::as_bytes),
-        parts.headers.get(header::LAST_MODIFIED).map(HeaderValue::as_bytes),
+        parts
+            .headers
+            .get(header::LAST_MODIFIED)
+            .map(HeaderValue::as_bytes),
     ) && (r.parts.headers.contains_key(header::IF_NONE_MATCH)
         || r.parts.headers.contains_key(header::IF_MODIFIED_SINCE));
     let (frames, client_body) = mpsc::channel::<Result<http_body::Frame<Bytes>, axum::Error>>(16);
@@ -546,12 +585,16 @@ async fn fetch<S: Routes>(
             to_client = None;
             Body::empty()
         } else {
-            Body::new(http_body_util::StreamBody::new(
-                tokio_stream_from(client_body),
-            ))
+            Body::new(http_body_util::StreamBody::new(tokio_stream_from(
+                client_body,
+            )))
         };
         let mut answer = Response::new(body);
-        *answer.status_mut() = if unchanged { StatusCode::NOT_MODIFIED } else { parts.status };
+        *answer.status_mut() = if unchanged {
+            StatusCode::NOT_MODIFIED
+        } else {
+            parts.status
+        };
         *answer.version_mut() = parts.version;
         *answer.headers_mut() = client_headers;
         if unchanged {
@@ -598,7 +641,11 @@ async fn fetch<S: Routes>(
     drop(to_client);
     if !keep.vary.is_empty() && !r.variant {
         // Stored as the variant of this request's headers; the key itself says what varies.
-        let key = format!("{}{}", r.key, semantics::vary_suffix(&keep.vary, &r.parts.headers));
+        let key = format!(
+            "{}{}",
+            r.key,
+            semantics::vary_suffix(&keep.vary, &r.parts.headers)
+        );
         let entry = stored_entry(&ctx, &r, &parts, Bytes::from(buf), &keep, since);
         let bytes = crate::read::Codec::encode(&entry).unwrap_or_default();
         let storage = entry.storage.expect("a loaded entry");
@@ -617,7 +664,14 @@ async fn fetch<S: Routes>(
             },
         ));
     }
-    Ok(stored_entry(&ctx, &r, &parts, Bytes::from(buf), &keep, since))
+    Ok(stored_entry(
+        &ctx,
+        &r,
+        &parts,
+        Bytes::from(buf),
+        &keep,
+        since,
+    ))
 }
 
 /// A stream of a channel's items.
@@ -719,4 +773,3 @@ async fn write<S: Routes>(
         Err(answer) => answer,
     }
 }
-

@@ -163,9 +163,7 @@ pub(crate) fn assess(
     } else {
         (
             seconds(h, "stale-while-revalidate").unwrap_or(0),
-            seconds(h, "stale-if-error")
-                .unwrap_or(0)
-                .max(options.grace),
+            seconds(h, "stale-if-error").unwrap_or(0).max(options.grace),
         )
     };
     let validators = h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED);
@@ -340,20 +338,36 @@ mod tests {
         let k = keep(&[("cache-control", "max-age=60, s-maxage=20")]).unwrap();
         assert_eq!((k.freshness.fresh_ms - k.freshness.stored_ms) / 1000, 20);
         let k = keep(&[("cache-control", "max-age=60, stale-while-revalidate=30")]).unwrap();
-        assert_eq!((k.ttl.as_secs(), k.early), (90, Some(Duration::from_secs(60))));
-        let k = keep(&[("cache-control", "max-age=5, stale-if-error=100, must-revalidate")])
-            .unwrap();
+        assert_eq!(
+            (k.ttl.as_secs(), k.early),
+            (90, Some(Duration::from_secs(60)))
+        );
+        let k = keep(&[(
+            "cache-control",
+            "max-age=5, stale-if-error=100, must-revalidate",
+        )])
+        .unwrap();
         assert_eq!((k.freshness.sie, k.ttl.as_secs()), (0, 5));
         // No freshness, but validators: kept to be revalidated.
         let k = keep(&[("cache-control", "no-cache"), ("etag", "\"v1\"")]).unwrap();
-        assert_eq!((k.freshness.fresh_ms, k.ttl), (k.freshness.stored_ms, REVALIDATE_AT_LEAST));
+        assert_eq!(
+            (k.freshness.fresh_ms, k.ttl),
+            (k.freshness.stored_ms, REVALIDATE_AT_LEAST)
+        );
         // The route's ttl=policy wins over the upstream.
         let (req, res) = parts(&[("cache-control", "max-age=5")]);
         let options = RouteOptions {
             policy_ttl: true,
             ..RouteOptions::default()
         };
-        let k = assess(&req, &res, options, Duration::from_secs(300), SystemTime::now()).unwrap();
+        let k = assess(
+            &req,
+            &res,
+            options,
+            Duration::from_secs(300),
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!((k.freshness.fresh_ms - k.freshness.stored_ms) / 1000, 300);
     }
 
@@ -387,8 +401,16 @@ mod tests {
             "if-modified-since",
             "Tue, 01 Dec 2026 10:00:00 GMT".parse().unwrap(),
         );
-        assert!(not_modified(&req, None, Some(b"Mon, 30 Nov 2026 10:00:00 GMT")));
-        assert!(!not_modified(&req, None, Some(b"Wed, 02 Dec 2026 10:00:00 GMT")));
+        assert!(not_modified(
+            &req,
+            None,
+            Some(b"Mon, 30 Nov 2026 10:00:00 GMT")
+        ));
+        assert!(!not_modified(
+            &req,
+            None,
+            Some(b"Wed, 02 Dec 2026 10:00:00 GMT")
+        ));
         let mut h = HeaderMap::new();
         h.insert("surrogate-key", "user:1  users".parse().unwrap());
         h.insert("cache-tag", "users,org:7".parse().unwrap());

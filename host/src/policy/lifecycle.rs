@@ -166,6 +166,9 @@ pub(crate) struct Lifecycle {
     changing: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     generation: AtomicU64,
+    /// Asks the watched directory's task to look at every file now (see `rescan`).
+    pub(crate) rescans:
+        Mutex<Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>>,
 }
 
 impl Lifecycle {
@@ -184,6 +187,24 @@ impl Lifecycle {
             changing: tokio::sync::Mutex::new(()),
             state: Mutex::default(),
             generation: AtomicU64::new(0),
+            rescans: Mutex::new(None),
+        }
+    }
+
+    /// Takes every file of the watched directory that changed, now (not waiting for it to
+    /// settle), and drops the policies of files that are gone; returns when done. Nothing to
+    /// do without a watched directory.
+    pub async fn rescan(&self) {
+        let tx = self
+            .rescans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(tx) = tx {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if tx.send(done).is_ok() {
+                let _ = wait.await;
+            }
         }
     }
 

@@ -115,6 +115,16 @@ impl Watch {
         }
     }
 
+    /// Takes every file that changed since it was taken, settled or not (a reload asked for).
+    async fn rescan(&mut self, lifecycle: &Lifecycle) {
+        for path in list(&self.dir) {
+            if mark(&path).is_some() && self.taken.get(&path) != mark(&path).as_ref() {
+                self.take(lifecycle, &path).await;
+            }
+        }
+        self.scan(lifecycle).await;
+    }
+
     /// Catches up with what events did not tell: files changed and settled, files gone.
     async fn scan(&mut self, lifecycle: &Lifecycle) {
         let now = SystemTime::now();
@@ -208,6 +218,9 @@ pub(crate) async fn start(lifecycle: &Arc<Lifecycle>, dir: &Path) -> Result<(), 
     for path in list(&dir) {
         w.take(lifecycle, &path).await;
     }
+    let (rescans, mut asked) =
+        tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
+    *lifecycle.rescans.lock().unwrap_or_else(|p| p.into_inner()) = Some(rescans);
     tokio::spawn(async move {
         let _watching = watcher;
         let mut tick = tokio::time::interval(SCAN);
@@ -228,6 +241,11 @@ pub(crate) async fn start(lifecycle: &Arc<Lifecycle>, dir: &Path) -> Result<(), 
                 _ = tick.tick() => {
                     let Some(lifecycle) = w.lifecycle.upgrade() else { break };
                     w.scan(&lifecycle).await;
+                }
+                Some(done) = asked.recv() => {
+                    let Some(lifecycle) = w.lifecycle.upgrade() else { break };
+                    w.rescan(&lifecycle).await;
+                    let _ = done.send(());
                 }
             }
         }

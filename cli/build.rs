@@ -1,0 +1,58 @@
+//! Builds the policy `cachelet serve` uses when it is given none
+//! (`examples/policies/proxy-default`, a Rust guest) and embeds it in the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let policy = root.join("examples/policies/proxy-default");
+    for watched in [
+        policy.join("src"),
+        policy.join("Cargo.toml"),
+        policy.join("Cargo.lock"),
+        root.join("guest-sdk/src"),
+        root.join("guest-sdk/Cargo.toml"),
+        root.join("template/src"),
+        root.join("wit"),
+    ] {
+        println!("cargo:rerun-if-changed={}", watched.display());
+    }
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let target = out.join("guest-target");
+    // A cargo of its own, for another target: none of this build's settings (a wrapper such
+    // as clippy's, flags, its target directory) apply to it.
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if (k.starts_with("CARGO") && k != "CARGO_HOME" && k != "CARGO_NET_OFFLINE")
+            || k.starts_with("RUSTC")
+            || k == "RUSTFLAGS"
+            || k == "RUSTDOC"
+        {
+            cargo.env_remove(&k);
+        }
+    }
+    let status = cargo
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(policy.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building the built-in policy (examples/policies/proxy-default) failed; it needs the \
+         wasm32-wasip2 target: rustup target add wasm32-wasip2"
+    );
+    std::fs::copy(
+        target.join("wasm32-wasip2/release/proxy_default.wasm"),
+        out.join("proxy-default.wasm"),
+    )
+    .expect("the built-in policy was built");
+}

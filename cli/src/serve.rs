@@ -1,0 +1,277 @@
+//! `cachelet serve`: the caching reverse proxy, and the demo upstream of the quick start.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use cachelet::proxy::Proxy;
+use cachelet::{Cache, PolicySource};
+
+/// The policy served when none is given: every GET cached by URL, tagged by path prefix.
+const BUILT_IN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/proxy-default.wasm"));
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The service to cache, `http://host:port[/prefix]`.
+    #[arg(
+        long,
+        env = "CACHELET_UPSTREAM",
+        required_unless_present = "demo_upstream"
+    )]
+    upstream: Option<String>,
+    /// A directory of policies (`*.wasm`), watched: a file added, replaced or removed changes
+    /// what serves. Without policies, the built-in one: every GET cached by its URL.
+    #[arg(long, env = "CACHELET_POLICY_DIR", value_name = "DIR")]
+    policies: Option<PathBuf>,
+    /// A policy file (repeatable), beside the directory's.
+    #[arg(long = "policy", value_name = "FILE")]
+    policy: Vec<PathBuf>,
+    /// Where to listen.
+    #[arg(long, env = "CACHELET_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Start a small demo service (the guide's users, orgs and profiles) and cache it; prints
+    /// the commands that show a miss, a hit, a write's invalidation and a purge.
+    #[arg(long)]
+    demo_upstream: bool,
+    /// Seconds the upstream has to answer before the client gets a 504.
+    #[arg(long, env = "CACHELET_UPSTREAM_TIMEOUT", default_value_t = 30)]
+    upstream_timeout: u64,
+    /// The largest response body stored, in bytes (larger ones stream through).
+    #[arg(long, env = "CACHELET_MAX_BODY", default_value_t = 8 << 20)]
+    max_body: usize,
+    /// The largest request body passed on, in bytes (larger: 413).
+    #[arg(long, env = "CACHELET_MAX_REQUEST_BODY", default_value_t = 16 << 20)]
+    max_request_body: u64,
+}
+
+pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listening = listener.local_addr()?;
+    let upstream = match (&args.upstream, args.demo_upstream) {
+        (_, true) => format!("http://{}", demo_upstream().await?),
+        (Some(u), false) => u.clone(),
+        (None, false) => anyhow::bail!("--upstream URL (or CACHELET_UPSTREAM) is needed"),
+    };
+    let mut b = Cache::builder();
+    if let Some(dir) = compile_cache {
+        b = b.compile_cache(dir);
+    }
+    if let Some(dir) = &args.policies {
+        b = b.policy_dir(dir);
+    }
+    for f in &args.policy {
+        b = b.policy_file(f);
+    }
+    let fleet = std::env::var("CACHELET_POLICY_FLEET").is_ok_and(|v| v == "on");
+    let built_in = args.policies.is_none() && args.policy.is_empty() && !fleet;
+    if built_in {
+        b = b.policy(PolicySource::Bytes {
+            name: "proxy-default (built in)".into(),
+            bytes: BUILT_IN.to_vec(),
+        });
+    }
+    let cache = b.build().await.context("cannot start the cache")?;
+    let mut token = std::env::var("CACHELET_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let demo_token = token.is_none() && args.demo_upstream;
+    if demo_token {
+        // For this demo run only: the purge command below needs one.
+        token = Some(random_token());
+    }
+    let proxy = Proxy::builder(cache.clone(), &upstream)?
+        .admin_token(token.clone())
+        .metrics(Arc::new(move || recorder.render()))
+        .upstream_timeout(Duration::from_secs(args.upstream_timeout))
+        .max_request_body(args.max_request_body)
+        .layer(|l| l.max_body(args.max_body))
+        .build();
+    let policies: Vec<String> = cache.policies().into_iter().map(|p| p.name).collect();
+    eprintln!(
+        "cachelet serve: http://{listening} in front of {upstream}{}; cache {}; policies: {}",
+        if args.demo_upstream {
+            " (demo upstream)"
+        } else {
+            ""
+        },
+        cache.settings().url,
+        if policies.is_empty() {
+            "none loaded".to_string()
+        } else {
+            policies.join(", ")
+        }
+    );
+    if token.is_none() {
+        eprintln!("admin API off (set CACHELET_ADMIN_TOKEN); GET /_cachelet/health is open");
+    }
+    if args.demo_upstream {
+        let t = token.as_deref().unwrap_or_default();
+        println!("{}", demo_commands(&listening.to_string(), t, demo_token));
+    }
+    proxy.serve(listener, stop_signal()).await?;
+    eprintln!("cachelet serve: stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+fn demo_commands(addr: &str, token: &str, generated: bool) -> String {
+    let mut s = format!(
+        "\
+Try it (another terminal):
+
+  curl -si http://{addr}/users/42 | grep -iE '^(x-cache|age)|name'     # MISS: asked the upstream
+  curl -si http://{addr}/users/42 | grep -iE '^(x-cache|age)|name'     # HIT: from the cache
+  curl -si -X PUT http://{addr}/users/42 -d '{{\"name\": \"ann\"}}'        # the write: invalidates user:42, recaches it
+  curl -si http://{addr}/users/42 | grep -iE '^(x-cache|age)|name'     # HIT with the new name (warmed by the recache)
+  curl -s -X POST http://{addr}/_cachelet/purge -H 'Authorization: Bearer {token}' -d '{{\"tags\": [\"user:42\"]}}'
+  curl -si http://{addr}/users/42 | grep -iE '^(x-cache|age)|name'     # MISS again: purged
+  curl -s http://{addr}/_cachelet/health
+"
+    );
+    if generated {
+        s.push_str(
+            "\n(The admin token above was made for this demo run; set CACHELET_ADMIN_TOKEN to \
+             choose one.)\n",
+        );
+    }
+    s
+}
+
+/// The demo service: the guide's users, org users and user profile/settings, in memory. Every
+/// answer says how many requests the service has answered, so a hit shows as an old count.
+#[derive(Default)]
+struct Demo {
+    users: Mutex<std::collections::HashMap<String, String>>,
+    answered: AtomicU64,
+}
+
+impl Demo {
+    fn user(&self, id: &str) -> serde_json::Value {
+        let n = self.answered.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = self
+            .users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("user {id}"));
+        serde_json::json!({"id": id, "name": name, "upstream_requests": n})
+    }
+
+    fn set(&self, id: &str, body: &str) -> serde_json::Value {
+        let name = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("name")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| body.trim().to_string());
+        self.users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), name);
+        self.user(id)
+    }
+}
+
+pub(crate) fn demo_router() -> Router {
+    type S = State<Arc<Demo>>;
+    Router::new()
+        .route(
+            "/users/{id}",
+            get(|s: S, Path(id): Path<String>| async move { Json(s.user(&id)) }).put(
+                |s: S, Path(id): Path<String>, body: String| async move { Json(s.set(&id, &body)) },
+            ),
+        )
+        .route(
+            "/orgs/{org}/users/{id}",
+            get(|s: S, Path((org, id)): Path<(String, String)>| async move {
+                let mut u = s.user(&id);
+                u["org"] = org.into();
+                Json(u)
+            })
+            .put(
+                |s: S, Path((org, id)): Path<(String, String)>, body: String| async move {
+                    let mut u = s.set(&id, &body);
+                    u["org"] = org.into();
+                    Json(u)
+                },
+            ),
+        )
+        .route(
+            "/users/{id}/profile",
+            get(|s: S, Path(id): Path<String>| async move {
+                let mut u = s.user(&id);
+                u["profile"] = "public".into();
+                Json(u)
+            })
+            .put(|s: S, Path(id): Path<String>, body: String| async move {
+                Json(s.set(&id, &body))
+            }),
+        )
+        .route(
+            "/users/{id}/settings",
+            get(|s: S, Path(id): Path<String>| async move {
+                let mut u = s.user(&id);
+                u["settings"] = serde_json::json!({"theme": "dark"});
+                Json(u)
+            }),
+        )
+        .with_state(Arc::new(Demo::default()))
+}
+
+/// Starts the demo service on a free loopback port.
+async fn demo_upstream() -> Result<std::net::SocketAddr> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(l, demo_router()).await;
+    });
+    Ok(addr)
+}
