@@ -36,8 +36,8 @@ static bool update_user_dynamic(const cl_args *args, const cl_value *result, cl_
 
 const cl_op CL_OPS[] = {
     /* @cache_read: key templates, several params, the tuple form, TTL buckets. */
-    CL_READ("get_user", .params = CL_LIST("user_id"), .key = "user:{user_id}", .ttl = CL_SECONDS(300)),
-    CL_READ("get_org_user", .params = CL_LIST("org_id", "user_id"), .key = "org:{org_id}:user:{user_id}",
+    CL_READ("get_user", .params = CL_LIST("user_id"), .route = "GET /users/{user_id}", .key = "user:{user_id}", .ttl = CL_SECONDS(300)),
+    CL_READ("get_org_user", .params = CL_LIST("org_id", "user_id"), .route = "GET /orgs/{org_id}/users/{user_id}", .key = "org:{org_id}:user:{user_id}",
             .tags = CL_LIST("user:{user_id}", "org:{org_id}:users"), .ttl = CL_SECONDS(600)),
     CL_READ("get_user_card", .params = CL_LIST("user_id"), .key = "user" ":" "card" ":" "{user_id}", .ttl = CL_TTL_DEFAULT),
     CL_READ("get_rate_limit", .params = CL_LIST("ip"), .key = "rate:{ip}", .ttl = CL_TTL_SHORT),
@@ -48,9 +48,9 @@ const cl_op CL_OPS[] = {
             .tags = CL_LIST("user:{user_id}"), .ttl = CL_SECONDS(300)),
 
     /* The user resource's reads. */
-    CL_READ("get_user_profile", .params = CL_LIST("user_id"), .resource = &USER,
+    CL_READ("get_user_profile", .params = CL_LIST("user_id"), .route = "GET /users/{user_id}/profile", .resource = &USER,
             .suffix = "profile", .ttl = CL_SECONDS(300), .lock = true),
-    CL_READ("get_user_settings", .params = CL_LIST("user_id"), .resource = &USER,
+    CL_READ("get_user_settings", .params = CL_LIST("user_id"), .route = "GET /users/{user_id}/settings", .resource = &USER,
             .suffix = "settings", .ttl = CL_SECONDS(600)),
     CL_READ("get_user_profile_v2", .params = CL_LIST("user_id"), .resource = &USER,
             .key = "v2:user:{user_id}:profile", .tags = CL_LIST("user:{user_id}", "profiles"),
@@ -66,9 +66,9 @@ const cl_op CL_OPS[] = {
     CL_READ("get_uncached", .params = CL_LIST("id"), .key = "uncached:{id}", .ttl = CL_SECONDS(0)),
 
     /* @cache_write: tags, dynamic tags, recache with include / rename / extra. */
-    CL_WRITE("update_user", .params = CL_LIST("user_id", "data"), .invalidate = CL_LIST("user:{user_id}"),
+    CL_WRITE("update_user", .params = CL_LIST("user_id", "data"), .route = "PUT /users/{user_id}", .invalidate = CL_LIST("user:{user_id}"),
              .recache = CL_RECACHES(CL_RECACHE("get_user", .include = CL_LIST("user_id")))),
-    CL_WRITE("update_user_org", .params = CL_LIST("user_id", "org_id"), .invalidate = CL_LIST("user:{user_id}", "org:{org_id}:users")),
+    CL_WRITE("update_user_org", .params = CL_LIST("user_id", "org_id"), .route = "PUT /orgs/{org_id}/users/{user_id}", .invalidate = CL_LIST("user:{user_id}", "org:{org_id}:users")),
     CL_WRITE("remove_user_from_org", .params = CL_LIST("user_id", "org_id"),
              .invalidate = CL_LIST("user:{user_id}", "org:{org_id}:members")),
     CL_WRITE("update_user_dynamic", .params = CL_LIST("user_id"), .tags_fn = update_user_dynamic),
@@ -82,7 +82,7 @@ const cl_op CL_OPS[] = {
              .recache = CL_RECACHES(CL_RECACHE("get_user_details", .include = CL_LIST("user_id"),
                                                .extra = CL_CONSTS(CL_BOOL("expand", true))))),
     /* The user resource's write: invalidates every entry of the entity, warms two reads. */
-    CL_WRITE("update_user_entity", .params = CL_LIST("user_id", "data"), .resource = &USER,
+    CL_WRITE("update_user_entity", .params = CL_LIST("user_id", "data"), .route = "PUT /users/{user_id}/profile", .resource = &USER,
              .recache = CL_RECACHES(CL_RECACHE("get_user_profile", .include = CL_LIST("user_id")),
                                     CL_RECACHE("get_user_settings", .include = CL_LIST("user_id"))),
              .recache_max_concurrency = 3),

@@ -7,9 +7,9 @@ import { CachePolicy, recache, resource, TTL } from './cachelet-policy.js';
 const seed = new CachePolicy('seed-js', '0.1.0');
 
 // @cache_read: key templates, several params, the tuple form, TTL buckets.
-seed.read('get_user', { params: ['user_id'], key: 'user:{user_id}', ttl: 300 });
+seed.read('get_user', { params: ['user_id'], route: 'GET /users/{user_id}', key: 'user:{user_id}', ttl: 300 });
 seed.read('get_org_user', {
-  params: ['org_id', 'user_id'],
+  params: ['org_id', 'user_id'], route: 'GET /orgs/{org_id}/users/{user_id}',
   key: 'org:{org_id}:user:{user_id}',
   tags: ['user:{user_id}', 'org:{org_id}:users'],
   ttl: 600,
@@ -32,8 +32,8 @@ seed.read('get_user_details', {
 
 // resource('user', 'user_id'): keys user:{suffix}:{user_id}, all tagged user:{user_id}.
 const user = resource('user', 'user_id');
-seed.read('get_user_profile', { params: ['user_id'], resource: user, suffix: 'profile', ttl: 300, lock: true });
-seed.read('get_user_settings', { params: ['user_id'], resource: user, suffix: 'settings', ttl: 600 });
+seed.read('get_user_profile', { params: ['user_id'], route: 'GET /users/{user_id}/profile', resource: user, suffix: 'profile', ttl: 300, lock: true });
+seed.read('get_user_settings', { params: ['user_id'], route: 'GET /users/{user_id}/settings', resource: user, suffix: 'settings', ttl: 600 });
 seed.read('get_user_profile_v2', {
   params: ['user_id'],
   resource: user,
@@ -56,11 +56,11 @@ seed.read('get_uncached', { params: ['id'], key: 'uncached:{id}', ttl: 0 });
 
 // @cache_write: tags, dynamic tags, recache with include / rename / extra.
 seed.write('update_user', {
-  params: ['user_id', 'data'],
+  params: ['user_id', 'data'], route: 'PUT /users/{user_id}',
   tags: ['user:{user_id}'],
   recache: [recache('get_user', { include: ['user_id'] })],
 });
-seed.write('update_user_org', { params: ['user_id', 'org_id'], tags: ['user:{user_id}', 'org:{org_id}:users'] });
+seed.write('update_user_org', { params: ['user_id', 'org_id'], route: 'PUT /orgs/{org_id}/users/{user_id}', tags: ['user:{user_id}', 'org:{org_id}:users'] });
 seed.write('remove_user_from_org', { params: ['user_id', 'org_id'], tags: ['user:{user_id}', 'org:{org_id}:members'] });
 seed.write('update_user_dynamic', {
   params: ['user_id'],
@@ -82,7 +82,7 @@ seed.write('update_user_details', {
   recache: [recache('get_user_details', { include: ['user_id'], extra: { expand: true } })],
 });
 seed.write('update_user_entity', {
-  params: ['user_id', 'data'],
+  params: ['user_id', 'data'], route: 'PUT /users/{user_id}/profile',
   resource: user,
   recache: [
     recache('get_user_profile', { include: ['user_id'] }),

@@ -7,8 +7,8 @@ from cachelet_policy import CachePolicy, recache, resource, TTL_SHORT, TTL_DEFAU
 policy = CachePolicy("seed-python", "0.1.0")
 
 # @cache_read: key templates, several params, the tuple form, TTL buckets.
-policy.read("get_user", params=["user_id"], key="user:{user_id}", ttl=300)
-policy.read("get_org_user", params=["org_id", "user_id"], key="org:{org_id}:user:{user_id}",
+policy.read("get_user", params=["user_id"], route="GET /users/{user_id}", key="user:{user_id}", ttl=300)
+policy.read("get_org_user", params=["org_id", "user_id"], route="GET /orgs/{org_id}/users/{user_id}", key="org:{org_id}:user:{user_id}",
             tags=["user:{user_id}", "org:{org_id}:users"], ttl=600)
 policy.read("get_user_card", params=["user_id"], key=":".join(("user", "card", "{user_id}")), ttl=TTL_DEFAULT)
 policy.read("get_rate_limit", params=["ip"], key="rate:{ip}", ttl=TTL_SHORT)
@@ -20,8 +20,8 @@ policy.read("get_user_details", params=["user_id", "expand"], key="user:{user_id
 
 # resource("user", "user_id"): keys user:{suffix}:{user_id}, all tagged user:{user_id}.
 user = resource("user", "user_id")
-policy.read("get_user_profile", params=["user_id"], resource=user, suffix="profile", ttl=300, lock=True)
-policy.read("get_user_settings", params=["user_id"], resource=user, suffix="settings", ttl=600)
+policy.read("get_user_profile", params=["user_id"], route="GET /users/{user_id}/profile", resource=user, suffix="profile", ttl=300, lock=True)
+policy.read("get_user_settings", params=["user_id"], route="GET /users/{user_id}/settings", resource=user, suffix="settings", ttl=600)
 policy.read("get_user_profile_v2", params=["user_id"], resource=user, suffix="profile",
             key="v2:user:{user_id}:profile", tags=["user:{user_id}", "profiles"], ttl=300)
 
@@ -42,9 +42,9 @@ def get_search(args):
 policy.read("get_uncached", params=["id"], key="uncached:{id}", ttl=0)
 
 # @cache_write: tags, dynamic tags, recache with include / rename / extra.
-policy.write("update_user", params=["user_id", "data"], tags=["user:{user_id}"],
+policy.write("update_user", params=["user_id", "data"], route="PUT /users/{user_id}", tags=["user:{user_id}"],
              recache=[recache("get_user", include=["user_id"])])
-policy.write("update_user_org", params=["user_id", "org_id"], tags=["user:{user_id}", "org:{org_id}:users"])
+policy.write("update_user_org", params=["user_id", "org_id"], route="PUT /orgs/{org_id}/users/{user_id}", tags=["user:{user_id}", "org:{org_id}:users"])
 policy.write("remove_user_from_org", params=["user_id", "org_id"], tags=["user:{user_id}", "org:{org_id}:members"])
 
 
@@ -62,7 +62,7 @@ policy.write("update_user_options", params=["user_id", "data"], tags=["user:{use
                               extra={"include_deleted": False})])
 policy.write("update_user_details", params=["user_id"], tags=["user:{user_id}"],
              recache=[recache("get_user_details", include=["user_id"], extra={"expand": True})])
-policy.write("update_user_entity", params=["user_id", "data"], resource=user,
+policy.write("update_user_entity", params=["user_id", "data"], route="PUT /users/{user_id}/profile", resource=user,
              recache=[recache("get_user_profile", include=["user_id"]),
                       recache("get_user_settings", include=["user_id"])],
              recache_max_concurrency=3)

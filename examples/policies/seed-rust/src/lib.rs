@@ -9,10 +9,12 @@ fn define(p: &mut Policy) {
     // @cache_read: key templates, several params, the tuple form, TTL buckets.
     p.read("get_user")
         .params(["user_id"])
+        .route("GET /users/{user_id}")
         .key("user:{user_id}")
         .ttl(300);
     p.read("get_org_user")
         .params(["org_id", "user_id"])
+        .route("GET /orgs/{org_id}/users/{user_id}")
         .key("org:{org_id}:user:{user_id}")
         .tags(["user:{user_id}", "org:{org_id}:users"])
         .ttl(600);
@@ -43,11 +45,13 @@ fn define(p: &mut Policy) {
     let user = resource("user", "user_id");
     p.read_resource(&user, "get_user_profile")
         .params(["user_id"])
+        .route("GET /users/{user_id}/profile")
         .suffix("profile")
         .ttl(300)
         .lock(true);
     p.read_resource(&user, "get_user_settings")
         .params(["user_id"])
+        .route("GET /users/{user_id}/settings")
         .suffix("settings")
         .ttl(600);
     p.read_resource(&user, "get_user_profile_v2")
@@ -89,10 +93,12 @@ fn define(p: &mut Policy) {
     // @cache_write: tags, dynamic tags, recache with include / rename / extra.
     p.write("update_user")
         .params(["user_id", "data"])
+        .route("PUT /users/{user_id}")
         .tags(["user:{user_id}"])
         .recache(recache("get_user").include(["user_id"]));
     p.write("update_user_org")
         .params(["user_id", "org_id"])
+        .route("PUT /orgs/{org_id}/users/{user_id}")
         .tags(["user:{user_id}", "org:{org_id}:users"]);
     p.write("remove_user_from_org")
         .params(["user_id", "org_id"])
@@ -127,6 +133,7 @@ fn define(p: &mut Policy) {
         );
     p.write_resource(&user, "update_user_entity")
         .params(["user_id", "data"])
+        .route("PUT /users/{user_id}/profile")
         .recache(recache("get_user_profile").include(["user_id"]))
         .recache(recache("get_user_settings").include(["user_id"]))
         .recache_max_concurrency(3);
@@ -171,6 +178,24 @@ mod tests {
             .collect();
         assert_eq!(dynamic, ["get_search", "update_user_dynamic"]);
         assert_eq!(info.ops.len(), 24);
+        // The guide's endpoints, for `cachelet serve` and the axum layer.
+        let routes: Vec<_> = info
+            .ops
+            .iter()
+            .filter_map(|o| Some((o.name.as_str(), o.route.as_deref()?)))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("get_user", "GET /users/{user_id}"),
+                ("get_org_user", "GET /orgs/{org_id}/users/{user_id}"),
+                ("get_user_profile", "GET /users/{user_id}/profile"),
+                ("get_user_settings", "GET /users/{user_id}/settings"),
+                ("update_user", "PUT /users/{user_id}"),
+                ("update_user_org", "PUT /orgs/{org_id}/users/{user_id}"),
+                ("update_user_entity", "PUT /users/{user_id}/profile"),
+            ]
+        );
     }
 
     #[test]
