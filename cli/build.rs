@@ -1,16 +1,13 @@
-//! Builds the policy `cachelet serve` uses when it is given none
-//! (`examples/policies/proxy-default`, a Rust guest) and embeds it in the binary.
+//! Builds the policies `cachelet serve` uses when it is given none and embeds them in the
+//! binary: `examples/policies/proxy-default` (every GET cached by URL) and, for
+//! `--demo-upstream`, the seed policy `examples/policies/seed-rust` (the guide's endpoints).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let policy = root.join("examples/policies/proxy-default");
     for watched in [
-        policy.join("src"),
-        policy.join("Cargo.toml"),
-        policy.join("Cargo.lock"),
         root.join("guest-sdk/src"),
         root.join("guest-sdk/Cargo.toml"),
         root.join("template/src"),
@@ -19,6 +16,16 @@ fn main() {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for name in ["proxy-default", "seed-rust"] {
+        build(&root.join("examples/policies").join(name), name, &out);
+    }
+}
+
+/// Builds the guest crate at `policy` into `out/NAME.wasm`.
+fn build(policy: &Path, name: &str, out: &Path) {
+    for watched in ["src", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", policy.join(watched).display());
+    }
     let target = out.join("guest-target");
     // A cargo of its own, for another target: none of this build's settings (a wrapper such
     // as clippy's, flags, its target directory) apply to it.
@@ -47,12 +54,10 @@ fn main() {
         .expect("cargo runs");
     assert!(
         status.success(),
-        "building the built-in policy (examples/policies/proxy-default) failed; it needs the \
+        "building the built-in policy {name} (examples/policies/{name}) failed; it needs the \
          wasm32-wasip2 target: rustup target add wasm32-wasip2"
     );
-    std::fs::copy(
-        target.join("wasm32-wasip2/release/proxy_default.wasm"),
-        out.join("proxy-default.wasm"),
-    )
-    .expect("the built-in policy was built");
+    let artifact = format!("wasm32-wasip2/release/{}.wasm", name.replace('-', "_"));
+    std::fs::copy(target.join(artifact), out.join(format!("{name}.wasm")))
+        .expect("the built-in policy was built");
 }

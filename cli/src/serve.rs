@@ -14,6 +14,9 @@ use cachelet::{Cache, PolicySource};
 
 /// The policy served when none is given: every GET cached by URL, tagged by path prefix.
 const BUILT_IN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/proxy-default.wasm"));
+/// The policy of the demo (`--demo-upstream` without policies): the seed policy, whose routes
+/// are the guide's endpoints.
+const SEED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seed-rust.wasm"));
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -75,9 +78,16 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
     let fleet = std::env::var("CACHELET_POLICY_FLEET").is_ok_and(|v| v == "on");
     let built_in = args.policies.is_none() && args.policy.is_empty() && !fleet;
     if built_in {
-        b = b.policy(PolicySource::Bytes {
-            name: "proxy-default (built in)".into(),
-            bytes: BUILT_IN.to_vec(),
+        b = b.policy(if args.demo_upstream {
+            PolicySource::Bytes {
+                name: "seed-rust (built in)".into(),
+                bytes: SEED.to_vec(),
+            }
+        } else {
+            PolicySource::Bytes {
+                name: "proxy-default (built in)".into(),
+                bytes: BUILT_IN.to_vec(),
+            }
         });
     }
     let cache = b.build().await.context("cannot start the cache")?;
