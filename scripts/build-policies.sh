@@ -22,6 +22,7 @@ declare -A rust=(
   [past-world]=tests/guests/past-world
   [broken-rust]=tests/guests/broken-rust
   [unchecked]=tests/guests/unchecked
+  [unchecked-route]=tests/guests/unchecked
   [contract-rust]=tests/guests/contract-rust
   [lifecycle-a]=tests/guests/lifecycle
   [lifecycle-b]=tests/guests/lifecycle
@@ -34,6 +35,7 @@ declare -A rust_variant=(
   [lifecycle-b]="lifecycle b"
   [lifecycle-trap]="lifecycle trap"
   [greedy]="lifecycle greedy"
+  [unchecked-route]="unchecked bad-route"
 )
 declare -A python=(
   [seed-python]=examples/policies/seed-python

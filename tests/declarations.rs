@@ -76,6 +76,19 @@ async fn the_host_refuses_a_native_template_whose_placeholders_touch() {
 }
 
 #[tokio::test]
+async fn the_host_refuses_a_route_that_does_not_parse_naming_the_op() {
+    let e = load_err(PolicySource::file(component("unchecked-route")))
+        .await
+        .to_string();
+    assert!(
+        e.contains("operation \"unclosed\"")
+            && e.contains("GET /users/{user_id")
+            && e.contains("unclosed brace"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn a_component_built_for_the_previous_world_is_refused_naming_both_versions() {
     let e = load_err(PolicySource::file(component("past-world")))
         .await

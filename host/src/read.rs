@@ -38,6 +38,10 @@ pub(crate) struct Plan {
     pub early: Option<Duration>,
     pub refresh: bool,
     pub lock: bool,
+    /// Look the key up with the backend's clock even when the rule has no early refresh: a
+    /// stored value may have asked for its own ([`Codec::storage`], e.g. an HTTP response's
+    /// `stale-while-revalidate`).
+    pub timed: bool,
     pub metrics: Arc<ReadMetrics>,
 }
 
@@ -45,7 +49,7 @@ impl Plan {
     fn look(&self) -> Look {
         Look {
             slide: self.refresh.then_some(self.ttl),
-            early: self.early.is_some(),
+            early: self.early.is_some() || self.timed,
         }
     }
 
@@ -427,6 +431,7 @@ impl Cache {
                 .filter(|e| *e < ttl),
             refresh,
             lock,
+            timed: false,
             metrics,
         })
     }

@@ -122,6 +122,8 @@ impl Route {
                 } else {
                     Segment::Param(name.to_string())
                 }
+            } else if part.matches('{').count() != part.matches('}').count() {
+                return Err(format!("route {route:?}: {part:?} has an unclosed brace"));
             } else if part.contains(['{', '}']) {
                 return Err(format!(
                     "route {route:?}: {part:?} mixes text and a parameter; a parameter is a whole \
@@ -424,6 +426,8 @@ mod tests {
             ("GET /users/{*rest}/x", "comes last"),
             ("GET /users/{id}/{id}", "appears twice"),
             ("GET /users/u{id}", "mixes text and a parameter"),
+            ("GET /users/{id", "unclosed brace"),
+            ("GET /users/id}", "unclosed brace"),
             ("GET /users//x", "empty segment"),
             ("GET /users/{id} fast", "unknown option \"fast\""),
             (

@@ -241,7 +241,7 @@ struct ReadReq {
     /// The entry's full key and the rule's tags and TTL.
     key: String,
     tags: Vec<String>,
-    policy_ttl: Duration,
+    rule_time: semantics::RuleTime,
     /// This read looks up one variant of a response that varies by request headers.
     variant: bool,
 }
@@ -298,10 +298,15 @@ async fn read<S: Routes>(
         options: routed.options,
         key: plan.key.clone(),
         tags: plan.tags.clone(),
-        policy_ttl: plan.ttl,
+        rule_time: semantics::RuleTime {
+            ttl: plan.ttl,
+            early: plan.early,
+        },
         variant: false,
     };
     let mut plan = plan;
+    // A stored response may ask for a background refresh of its own (stale-while-revalidate).
+    plan.timed = true;
     let mut detail = "hit";
     for _ in 0..2 {
         let shared = Arc::new(r);
@@ -323,6 +328,7 @@ async fn read<S: Routes>(
                 plan = match ctx.cache.plan(&r.op, &routed.args).await {
                     Ok(mut p) => {
                         p.key.clone_from(&r.key);
+                        p.timed = true;
                         p
                     }
                     Err(_) => break,
@@ -359,9 +365,10 @@ async fn read<S: Routes>(
 /// response once it is whole, in the background if the client's answer went first).
 async fn through_engine<S: Routes>(ctx: &Arc<Ctx>, inner: S, r: Arc<ReadReq>, plan: Plan) -> Read {
     let (tx, mut rx) = oneshot::channel();
+    let (hold, mut held) = oneshot::channel::<Held>();
     let loader = {
         let (ctx, r) = (ctx.clone(), r.clone());
-        move |previous: Option<HttpEntry>| fetch(ctx, inner, r, previous, tx)
+        move |previous: Option<HttpEntry>| fetch(ctx, inner, r, previous, tx, hold)
     };
     let mut engine = Box::pin({
         let ctx = ctx.clone();
@@ -374,12 +381,22 @@ async fn through_engine<S: Routes>(ctx: &Arc<Ctx>, inner: S, r: Arc<ReadReq>, pl
     tokio::select! {
         biased;
         Ok(answer) = &mut rx => {
-            // The rest of the load (the body, the fill) finishes without the client.
-            tokio::spawn(engine);
+            // The rest of the load (the body, the fill) finishes without the client, whose
+            // last piece of the body waits for the fill.
+            tokio::spawn(async move {
+                let _ = engine.await;
+                if let Ok(h) = held.await {
+                    h.release().await;
+                }
+            });
             Read::Answered(answer)
         }
         out = &mut engine => {
             if let Ok(answer) = rx.try_recv() {
+                if let Ok(h) = held.try_recv() {
+                    // The client reads its body only once it has the answer.
+                    tokio::spawn(h.release());
+                }
                 return Read::Answered(answer);
             }
             match out {
@@ -426,6 +443,7 @@ async fn fetch<S: Routes>(
     r: Arc<ReadReq>,
     previous: Option<HttpEntry>,
     reply: oneshot::Sender<Response<Body>>,
+    hold: oneshot::Sender<Held>,
 ) -> Result<HttpEntry, NotStored> {
     // Before anything is asked: tags the answer names are fenced by this.
     let since = ctx.cache.sequence().await;
@@ -470,7 +488,7 @@ async fn fetch<S: Routes>(
             *res.status_mut() = StatusCode::from_u16(p.status).unwrap_or(StatusCode::OK);
             *res.headers_mut() = headers;
             let (rparts, ()) = res.into_parts();
-            return match semantics::assess(&r.parts, &rparts, r.options, r.policy_ttl, now) {
+            return match semantics::assess(&r.parts, &rparts, r.options, r.rule_time, now) {
                 Ok(keep) => {
                     let entry = stored_entry(&ctx, &r, &rparts, p.body(), &keep, since);
                     if let Kind::Response(s) = &entry.kind {
@@ -522,7 +540,7 @@ async fn fetch<S: Routes>(
         return Err(NotStored::Answered);
     }
 
-    let keep = semantics::assess(&r.parts, &parts, r.options, r.policy_ttl, now);
+    let keep = semantics::assess(&r.parts, &parts, r.options, r.rule_time, now);
     let too_big = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -578,7 +596,7 @@ async fn fetch<S: Routes>(
             .map(HeaderValue::as_bytes),
     ) && (r.parts.headers.contains_key(header::IF_NONE_MATCH)
         || r.parts.headers.contains_key(header::IF_MODIFIED_SINCE));
-    let (frames, client_body) = mpsc::channel::<Result<http_body::Frame<Bytes>, axum::Error>>(16);
+    let (frames, client_body) = mpsc::channel(16);
     let mut to_client = Some(frames);
     {
         let body = if unchanged || r.parts.method == Method::HEAD {
@@ -603,6 +621,7 @@ async fn fetch<S: Routes>(
         let _ = reply.send(answer);
     }
     let mut buf: Vec<u8> = Vec::new();
+    let mut last = None;
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
@@ -610,6 +629,9 @@ async fn fetch<S: Routes>(
             Err(e) => {
                 tracing::debug!(op = r.op, "the origin's body broke off: {e}; not stored");
                 if let Some(tx) = &to_client {
+                    if let Some(f) = last.take() {
+                        let _ = tx.send(Ok(f)).await;
+                    }
                     let _ = tx.send(Err(e)).await;
                 }
                 return Err(NotStored::Answered);
@@ -618,8 +640,10 @@ async fn fetch<S: Routes>(
         if let Some(data) = frame.data_ref() {
             buf.extend_from_slice(data);
         }
-        if let Some(tx) = &to_client {
-            if tx.send(Ok(frame)).await.is_err() {
+        // One piece behind: the last one reaches the client once the fill is done, so that a
+        // client that has read a whole miss finds it stored.
+        if let (Some(tx), Some(previous)) = (&to_client, last.replace(frame)) {
+            if tx.send(Ok(previous)).await.is_err() {
                 // The client went away: the body is still read, for the fill.
                 to_client = None;
             }
@@ -628,6 +652,11 @@ async fn fetch<S: Routes>(
             // Too big to store: the rest streams on its own, and the key passes for a while.
             if let Some(tx) = to_client {
                 tokio::spawn(async move {
+                    if let Some(f) = last {
+                        if tx.send(Ok(f)).await.is_err() {
+                            return;
+                        }
+                    }
                     while let Some(frame) = body.frame().await {
                         if tx.send(frame).await.is_err() {
                             break;
@@ -638,7 +667,9 @@ async fn fetch<S: Routes>(
             return Ok(pass_marker(&ctx));
         }
     }
-    drop(to_client);
+    if let Some(tx) = to_client {
+        let _ = hold.send(Held { tx, last });
+    }
     if !keep.vary.is_empty() && !r.variant {
         // Stored as the variant of this request's headers; the key itself says what varies.
         let key = format!(
@@ -672,6 +703,22 @@ async fn fetch<S: Routes>(
         &keep,
         since,
     ))
+}
+
+type Frames = mpsc::Sender<Result<http_body::Frame<Bytes>, axum::Error>>;
+
+/// A client's body held back by its last piece until the fill of its response is done.
+struct Held {
+    tx: Frames,
+    last: Option<http_body::Frame<Bytes>>,
+}
+
+impl Held {
+    async fn release(self) {
+        if let Some(f) = self.last {
+            let _ = self.tx.send(Ok(f)).await;
+        }
+    }
 }
 
 /// A stream of a channel's items.

@@ -95,8 +95,8 @@ pub(crate) struct Keep {
     /// How long the entry lives: fresh, then as long as it may still serve (stale windows,
     /// revalidation with its validators).
     pub ttl: Duration,
-    /// When the engine starts a background refresh (`stale-while-revalidate`): at the end of
-    /// freshness.
+    /// When the engine starts a background refresh: at the end of freshness
+    /// (`stale-while-revalidate`), or at the op's `early_ttl` if that comes first.
     pub early: Option<Duration>,
     /// The request headers it varies by (lowercase), if any.
     pub vary: Vec<String>,
@@ -106,15 +106,24 @@ pub(crate) struct Keep {
 /// with them (a `304` refreshes it without a body).
 const REVALIDATE_AT_LEAST: Duration = Duration::from_secs(60);
 
-/// Decides whether and how to keep a response to `req`. `policy_ttl` is the op's TTL, used
-/// when the upstream says nothing of freshness (or the route says `ttl=policy`).
+/// What the op's rule says of time: its TTL, used when the upstream says nothing of
+/// freshness (or the route says `ttl=policy`), and its early refresh.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RuleTime {
+    pub ttl: Duration,
+    /// The op's `early_ttl`: a fresh entry this old is refreshed in the background.
+    pub early: Option<Duration>,
+}
+
+/// Decides whether and how to keep a response to `req`.
 pub(crate) fn assess(
     req: &request::Parts,
     res: &response::Parts,
     options: RouteOptions,
-    policy_ttl: Duration,
+    rule: RuleTime,
     now: SystemTime,
 ) -> Result<Keep, NotStorable> {
+    let policy_ttl = rule.ttl;
     let h = &res.headers;
     if res.status.is_server_error() {
         return Err("an error of the upstream");
@@ -185,7 +194,15 @@ pub(crate) fn assess(
             sie,
         },
         ttl,
-        early: (swr > 0 && !fresh_left.is_zero()).then_some(fresh_left),
+        // A background refresh at the end of freshness (stale-while-revalidate), or earlier
+        // when the op's early_ttl says so.
+        early: [
+            (swr > 0 && !fresh_left.is_zero()).then_some(fresh_left),
+            rule.early.filter(|e| !e.is_zero() && *e < fresh_left),
+        ]
+        .into_iter()
+        .flatten()
+        .min(),
         vary,
     })
 }
@@ -309,7 +326,10 @@ mod tests {
             &req,
             &res,
             RouteOptions::default(),
-            Duration::from_secs(300),
+            RuleTime {
+                ttl: Duration::from_secs(300),
+                early: None,
+            },
             SystemTime::now(),
         )
     }
@@ -364,11 +384,15 @@ mod tests {
             &req,
             &res,
             options,
-            Duration::from_secs(300),
+            RuleTime {
+                ttl: Duration::from_secs(300),
+                early: Some(Duration::from_secs(45)),
+            },
             SystemTime::now(),
         )
         .unwrap();
         assert_eq!((k.freshness.fresh_ms - k.freshness.stored_ms) / 1000, 300);
+        assert_eq!(k.early, Some(Duration::from_secs(45)), "the op's early_ttl");
     }
 
     #[test]

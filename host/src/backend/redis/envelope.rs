@@ -111,9 +111,10 @@ impl<'a> Envelope<'a> {
         })
     }
 
-    /// Whether the entry was filled under exactly `tags`.
+    /// Whether it was filled under the epoch and `tags`, in that order, then perhaps tags
+    /// learned with its value.
     pub fn has_tags(&self, tags: &[String]) -> bool {
-        self.fence.len() == tags.len() + 1
+        self.fence.len() > tags.len()
             && self.fence[0].0.is_empty()
             && self.fence[1..]
                 .iter()
@@ -129,7 +130,12 @@ impl<'a> Envelope<'a> {
     /// Whether `current` (the epoch's token, then each tag's, as read now) still holds every
     /// token the entry was filled under.
     pub fn is_current(&self, current: &[Option<Vec<u8>>]) -> bool {
-        self.fence.len() == current.len()
+        self.fence.len() == current.len() && self.is_current_so_far(current)
+    }
+
+    /// Whether the first tokens it was filled under (as many as `current` has) still hold.
+    pub fn is_current_so_far(&self, current: &[Option<Vec<u8>>]) -> bool {
+        current.len() <= self.fence.len()
             && self
                 .fence
                 .iter()
@@ -150,7 +156,8 @@ mod tests {
         let e = Envelope::parse(&raw).unwrap();
         assert_eq!((e.born_ms, e.fill_id, e.early_ms), (0, 7, 0));
         assert!(e.has_tags(&tags));
-        assert!(!e.has_tags(&tags[..1]));
+        // A prefix: the rest are tags learned with the value, checked too.
+        assert!(e.has_tags(&tags[..1]));
         assert!(!e.has_tags(&["user:1".to_string(), "org:3".to_string()]));
         assert_eq!(e.value, b"{\"v\":1}");
         let cur = |v: &[&str]| -> Vec<Option<Vec<u8>>> {

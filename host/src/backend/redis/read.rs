@@ -102,6 +102,24 @@ impl Redis {
             (entry, now, current)
         };
         let env = entry.as_deref().and_then(Envelope::parse);
+        let mut current = current;
+        if let Some(env) = env.as_ref().filter(|e| {
+            e.fence.len() > current.len() && e.has_tags(tags) && e.is_current_so_far(&current)
+        }) {
+            // Tags learned with the value (an HTTP response's surrogate keys), beyond the
+            // rule's: their tokens, in a second round trip.
+            let cmds: Vec<Cmd> = env
+                .tags()
+                .skip(tags.len())
+                .map(|name| get(&self.keys.tag(&String::from_utf8_lossy(name))))
+                .collect();
+            current.extend(
+                self.run_many(&cmds)
+                    .await?
+                    .into_iter()
+                    .map(|v| Option::<Vec<u8>>::from_redis_value(v).unwrap_or(None)),
+            );
+        }
         let fresh = env
             .as_ref()
             .is_some_and(|env| env.has_tags(tags) && env.is_current(&current));

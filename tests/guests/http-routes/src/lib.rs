@@ -1,5 +1,7 @@
-//! Routes for the HTTP layer's tests (tests/http_layer.rs): reads and writes matched by path,
-//! a query parameter in a key, and a catch-all that caches anything else by its path.
+//! Routes for the HTTP layer's and the proxy's tests (tests/http_layer.rs, tests/proxy.rs):
+//! reads and writes matched by path, a query parameter in a key, routes with options (a lock,
+//! a grace period, credentials, the policy's TTL over the upstream's), and a catch-all that
+//! caches anything else by its path.
 
 use cachelet_guest::prelude::*;
 
@@ -21,6 +23,33 @@ fn define(p: &mut Policy) {
         .params(["user_id"])
         .route("PUT /users/{user_id}")
         .tags(["user:{user_id}"]);
+    p.read("get_locked")
+        .params(["id"])
+        .route("GET /locked/{id}")
+        .key("locked:{id}")
+        .ttl(60)
+        .lock(true);
+    p.read("get_graced")
+        .params(["id"])
+        .route("GET /graced/{id} grace=30")
+        .key("graced:{id}")
+        .ttl(60);
+    p.read("get_mine")
+        .params(["id"])
+        .route("GET /mine/{id} credentials")
+        .key("mine:{id}")
+        .ttl(60);
+    p.read("get_fixed")
+        .params(["id"])
+        .route("GET /fixed/{id} ttl=policy")
+        .key("fixed:{id}")
+        .ttl(60);
+    p.read("get_early")
+        .params(["id"])
+        .route("GET /early/{id}")
+        .key("early:{id}")
+        .ttl(60)
+        .early_ttl(1);
     p.read("get_page")
         .params(["path"])
         .route("GET /{*path}")

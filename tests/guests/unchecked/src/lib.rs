@@ -1,5 +1,7 @@
 //! Declares, without any SDK to refuse it, a native read template whose placeholders have no
 //! `:` between them: the host must refuse it at load, naming the op and both placeholders.
+//! With the feature `bad-route` (component `unchecked-route`), a read whose HTTP route does not
+//! parse instead: the host must refuse it at load, naming the op and what is wrong.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "cache-policy" });
 
@@ -26,14 +28,28 @@ fn read(name: &str, key: &str, tags: &[&str]) -> OpInfo {
     }
 }
 
+#[cfg(feature = "bad-route")]
+fn routed(name: &str, route: &str) -> OpInfo {
+    OpInfo {
+        route: Some(route.into()),
+        ..read(name, "user:{user_id}", &[])
+    }
+}
+
 impl Guest for Unchecked {
     fn describe() -> Result<PolicyInfo, String> {
         Ok(PolicyInfo {
             name: "unchecked".into(),
             version: "0.1.0".into(),
+            #[cfg(not(feature = "bad-route"))]
             ops: vec![
                 read("fine", "org:{org_id}:user:{user_id}", &["org:{org_id}"]),
                 read("joined", "org:{org_id}:user:{user_id}", &["member:{org_id}-{user_id}"]),
+            ],
+            #[cfg(feature = "bad-route")]
+            ops: vec![
+                routed("fine", "GET /users/{user_id}"),
+                routed("unclosed", "GET /users/{user_id"),
             ],
         })
     }
