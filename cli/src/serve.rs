@@ -65,7 +65,7 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
         (Some(u), false) => u.clone(),
         (None, false) => anyhow::bail!("--upstream URL (or CACHELET_UPSTREAM) is needed"),
     };
-    let mut b = Cache::builder();
+    let mut b = Cache::builder().serves_http();
     if let Some(dir) = compile_cache {
         b = b.compile_cache(dir);
     }

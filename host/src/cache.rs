@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -66,6 +66,9 @@ pub(crate) struct Inner {
     pub loaders: RwLock<HashMap<String, LoaderFn>>,
     /// The HTTP layer's loader for routed read ops.
     pub route_loader: arc_swap::ArcSwapOption<RouteLoader>,
+    /// The cache serves HTTP through its routes ([`CacheBuilder::serves_http`], or a route
+    /// loader installed).
+    pub serves_http: AtomicBool,
     pub stats: Counters,
     /// Bumped by every write of this process before it invalidates: a read that comes after
     /// it never joins a load that began before it.
@@ -161,9 +164,19 @@ pub struct CacheBuilder {
     policy_dir: Option<std::path::PathBuf>,
     fleet: Option<bool>,
     policy_pubkey: Option<String>,
+    serves_http: bool,
 }
 
 impl CacheBuilder {
+    /// Says the cache will serve HTTP through its policies' routes (`cachelet serve`,
+    /// [`crate::axum::serve`]): there a routed write is what runs a write rule, and a recache
+    /// of a routed read is a GET of its route. So the load-time warning about recaches without
+    /// a loader ([`Cache::recaches_without_loader`]) considers only the recaches of routed
+    /// writes, and counts routed reads as loaded.
+    pub fn serves_http(mut self) -> Self {
+        self.serves_http = true;
+        self
+    }
     /// The backend URL (`mem://`, `redis://...`), instead of `CACHE_URL`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
@@ -338,6 +351,7 @@ impl CacheBuilder {
                 flights: Arc::new(Flights::default()),
                 loaders: RwLock::new(HashMap::new()),
                 route_loader: arc_swap::ArcSwapOption::empty(),
+                serves_http: AtomicBool::new(self.serves_http),
                 stats: Counters::default(),
                 generation: AtomicU64::new(0),
                 detached: AtomicU64::new(0),
@@ -453,11 +467,11 @@ impl Cache {
     /// invalidates). Loading policies logs a warning listing them.
     pub fn recaches_without_loader(&self) -> Vec<String> {
         let set = self.inner.policies.load();
-        let routed = self.inner.route_loader.load().is_some();
-        set.recached_ops()
+        let http = self.inner.serves_http.load(Ordering::Relaxed);
+        set.recached_ops(http)
             .into_iter()
             .filter(|op| self.loader(op).is_none())
-            .filter(|op| !(routed && set.http_routes().of_op(op).is_some()))
+            .filter(|op| !(http && set.http_routes().of_op(op).is_some()))
             .map(str::to_string)
             .collect()
     }

@@ -196,6 +196,10 @@ pub(crate) fn install_route_loader(
             })
         });
     cache.inner.route_loader.store(Some(Arc::new(loader)));
+    cache
+        .inner
+        .serves_http
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Marks a request the cache makes itself (a recache), not a client's.

@@ -1093,11 +1093,13 @@ impl PolicySet {
         Ok(set)
     }
 
-    /// The read ops the declared write rules recache (computed rules may name others).
-    pub fn recached_ops(&self) -> std::collections::BTreeSet<&str> {
+    /// The read ops the declared write rules recache (computed rules may name others); only
+    /// those of writes with an HTTP route when `routed_writes_only`.
+    pub fn recached_ops(&self, routed_writes_only: bool) -> std::collections::BTreeSet<&str> {
         self.routes
-            .values()
-            .filter_map(|r| match r {
+            .iter()
+            .filter(|(op, _)| !routed_writes_only || self.http.of_op(op).is_some())
+            .filter_map(|(_, r)| match r {
                 Route::Write {
                     template: Some(t), ..
                 } => Some(t.recache.iter().map(|r| r.op.as_str())),

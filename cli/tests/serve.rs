@@ -1,0 +1,248 @@
+//! `cachelet serve` as people run it: the binary, in processes of its own, in front of the demo
+//! upstream, on a real Redis server shared by two of them. Lives beside the binary (in the cli
+//! package) so that cargo builds `cachelet` for it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cachelet_tests::redis::RedisServer;
+use cachelet_tests::{component, repo};
+
+/// A `cachelet serve` process; killed when dropped.
+struct Serve {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    base: String,
+    /// The upstream it reported.
+    upstream: String,
+    /// What it printed on stdout (the demo's commands).
+    stdout: String,
+}
+
+impl Serve {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cachelet"))
+            .arg("serve")
+            .args(["--listen", &listen])
+            .args(args)
+            .env_remove("CACHE_URL")
+            .env_remove("CACHELET_ADMIN_TOKEN")
+            .env("CACHELET_COMPILE_CACHE", repo().join("build/compile-cache"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A line on stderr says where it serves and what it caches; nothing is logged before
+        // it (no warning with the seed policy in front of its routes).
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.starts_with("cachelet serve: http://"), "{line}");
+        let upstream = line
+            .split(" in front of ")
+            .nth(1)
+            .and_then(|r| r.split([' ', ';']).next())
+            .unwrap()
+            .to_string();
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        let mut stdout = String::new();
+        if args.contains(&"--demo-upstream") {
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            while !stdout.contains("_cachelet/health") {
+                let mut l = String::new();
+                assert!(out.read_line(&mut l).unwrap() > 0, "{stdout}");
+                stdout.push_str(&l);
+            }
+        }
+        Serve {
+            child,
+            base: format!("http://{listen}"),
+            upstream,
+            stdout,
+        }
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, String, String) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut req = reqwest::Client::new()
+                .request(method.parse().unwrap(), format!("{}{path}", self.base))
+                .body(body.to_string());
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.unwrap();
+            let cache = r
+                .headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (r.status().as_u16(), cache, r.text().await.unwrap())
+        })
+    }
+
+    fn get(&self, path: &str) -> (String, String) {
+        let (status, cache, body) = self.request("GET", path, "", None);
+        assert_eq!(status, 200, "{path}: {body}");
+        (cache, body)
+    }
+
+    /// SIGTERM; the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "still running");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo of the README: every command it prints does what its comment says.
+#[test]
+fn the_demo_does_what_it_prints() {
+    let s = Serve::start(&["--demo-upstream"], &[]);
+    let token = s
+        .stdout
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .expect("the purge command carries the demo's token")
+        .to_string();
+    assert!(s.stdout.contains(&format!("curl -si {}/users/42", s.base)));
+    let (c, first) = s.get("/users/42");
+    assert_eq!(c, "MISS");
+    assert_eq!(s.get("/users/42"), ("HIT".to_string(), first));
+    let (status, _, _) = s.request("PUT", "/users/42", r#"{"name": "ann"}"#, None);
+    assert_eq!(status, 200);
+    let (c, body) = s.get("/users/42");
+    assert_eq!(c, "HIT", "warmed by the recache");
+    assert!(body.contains("\"ann\""), "{body}");
+    let purge = r#"{"tags": ["user:42"]}"#;
+    assert_eq!(s.request("POST", "/_cachelet/purge", purge, None).0, 401);
+    assert_eq!(
+        s.request("POST", "/_cachelet/purge", purge, Some(&token)).0,
+        200
+    );
+    assert_eq!(s.get("/users/42").0, "MISS");
+    let (status, _, health) = s.request("GET", "/_cachelet/health", "", None);
+    assert_eq!(status, 200);
+    assert!(health.contains("seed-rust"), "{health}");
+    assert!(s.stop().success(), "a clean exit on SIGTERM");
+}
+
+/// Without policies, the built-in one: every GET cached by its URL; a write invalidates every
+/// GET at or under its path.
+#[test]
+fn without_policies_every_get_is_cached_by_url() {
+    let demo = Serve::start(&["--demo-upstream"], &[]);
+    let s = Serve::start(&["--upstream", &demo.upstream], &[]);
+    for path in ["/users/1/settings", "/users/1", "/users/2"] {
+        assert_eq!(s.get(path).0, "MISS");
+        assert_eq!(s.get(path).0, "HIT");
+    }
+    assert_eq!(
+        s.get("/users/1/settings?x=1").0,
+        "MISS",
+        "the query is part of the URL"
+    );
+    assert_eq!(s.request("PUT", "/users/1", "bob", None).0, 200);
+    let (c, body) = s.get("/users/1");
+    assert_eq!(c, "MISS");
+    assert!(body.contains("bob"), "{body}");
+    assert_eq!(
+        s.get("/users/1/settings").0,
+        "MISS",
+        "under the written path"
+    );
+    assert_eq!(s.get("/users/2").0, "HIT", "beside it");
+}
+
+/// Two `cachelet serve` processes sharing a Redis: a PUT through one invalidates for the other.
+#[test]
+fn two_proxies_on_one_redis_share_entries_and_invalidations() {
+    let redis = RedisServer::plain();
+    let url = redis.url();
+    let env = [("CACHE_URL", url.as_str()), ("CACHE_PREFIX", "shared")];
+    let seed = component("seed-rust");
+    let a = Serve::start(&["--demo-upstream"], &env);
+    let b = Serve::start(
+        &[
+            "--upstream",
+            &a.upstream,
+            "--policy",
+            seed.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let (c, first) = a.get("/users/5");
+    assert_eq!(c, "MISS");
+    assert_eq!(
+        b.get("/users/5"),
+        ("HIT".to_string(), first.clone()),
+        "stored by a, served by b"
+    );
+    assert_eq!(
+        a.request("PUT", "/users/5", r#"{"name": "eve"}"#, None).0,
+        200
+    );
+    let (_, after) = b.get("/users/5");
+    assert!(after.contains("\"eve\""), "b after a's write: {after}");
+    assert_eq!(
+        b.request("PUT", "/users/5", r#"{"name": "mal"}"#, None).0,
+        200
+    );
+    let (_, after) = a.get("/users/5");
+    assert!(after.contains("\"mal\""), "a after b's write: {after}");
+    assert!(b.stop().success());
+    assert!(a.stop().success());
+}
+
+/// A bad setting is refused with a message that names it, and the process exits non-zero.
+#[test]
+fn a_bad_upstream_is_refused_naming_it() {
+    for (upstream, says) in [
+        ("ftp://example.com", "ftp://example.com"),
+        ("http://user:hunter2@", "upstream"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cachelet"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--upstream", upstream])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(
+            !err.contains("hunter2"),
+            "credentials stay out of errors: {err}"
+        );
+    }
+}
