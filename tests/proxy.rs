@@ -596,6 +596,18 @@ pub async fn http_semantics(t: &Target) {
     assert_eq!(up.asked("/swr"), 2, "one background refresh");
     assert_eq!(p.get("/swr").await.body, "/swr v0 #2");
 
+    // The op's early_ttl: a fresh answer this old is refreshed in the background.
+    p.get("/early/1").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let served = p.get("/early/1").await;
+    assert_eq!(
+        (served.cache.as_str(), served.body.as_str()),
+        ("HIT", "/early/1 v0 #1")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.asked("/early/1"), 2, "one background refresh");
+    assert_eq!(p.get("/early/1").await.body, "/early/1 v0 #2");
+
     // The upstream silent: the policy's TTL; `ttl=policy`: the policy's over the upstream's.
     up.script("/silent", Script::new(200, &[]));
     p.get("/silent").await;
@@ -866,6 +878,47 @@ pub async fn a_reload_while_serving_fails_no_request(t: &Target) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A shutdown lets the requests in flight finish, and a write among them delivers its
+/// invalidation: a proxy started afterwards on the same Redis serves the new data.
+pub async fn a_shutdown_finishes_requests_in_flight_and_loses_no_invalidation(t: &Target) {
+    let up = Upstream::start().await;
+    let settings = t.settings();
+    let cache = Cache::builder()
+        .settings(settings.clone())
+        .policy(PolicySource::file(component("seed-rust")))
+        .build()
+        .await
+        .unwrap();
+    let proxy = Proxy::builder(cache, &up.url).unwrap().build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(proxy.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let get = || client.get(format!("{base}/users/1")).send();
+    assert_eq!(get().await.unwrap().headers()["x-cache"], "MISS");
+    assert_eq!(get().await.unwrap().headers()["x-cache"], "HIT");
+    // A write and a read, both slow at the upstream, in flight when the signal comes.
+    up.delay_next("/users/1", Duration::from_millis(600));
+    let put = tokio::spawn(client.put(format!("{base}/users/1")).body("new").send());
+    up.delay_next("/users/2", Duration::from_millis(600));
+    let slow_get = tokio::spawn(client.get(format!("{base}/users/2")).send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.send(()).unwrap();
+    assert_eq!(put.await.unwrap().unwrap().status(), 200);
+    let r = slow_get.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().starts_with("/users/2 v0"));
+    server.await.unwrap().unwrap();
+    // Stopped: no new connection is accepted.
+    assert!(get().await.is_err());
+    let after = front_with(settings, "seed-rust", &up.url, |b| b).await;
+    let got = after.get("/users/1").await;
+    assert!(got.body.contains(" new "), "{got:?}");
+}
+
 /// HTTP/2 from a client (cleartext, prior knowledge) gets the same cache.
 pub async fn http2_clients_share_the_cache(t: &Target) {
     let up = Upstream::start().await;
@@ -922,5 +975,6 @@ suite!(
         http_semantics,
         a_purge_by_an_upstream_tag_invalidates_exactly_its_answers,
         the_admin_api_needs_the_token,
+        a_shutdown_finishes_requests_in_flight_and_loses_no_invalidation,
     ]
 );
