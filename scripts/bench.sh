@@ -3,7 +3,7 @@
 # installed into a venv from PyPI by its own script) first, then cachelet's, whose report prints
 # the ratios.
 #   scripts/bench.sh                      # everything: mem://, Redis, guest languages
-#   BENCH_ONLY=mem,redis scripts/bench.sh # some parts (mem, redis, languages, lifecycle, instructions;
+#   BENCH_ONLY=mem,redis scripts/bench.sh # some parts (mem, redis, languages, lifecycle, proxy, instructions;
 #                                         # the mem part also takes its sections:
 #                                         # memory,policy,hit,invalidation)
 # `instructions` (not in the default run: it needs valgrind) counts the instructions of a hit
@@ -122,4 +122,10 @@ if wants lifecycle; then
   for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   "$root/target/release/lifecycle" "$root/build/policies" --redis "redis://127.0.0.1:$port/0"
   kill "$(cat "$ldir/redis.pid")"; rm -rf "$ldir"
+fi
+
+# cachelet serve beside Varnish 7.1 and nginx proxy_cache: hits, misses, purges (installs wrk,
+# varnish and nginx-light from Debian's packages when missing).
+if wants proxy; then
+  "$root/scripts/bench-proxy.sh"
 fi
