@@ -4,7 +4,7 @@
 #   after warming each URL twice; two rounds, the targets interleaved (the upstream directly,
 #   Varnish with the default VCL and malloc, nginx proxy_cache with its lock, cachelet serve on
 #   mem:// and on Redis, both with the Rust seed policy, whose GET /users/{user_id} is the route);
-# - misses: every request a new URL, through cachelet (mem://) and to the upstream directly;
+# - misses: every request a new URL (5 s), through each of them;
 # - purges: POST /_cachelet/purge of one user's tag, then the next GET of it (a miss), on mem://
 #   and Redis.
 # Installs wrk, varnish and nginx-light from Debian's packages when missing.
