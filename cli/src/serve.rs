@@ -50,6 +50,25 @@ pub struct ServeArgs {
     /// The largest request body passed on, in bytes (larger: 413).
     #[arg(long, env = "CACHELET_MAX_REQUEST_BODY", default_value_t = 16 << 20)]
     max_request_body: u64,
+    /// Response headers whose values are tags of the response (surrogate keys), instead of
+    /// `Surrogate-Key` and `Cache-Tag`; repeatable, or comma-separated.
+    #[arg(
+        long = "surrogate-key-header",
+        env = "CACHELET_SURROGATE_KEY_HEADERS",
+        value_name = "NAME",
+        value_delimiter = ',',
+        value_parser = header_name
+    )]
+    surrogate_key_headers: Vec<axum::http::HeaderName>,
+    /// Pass the surrogate-key headers on to clients (they are stripped by default).
+    #[arg(long)]
+    forward_surrogate_keys: bool,
+}
+
+/// A header name as a flag gives it, or why it is not one.
+fn header_name(s: &str) -> Result<axum::http::HeaderName, String> {
+    axum::http::HeaderName::from_bytes(s.trim().as_bytes())
+        .map_err(|_| format!("{s:?} is not an HTTP header name"))
 }
 
 pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> {
@@ -104,33 +123,57 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
         .metrics(Arc::new(move || recorder.render()))
         .upstream_timeout(Duration::from_secs(args.upstream_timeout))
         .max_request_body(args.max_request_body)
-        .layer(|l| l.max_body(args.max_body))
+        .layer(|l| {
+            let l = l
+                .max_body(args.max_body)
+                .forward_surrogate_keys(args.forward_surrogate_keys);
+            if args.surrogate_key_headers.is_empty() {
+                l
+            } else {
+                l.surrogate_key_headers(args.surrogate_key_headers.clone())
+            }
+        })
         .build();
     let policies: Vec<String> = cache.policies().into_iter().map(|p| p.name).collect();
-    eprintln!(
-        "cachelet serve: http://{listening} in front of {upstream}{}; cache {}; policies: {}",
-        if args.demo_upstream {
-            " (demo upstream)"
-        } else {
-            ""
-        },
-        cache.settings().url,
-        if policies.is_empty() {
-            "none loaded".to_string()
-        } else {
-            policies.join(", ")
-        }
+    say(
+        &mut std::io::stderr(),
+        &format!(
+            "cachelet serve: http://{listening} in front of {upstream}{}; cache {}; policies: {}",
+            if args.demo_upstream {
+                " (demo upstream)"
+            } else {
+                ""
+            },
+            cache.settings().url,
+            if policies.is_empty() {
+                "none loaded".to_string()
+            } else {
+                policies.join(", ")
+            }
+        ),
     );
     if token.is_none() {
-        eprintln!("admin API off (set CACHELET_ADMIN_TOKEN); GET /_cachelet/health is open");
+        say(
+            &mut std::io::stderr(),
+            "admin API off (set CACHELET_ADMIN_TOKEN); GET /_cachelet/health is open",
+        );
     }
     if args.demo_upstream {
         let t = token.as_deref().unwrap_or_default();
-        println!("{}", demo_commands(&listening.to_string(), t, demo_token));
+        say(
+            &mut std::io::stdout(),
+            &demo_commands(&listening.to_string(), t, demo_token),
+        );
     }
     proxy.serve(listener, stop_signal()).await?;
-    eprintln!("cachelet serve: stopped");
+    say(&mut std::io::stderr(), "cachelet serve: stopped");
     Ok(())
+}
+
+/// Writes a line for the operator. A closed output (piped into `head`, a terminal gone) is
+/// no reason to stop serving: the error is ignored, where `println!` would panic.
+fn say(to: &mut dyn std::io::Write, line: &str) {
+    let _ = writeln!(to, "{line}").and_then(|()| to.flush());
 }
 
 /// Ctrl-C or SIGTERM.

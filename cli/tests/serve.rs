@@ -52,8 +52,16 @@ impl Serve {
             .and_then(|r| r.split([' ', ';']).next())
             .unwrap()
             .to_string();
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        // The rest of its log, shown with a failing test's output.
+        let at = listen.clone();
+        std::thread::spawn(move || {
+            for l in err.lines().map_while(Result::ok) {
+                eprintln!("[{at}] {l}");
+            }
+        });
         let mut stdout = String::new();
+        // The demo's commands are read up to the last one; then its output is closed, as
+        // `| head` would: the process must go on serving.
         if args.contains(&"--demo-upstream") {
             let mut out = BufReader::new(child.stdout.take().unwrap());
             while !stdout.contains("_cachelet/health") {
@@ -245,4 +253,88 @@ fn a_bad_upstream_is_refused_naming_it() {
             "credentials stay out of errors: {err}"
         );
     }
+}
+
+/// The surrogate-key headers are settings: `--surrogate-key-header` names the header whose
+/// values tag a response (the default names then tag nothing), `--forward-surrogate-keys`
+/// lets clients see it; a name that is not a header name is refused, naming it.
+#[test]
+fn surrogate_key_headers_are_settings() {
+    // An upstream that tags every answer two ways and counts what it is asked.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let body = format!("answer {n}");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=300\r\nX-Tags: red\r\n\
+                 Surrogate-Key: blue\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let s = Serve::start(
+        &[
+            "--upstream",
+            &upstream,
+            "--surrogate-key-header",
+            "x-tags",
+            "--forward-surrogate-keys",
+        ],
+        &[("CACHELET_ADMIN_TOKEN", "t0ken")],
+    );
+    let tags_seen = || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let r = reqwest::get(format!("{}/a", s.base)).await.unwrap();
+            r.headers()
+                .get("x-tags")
+                .map(|v| v.to_str().unwrap().to_string())
+        })
+    };
+    let (c, first) = s.get("/a");
+    assert_eq!(c, "MISS");
+    assert_eq!(tags_seen().as_deref(), Some("red"), "forwarded");
+    let purge = |tag: &str| {
+        let (status, _, body) = s.request(
+            "POST",
+            "/_cachelet/purge",
+            &format!(r#"{{"tags": ["{tag}"]}}"#),
+            Some("t0ken"),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    purge("blue");
+    assert_eq!(
+        s.get("/a"),
+        ("HIT".to_string(), first.clone()),
+        "Surrogate-Key is no longer a tag header"
+    );
+    purge("red");
+    let (c, second) = s.get("/a");
+    assert_eq!(c, "MISS", "purged by the tag X-Tags gave it");
+    assert_ne!(second, first);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cachelet"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--upstream", &upstream])
+        .args(["--surrogate-key-header", "x tags"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("\"x tags\" is not an HTTP header name"),
+        "{err}"
+    );
 }
