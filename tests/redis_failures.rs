@@ -16,11 +16,9 @@ use cachelet_tests::{component, ChildHost};
 use serde_json::{json, Value as Json};
 
 fn settings(url: &str, prefix: &str) -> Settings {
-    let mut s = Settings {
-        url: BackendUrl::parse(url).unwrap(),
-        prefix: prefix.into(),
-        ..Settings::default()
-    };
+    let mut s = Settings::default();
+    s.url = BackendUrl::parse(url).unwrap();
+    s.prefix = prefix.into();
     s.redis.timeout = Duration::from_millis(200);
     s.redis.cooldown = Duration::from_millis(400);
     s
@@ -627,11 +625,11 @@ async fn a_thousand_concurrent_calls_use_at_most_the_instance_bound() {
     // across those round trips.
     let c = Cache::builder()
         .settings(s)
-        .policy_limits(cachelet::PolicyLimits {
-            max_instances: 4,
-            instance_wait: Duration::from_millis(50),
-            ..Default::default()
-        })
+        .policy_limits(
+            cachelet::PolicyLimits::default()
+                .with_max_instances(4)
+                .with_instance_wait(Duration::from_millis(50)),
+        )
         .policy_file(component("engine-rules"))
         .build()
         .await

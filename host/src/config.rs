@@ -8,6 +8,7 @@ use crate::Error;
 
 /// The TTL buckets a policy may name instead of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TtlBuckets {
     /// `CACHE_TTL_SHORT`, 30 s by default.
     pub short: u32,
@@ -39,6 +40,7 @@ impl Default for TtlBuckets {
 /// assert!(BackendUrl::parse("memcached://x").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendUrl {
     /// The in-process memory backend (`mem://`).
     Memory,
@@ -48,6 +50,7 @@ pub enum BackendUrl {
 
 /// A parsed `redis://` / `rediss://` URL.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RedisUrl {
     /// `rediss://`: TLS.
     pub tls: bool,
@@ -239,8 +242,19 @@ impl fmt::Debug for RedisUrl {
 }
 
 /// Everything a cache is configured with. [`Settings::from_env`] reads the environment;
-/// every field can be set in code through [`crate::CacheBuilder`].
+/// every field can be set in code through [`crate::CacheBuilder`], or on the defaults (new
+/// fields may come: start from [`Settings::default`] or [`Settings::from_env`]).
+///
+/// ```
+/// use std::time::Duration;
+/// let mut s = cachelet::Settings::default();
+/// s.prefix = "orders".into();
+/// s.redis.timeout = Duration::from_millis(100);
+/// s.guest.max_tags = 16;
+/// let builder = cachelet::Cache::builder().settings(s);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Settings {
     /// `CACHE_URL`, else `REDIS_URL`, else `mem://`.
     pub url: BackendUrl,
@@ -275,6 +289,7 @@ pub struct Settings {
 
 /// Settings of the Redis backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RedisOptions {
     /// `CACHE_REDIS_TIMEOUT_MS` (250): longest a cache operation waits for Redis before the
     /// read falls through to its loader.

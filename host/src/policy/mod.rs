@@ -53,14 +53,16 @@ const POLICY_EXPORT: &str = "cachelet:policy/policy@0.2.0";
 const PACKAGE: &str = "cachelet:policy";
 const PACKAGE_VERSION: &str = "0.2.0";
 
-/// Limits every instance of a policy runs under.
+/// Limits every instance of a policy runs under: the defaults, changed with the `with_*`
+/// setters.
 ///
 /// ```
 /// use std::time::Duration;
-/// let limits = cachelet::PolicyLimits { deadline: Duration::from_millis(20), ..Default::default() };
-/// assert_eq!(limits.memory, 64 << 20);
+/// let limits = cachelet::PolicyLimits::default().with_deadline(Duration::from_millis(20));
+/// assert_eq!((limits.deadline, limits.memory), (Duration::from_millis(20), 64 << 20));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PolicyLimits {
     /// Longest a single policy call may run (default 100 ms). Past it the call traps.
     pub deadline: Duration,
@@ -86,6 +88,38 @@ impl Default for PolicyLimits {
             max_instances: 8,
             instance_wait: Duration::from_millis(10),
         }
+    }
+}
+
+impl PolicyLimits {
+    /// Longest a single policy call may run.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Most linear memory one instance may hold, in bytes.
+    pub fn with_memory(mut self, bytes: usize) -> Self {
+        self.memory = bytes;
+        self
+    }
+
+    /// Idle instances kept ready per policy.
+    pub fn with_idle_instances(mut self, n: usize) -> Self {
+        self.idle_instances = n;
+        self
+    }
+
+    /// Most instances of one policy alive at once.
+    pub fn with_max_instances(mut self, n: usize) -> Self {
+        self.max_instances = n;
+        self
+    }
+
+    /// How long a read's call waits for a busy policy's instance.
+    pub fn with_instance_wait(mut self, wait: Duration) -> Self {
+        self.instance_wait = wait;
+        self
     }
 }
 
@@ -186,6 +220,7 @@ pub enum OpKind {
 
 /// One operation a policy declares.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct OpInfo {
     /// The operation's name.
     pub name: String,
@@ -202,6 +237,7 @@ pub struct OpInfo {
 
 /// What `cachelet check` reports about a component.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct PolicyReport {
     /// The policy's name (from `describe`).
     pub name: String,
