@@ -7,12 +7,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cachelet::{BackendUrl, Cache, Invalidation, Settings};
 use cachelet_tests::redis::{RedisOptions, RedisServer};
-use cachelet_tests::{component, ChildHost};
+use cachelet_tests::{component, Captured, ChildHost};
 use serde_json::{json, Value as Json};
 
 fn settings(url: &str, prefix: &str) -> Settings {
@@ -505,31 +505,9 @@ async fn mutual_tls_with_a_server_that_requires_a_client_certificate() {
     assert_eq!(read(&c, "get_user", 1, json!("x"), &loads).await, "u1");
 }
 
-/// A writer for log lines, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn credentials_never_appear_in_errors_or_logs() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::TRACE);
 
     // Malformed URLs, with a password in them.
     for url in [
@@ -565,7 +543,7 @@ async fn credentials_never_appear_in_errors_or_logs() {
     server.resume();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     read(&c, "get_user", 1, json!("u1"), &loads).await;
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("Redis failing"),
         "the outage was not logged:\n{text}"
