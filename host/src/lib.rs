@@ -146,7 +146,7 @@ pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
 #[doc(hidden)]
 pub use embed::__private;
 pub use embed::{install, installed};
-pub use error::{Blame, Error, LoadError};
+pub use error::{Blame, Cause, Error, LoadError};
 pub use policy::fleet::{Push, PushedPolicy};
 pub use policy::lifecycle::{PolicyFailure, PolicyOrigin, PolicyState, PolicyStatus, Serving};
 pub use policy::limits::GuestLimits;

@@ -371,7 +371,10 @@ impl Fleet {
     async fn sync_here(&self, lifecycle: &Lifecycle) {
         if self.follows {
             if let Err(e) = self.sync(lifecycle).await {
-                tracing::warn!("pushed policies: {e}; the next check tries again");
+                tracing::warn!(
+                    "pushed policies: {}; the next check tries again",
+                    crate::error::chain(&e)
+                );
             }
         }
     }
@@ -493,7 +496,10 @@ impl Fleet {
                     Ok(g) if g != seen => Some(g),
                     Ok(_) => None,
                     Err(e) => {
-                        tracing::debug!("pushed policies: cannot check: {e}");
+                        tracing::debug!(
+                            "pushed policies: cannot check: {}",
+                            crate::error::chain(&e)
+                        );
                         continue;
                     }
                 };
@@ -508,7 +514,12 @@ impl Fleet {
                         seen = changed.unwrap_or(seen);
                         reported = tokio::time::Instant::now();
                     }
-                    Err(e) => tracing::debug!("pushed policies: {e}; trying again"),
+                    Err(e) => {
+                        tracing::debug!(
+                            "pushed policies: {}; trying again",
+                            crate::error::chain(&e)
+                        )
+                    }
                 }
             }
         });

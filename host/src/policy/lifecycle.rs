@@ -364,7 +364,10 @@ impl Lifecycle {
                 Ok(true)
             }
             Err(e) => {
-                tracing::warn!("{origin}: not loaded, what serves stays: {e}");
+                tracing::warn!(
+                    "{origin}: not loaded, what serves stays: {}",
+                    crate::error::chain(&e)
+                );
                 let entry = state.entries.entry(origin.clone()).or_insert(Entry {
                     serving: None,
                     failure: None,
