@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cachelet::{Cache, Error};
-use cachelet_tests::{component, repo, Target};
+use cachelet_tests::{component, repo, Captured, Target};
 use serde_json::json;
 
 /// A fresh, empty directory for one test.
@@ -398,6 +398,8 @@ async fn a_policy_that_keeps_faulting_is_quarantined_until_a_good_version_lifts_
     let file = dir.join("lc.wasm");
     install("lifecycle-trap", &dir, "lc.wasm");
     let cache = watching(&dir).await;
+    // What this test's calls log at INFO and above (they run on this thread).
+    let (logs, _logging) = Captured::install(tracing::Level::INFO);
     let loads = Arc::new(AtomicU64::new(0));
     for i in 0..60u64 {
         let l = loads.clone();
@@ -432,6 +434,31 @@ async fn a_policy_that_keeps_faulting_is_quarantined_until_a_good_version_lifts_
     // The bound, then no call at all: 120 calls made, 20 reached the guest.
     assert_eq!(stats.guest_faults, 20, "no further guest calls: {stats:?}");
     assert_eq!(serving.faults, 20);
+    // The other 100 are counted as quarantined, not as policy errors, and are not logged one
+    // by one: one line says the quarantine began. Every write still invalidated the namespace
+    // (its rule could not be computed): 10 that faulted, 50 that were not made.
+    assert_eq!(
+        (
+            stats.quarantined,
+            stats.policy_errors,
+            stats.namespace_flushes
+        ),
+        (100, 0, 60),
+        "{stats:?}"
+    );
+    let text = logs.text();
+    assert_eq!(
+        text.matches("policy quarantined").count(),
+        1,
+        "the quarantine's start is logged once:\n{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("is quarantined"))
+            .count(),
+        0,
+        "quarantined calls are logged one by one:\n{text}"
+    );
     assert!(matches!(
         cache.read_rule("lc_get", &json!({"id": 1}), false).await,
         Err(Error::Quarantined { .. })

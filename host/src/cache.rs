@@ -100,6 +100,10 @@ pub struct Stats {
     pub uncached: u64,
     /// Policy errors (a guest's `Err`, a template missing an argument, bad arguments).
     pub policy_errors: u64,
+    /// Calls of a quarantined policy's ops: not made; reads served uncached, writes flush the
+    /// namespace. Neither logged one by one nor counted as policy errors (the quarantine was
+    /// logged once, when it began).
+    pub quarantined: u64,
     /// Guest faults (trap, deadline, memory cap); each discarded an instance.
     pub guest_faults: u64,
     /// Calls served uncached because every instance of their policy was busy.
@@ -132,6 +136,7 @@ pub(crate) struct Counters {
     pub early_refreshes: AtomicU64,
     pub uncached: AtomicU64,
     pub policy_errors: AtomicU64,
+    pub quarantined: AtomicU64,
     pub invalidations: AtomicU64,
     pub namespace_flushes: AtomicU64,
     pub recaches: AtomicU64,
@@ -581,6 +586,7 @@ impl Cache {
             early_refreshes: g(&c.early_refreshes),
             uncached: g(&c.uncached),
             policy_errors: g(&c.policy_errors),
+            quarantined: g(&c.quarantined),
             guest_faults: policies.policies().map(|p| p.faults()).sum(),
             guest_busy: policies.policies().map(|p| p.busy()).sum(),
             guest_instances: policies.policies().map(|p| p.instances().0 as u64).sum(),

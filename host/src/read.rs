@@ -399,6 +399,12 @@ impl Cache {
                 );
                 return Err(metrics);
             }
+            Err(e @ Error::Quarantined { .. }) => {
+                // Logged once, when the quarantine began; each call is only counted.
+                bump(&self.inner.stats.quarantined);
+                tracing::debug!(op, "serving uncached: {e}");
+                return Err(metrics);
+            }
             Err(e) => {
                 if !matches!(e, Error::Guest { .. } | Error::Busy { .. }) {
                     bump(&self.inner.stats.policy_errors);
