@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachelet::{Cache, Error};
+use cachelet::{Cache, Error, PolicyLimits, PushOptions, RequestedLimits};
 use cachelet_tests::{component, repo, Captured, Target};
 use serde_json::json;
 
@@ -560,6 +560,96 @@ async fn answers_past_the_limits_are_refused_naming_the_limit_and_do_not_slow_ot
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_runs_under_the_limits_it_asks_for_within_the_host_maxima() {
+    let dir = fresh_dir("own-limits");
+    let greedy = dir.join("greedy.wasm");
+    let limits = dir.join("greedy.limits.json");
+    std::fs::write(&limits, r#"{"deadline_ms": 30}"#).unwrap();
+    install("greedy", &dir, "greedy.wasm");
+    let host = PolicyLimits::default().with_deadline(Duration::from_millis(400));
+    let cache = Cache::builder()
+        .settings(Target::memory().settings())
+        .compile_cache(repo().join("build/compile-cache"))
+        .policy_limits(host)
+        .policy_dir(&dir)
+        .build()
+        .await
+        .unwrap();
+    let applied = |c: &Cache, origin: &cachelet::PolicyOrigin| {
+        let s = c.policy_status();
+        let v = s.get(origin)?.serving.as_ref()?;
+        Some((v.deadline, v.memory))
+    };
+    let file = cachelet::PolicyOrigin::File(std::fs::canonicalize(&greedy).unwrap());
+    assert_eq!(
+        applied(&cache, &file),
+        Some((Duration::from_millis(30), host.memory))
+    );
+    // A guest looping inside host calls is stopped at its own deadline, not the host's.
+    let t0 = Instant::now();
+    let e = cache
+        .read_rule("store_loop", &json!({"id": 1}), false)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(e.to_string().contains("deadline of 30ms"), "{e}");
+    assert!(took < Duration::from_millis(300), "stopped after {took:?}");
+
+    // Asking for more than the host allows gets the host's maxima.
+    std::fs::write(
+        &limits,
+        r#"{"deadline_ms": 60000, "memory_bytes": 1099511627776}"#,
+    )
+    .unwrap();
+    until(&cache, Duration::from_secs(5), "the new limits", |_| {
+        applied(&cache, &file) == Some((host.deadline, host.memory))
+    })
+    .await;
+    // A limits file that does not parse is refused, naming it and the problem; what serves
+    // stays.
+    std::fs::write(&limits, r#"{"deadline": 5}"#).unwrap();
+    until(&cache, Duration::from_secs(5), "the refusal", |s| {
+        s.get(&file)
+            .and_then(|p| p.failure.as_ref())
+            .is_some_and(|f| {
+                f.message.contains("greedy.limits.json") && f.message.contains("unknown field")
+            })
+    })
+    .await;
+    assert_eq!(applied(&cache, &file), Some((host.deadline, host.memory)));
+
+    // A push carries its limits; the same component pushed without them runs under the
+    // host's.
+    let pushed = cachelet::PolicyOrigin::Pushed("lifecycle".into());
+    let a = std::fs::read(component("lifecycle-a")).unwrap();
+    let asked = RequestedLimits::default()
+        .with_deadline(Duration::from_millis(20))
+        .with_memory(16 << 20);
+    let push = cache
+        .push_policy(a.clone(), PushOptions::default().limits(asked))
+        .await
+        .unwrap();
+    assert_eq!(push.limits, asked);
+    assert_eq!(
+        applied(&cache, &pushed),
+        Some((Duration::from_millis(20), 16 << 20))
+    );
+    assert_eq!(read_version(&cache, 1).await.unwrap(), "A");
+    cache.push_policy(a, PushOptions::default()).await.unwrap();
+    assert_eq!(applied(&cache, &pushed), Some((host.deadline, host.memory)));
+    // Limits no call could run under are refused before anything is stored.
+    let e = cache
+        .push_policy(
+            std::fs::read(component("lifecycle-b")).unwrap(),
+            PushOptions::default().limits(RequestedLimits::default().with_memory(1024)),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("memory_bytes"), "{e}");
+    assert_eq!(read_version(&cache, 1).await.unwrap(), "A");
+}
+
 /// The median time of `n` calls of `lc_get`.
 async fn time_calls(cache: &Cache, n: usize) -> Duration {
     let mut times = Vec::with_capacity(n);
@@ -587,7 +677,10 @@ async fn the_memory_backend_pushes_rolls_back_and_removes_through_the_library() 
     let origin = cachelet::PolicyOrigin::Pushed("lifecycle".into());
 
     // Unsigned: stored, refused by this host (it has a key); nothing serves.
-    let push = cache.push_policy(a.clone(), None).await.unwrap();
+    let push = cache
+        .push_policy(a.clone(), PushOptions::default())
+        .await
+        .unwrap();
     assert_eq!(
         (push.name.as_str(), push.version.as_str()),
         ("lifecycle", "A")
@@ -605,7 +698,9 @@ async fn the_memory_backend_pushes_rolls_back_and_removes_through_the_library() 
         .await
         .is_err());
 
-    let sign = |bytes: &[u8]| Some(cachelet::sign_policy(&secret, bytes).unwrap());
+    let sign = |bytes: &[u8]| {
+        PushOptions::default().signature(cachelet::sign_policy(&secret, bytes).unwrap())
+    };
     cache.push_policy(a.clone(), sign(&a)).await.unwrap();
     assert_eq!(
         read_version(&cache, 1).await.unwrap(),
@@ -637,7 +732,7 @@ async fn the_memory_backend_pushes_rolls_back_and_removes_through_the_library() 
     assert!(e.to_string().contains("no pushed policy"), "{e}");
     // A component that does not load is not pushed.
     let e = cache
-        .push_policy(b"garbage".to_vec(), None)
+        .push_policy(b"garbage".to_vec(), PushOptions::default())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no `\\0asm` header"), "{e}");

@@ -401,13 +401,13 @@ impl Cache {
     /// checked here first (it must load), stored under its SHA-256 and made the current
     /// version of its policy (by the name its `describe` gives). Hosts that follow pushes
     /// ([`CacheBuilder::fleet`]) pick it up at their next check; on the memory backend this
-    /// cache serves it when this returns. `signature` is its Ed25519 signature in hex
-    /// ([`sign_policy`](crate::sign_policy)), required by hosts with a public key.
+    /// cache serves it when this returns. `options` carry its Ed25519 signature in hex ([`sign_policy`](crate::sign_policy)),
+    /// required by hosts with a public key, and the limits it asks for ([`RequestedLimits`](crate::RequestedLimits)).
     ///
     /// ```no_run
     /// # async fn demo(cache: cachelet::Cache) -> Result<(), cachelet::Error> {
     /// let bytes = std::fs::read("policy.wasm").unwrap();
-    /// let push = cache.push_policy(bytes, None).await?;
+    /// let push = cache.push_policy(bytes, Default::default()).await?;
     /// println!("{} {} is current ({})", push.name, push.version, &push.hash[..12]);
     /// cache.rollback_policy(&push.name).await?; // back to the push before
     /// # Ok(()) }
@@ -415,11 +415,11 @@ impl Cache {
     pub async fn push_policy(
         &self,
         component: Vec<u8>,
-        signature: Option<String>,
+        options: crate::PushOptions,
     ) -> Result<Push, Error> {
         self.inner
             .fleet
-            .push(&self.inner.lifecycle, component, signature)
+            .push(&self.inner.lifecycle, component, options)
             .await
     }
 

@@ -175,7 +175,7 @@ async fn push_to_hosts(policies: &Path, url: &str, rounds: usize) -> Result<f64>
             ("lifecycle-a", ":A")
         };
         let bytes = std::fs::read(policies.join(format!("{name}.wasm")))?;
-        pusher.push_policy(bytes, None).await?;
+        pusher.push_policy(bytes, Default::default()).await?;
         let t0 = Instant::now();
         served(&one, "lc_get", &args, suffix).await;
         served(&two, "lc_get", &args, suffix).await;

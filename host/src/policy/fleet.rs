@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::lifecycle::{Change, Lifecycle, PolicyOrigin};
 use super::signature::PublicKey;
-use super::{hex_sha256, PolicySource};
+use super::{hex_sha256, PolicySource, RequestedLimits};
 use crate::backend::redis::Redis;
 use crate::backend::AnyBackend;
 use crate::Error;
@@ -74,6 +74,40 @@ pub struct Push {
     pub pushed_at: u64,
     /// Its Ed25519 signature (hex), if it was signed.
     pub signature: Option<String>,
+    /// The limits it asks for (within each host's maxima). Not covered by the signature: a
+    /// limit can only tighten what a host allows.
+    #[serde(default, skip_serializing_if = "RequestedLimits::is_empty")]
+    pub limits: RequestedLimits,
+}
+
+/// How to push a policy ([`Cache::push_policy`](crate::Cache::push_policy)).
+///
+/// ```
+/// use std::time::Duration;
+/// let options = cachelet::PushOptions::default()
+///     .limits(cachelet::RequestedLimits::default().with_deadline(Duration::from_millis(20)));
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PushOptions {
+    /// The component's Ed25519 signature (hex), required by hosts with a public key.
+    pub signature: Option<String>,
+    /// The limits the policy asks for.
+    pub limits: RequestedLimits,
+}
+
+impl PushOptions {
+    /// With this signature ([`sign_policy`](crate::sign_policy)).
+    pub fn signature(mut self, signature: impl Into<String>) -> Self {
+        self.signature = Some(signature.into());
+        self
+    }
+
+    /// Asking for these limits.
+    pub fn limits(mut self, limits: RequestedLimits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// A pushed policy: its current version, its history and who runs it.
@@ -270,14 +304,21 @@ impl Fleet {
         &self,
         lifecycle: &Lifecycle,
         component: Vec<u8>,
-        signature: Option<String>,
+        options: PushOptions,
     ) -> Result<Push, Error> {
+        let PushOptions { signature, limits } = options;
         let hash = hex_sha256(&component);
+        limits
+            .check()
+            .map_err(|e| push_error(&format!("component {}", &hash[..12]), e))?;
         let policy = lifecycle
-            .check(PolicySource::Bytes {
-                name: format!("pushed component {}", &hash[..12]),
-                bytes: component.clone(),
-            })
+            .check(
+                PolicySource::Bytes {
+                    name: format!("pushed component {}", &hash[..12]),
+                    bytes: component.clone(),
+                },
+                &limits,
+            )
             .await?;
         let push = Push {
             name: policy.name().to_string(),
@@ -287,6 +328,7 @@ impl Fleet {
             size: component.len(),
             pushed_at: now_ms(),
             signature,
+            limits,
         };
         drop(policy);
         let json = serde_json::to_vec(&push).expect("a push serializes");
@@ -398,7 +440,7 @@ impl Fleet {
             // A refusal is remembered per component and signature: the same push is not
             // checked again at every change, a newly signed one is.
             let memo = format!("{}/{}", push.hash, push.signature.as_deref().unwrap_or("-"));
-            if lifecycle.serving_hash(&origin).as_deref() == Some(push.hash.as_str())
+            if lifecycle.serves(&origin, &push.hash, &push.limits)
                 || lifecycle.refused(&origin, &memo)
             {
                 continue;
@@ -438,7 +480,7 @@ impl Fleet {
                 bytes,
             };
             let _ = lifecycle
-                .apply(origin, Change::Load(source, push.hash))
+                .apply(origin, Change::Load(source, push.hash, push.limits))
                 .await;
         }
         for origin in lifecycle.origins(|o| matches!(o, PolicyOrigin::Pushed(_))) {
