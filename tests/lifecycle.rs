@@ -650,6 +650,90 @@ async fn a_policy_runs_under_the_limits_it_asks_for_within_the_host_maxima() {
     assert_eq!(read_version(&cache, 1).await.unwrap(), "A");
 }
 
+/// A host that follows pushes and checks for changes only once a minute: what it picks up
+/// sooner, it was told.
+async fn told_host(s: &cachelet::Settings) -> Cache {
+    let mut s = s.clone();
+    s.policy_check = Duration::from_secs(60);
+    Cache::builder()
+        .settings(s)
+        .compile_cache(repo().join("build/compile-cache"))
+        .fleet(true)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Waits up to 2 s for `op` to answer as `want` says; the time it took.
+async fn within_2s(
+    cache: &Cache,
+    what: &str,
+    want: impl Fn(Result<String, Error>) -> bool,
+) -> Duration {
+    let t0 = Instant::now();
+    while !want(read_version(cache, 1).await) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{what}: not within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t0.elapsed()
+}
+
+async fn pushes_rollbacks_and_removals_are_announced(target: Target) {
+    let s = target.settings();
+    let (one, two) = (told_host(&s).await, told_host(&s).await);
+    let mut p = s.clone();
+    p.fleet = false;
+    let pusher = Cache::builder()
+        .settings(p)
+        .compile_cache(repo().join("build/compile-cache"))
+        .build()
+        .await
+        .unwrap();
+    // Their subscriptions are made in the background: give them a moment, as a host that
+    // has been serving for a while has had.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut took = Vec::new();
+    for (guest, version) in [("lifecycle-a", "A"), ("lifecycle-b", "B")] {
+        pusher
+            .push_policy(
+                std::fs::read(component(guest)).unwrap(),
+                PushOptions::default(),
+            )
+            .await
+            .unwrap();
+        for host in [&one, &two] {
+            took.push(within_2s(host, version, |v| v.ok().as_deref() == Some(version)).await);
+        }
+    }
+    pusher.rollback_policy("lifecycle").await.unwrap();
+    for host in [&one, &two] {
+        took.push(within_2s(host, "the rollback", |v| v.ok().as_deref() == Some("A")).await);
+    }
+    pusher.remove_policy("lifecycle").await.unwrap();
+    for host in [&one, &two] {
+        took.push(
+            within_2s(host, "the removal", |v| {
+                matches!(v, Err(Error::UnknownOp(_)))
+            })
+            .await,
+        );
+    }
+    eprintln!("announced changes served after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_are_announced_to_following_hosts_on_a_redis_server() {
+    pushes_rollbacks_and_removals_are_announced(Target::redis()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_are_announced_to_following_hosts_on_a_redis_cluster() {
+    pushes_rollbacks_and_removals_are_announced(Target::redis_cluster()).await;
+}
+
 /// The median time of `n` calls of `lc_get`.
 async fn time_calls(cache: &Cache, n: usize) -> Duration {
     let mut times = Vec::with_capacity(n);

@@ -258,8 +258,9 @@ impl CacheBuilder {
     }
     /// Whether this host loads and follows the policies pushed to its Redis (instead of
     /// `CACHELET_POLICY_FLEET`; off by default): the current set is loaded before the cache
-    /// serves, and each push, rollback or removal is picked up within a fraction of a second
-    /// (a check every 250 ms), also after this host was disconnected. The memory backend
+    /// serves, and each push, rollback or removal is picked up at once (announced through
+    /// Redis pub/sub), also after this host was disconnected (a check every
+    /// [`Settings::policy_check`], 250 ms, catches up). The memory backend
     /// always follows its own pushes ([`Cache::push_policy`]).
     pub fn fleet(mut self, follow: bool) -> Self {
         self.fleet = Some(follow);
@@ -331,7 +332,7 @@ impl CacheBuilder {
             crate::policy::watch::start(&lifecycle, &dir).await?;
             s.policy_dir = Some(dir);
         }
-        let fleet = Arc::new(Fleet::new(&store.backend, s.fleet, pubkey));
+        let fleet = Arc::new(Fleet::new(&store.backend, s.fleet, s.policy_check, pubkey));
         fleet.start(&lifecycle).await?;
         let cache = Cache {
             inner: Arc::new(Inner {
@@ -400,8 +401,9 @@ impl Cache {
     /// Publishes `component` to every host of this cache (`cachelet policy push`): it is
     /// checked here first (it must load), stored under its SHA-256 and made the current
     /// version of its policy (by the name its `describe` gives). Hosts that follow pushes
-    /// ([`CacheBuilder::fleet`]) pick it up at their next check; on the memory backend this
-    /// cache serves it when this returns. `options` carry its Ed25519 signature in hex ([`sign_policy`](crate::sign_policy)),
+    /// ([`CacheBuilder::fleet`]) pick it up at once (a notification; a periodic check
+    /// catches up with a missed one); on the memory backend this cache serves it when this
+    /// returns. `options` carry its Ed25519 signature in hex ([`sign_policy`](crate::sign_policy)),
     /// required by hosts with a public key, and the limits it asks for ([`RequestedLimits`](crate::RequestedLimits)).
     ///
     /// ```no_run

@@ -282,6 +282,11 @@ pub struct Settings {
     /// what anyone who can write to the cache's Redis prefix pushes, unless a public key is
     /// configured. The memory backend always follows its own pushes (one process).
     pub fleet: bool,
+    /// `CACHELET_POLICY_CHECK_MS` (250): how often a host that follows pushes checks for a
+    /// change it was not told of. On Redis each push, rollback and removal is also announced
+    /// (pub/sub): a following host acts on it at once; this check catches up with an
+    /// announcement it missed (disconnected, started later, a subscription refused).
+    pub policy_check: Duration,
     /// `CACHELET_POLICY_PUBKEY`: the Ed25519 public key (hex, or a file holding it) pushed
     /// components must be signed with; none: pushes are not checked.
     pub policy_pubkey: Option<String>,
@@ -340,6 +345,7 @@ impl Default for Settings {
             guest: crate::GuestLimits::default(),
             policy_dir: None,
             fleet: false,
+            policy_check: Duration::from_millis(250),
             policy_pubkey: None,
         }
     }
@@ -457,6 +463,18 @@ impl Settings {
                         problem: format!("{v:?} is neither on nor off"),
                     })
                 }
+            },
+            policy_check: match num(
+                "CACHELET_POLICY_CHECK_MS",
+                d.policy_check.as_millis() as u64,
+            )? {
+                0 => {
+                    return Err(Error::Setting {
+                        name: "CACHELET_POLICY_CHECK_MS".into(),
+                        problem: "0: the check needs an interval of at least 1 ms".into(),
+                    })
+                }
+                ms => Duration::from_millis(ms),
             },
             policy_pubkey: nonempty("CACHELET_POLICY_PUBKEY"),
         })

@@ -2,10 +2,13 @@
 //!
 //! A push stores the component under its SHA-256 and makes it its policy's current version
 //! (by the name its `describe` gives); the previous pushes of that name stay in its history,
-//! so a rollback goes back to the one before. Every change bumps a generation that following
-//! hosts check every [`CHECK`] (one command): a host that missed a change — it was
-//! disconnected, or started later — catches up at its next check, and a host loads the
-//! current set before it serves. Each host reports what it runs, so `cachelet policy list`
+//! so a rollback goes back to the one before. Every change bumps a generation and is announced
+//! on a pub/sub channel: a following host subscribed to it checks at once. Each host also
+//! checks the generation every `Settings::policy_check` (250 ms, one command), so a host that
+//! missed the announcement — it was disconnected, its subscription was refused, it started
+//! later — catches up at its next check; a host loads the current set before it serves. On a
+//! Redis Cluster the announcement reaches every node (PUBLISH is broadcast cluster-wide), so
+//! a host subscribes through any one of them. Each host reports what it runs, so `cachelet policy list`
 //! tells which hosts run which version.
 //!
 //! On Redis the keys live under the engine's prefix (see
@@ -28,8 +31,6 @@ use crate::backend::redis::Redis;
 use crate::backend::AnyBackend;
 use crate::Error;
 
-/// How often a following host checks for a change.
-pub(crate) const CHECK: Duration = Duration::from_millis(250);
 /// How often a following host reports what it runs.
 const REPORT: Duration = Duration::from_secs(5);
 /// A host whose last report is older than this is no longer listed.
@@ -274,10 +275,17 @@ pub(crate) struct Fleet {
     pubkey: Option<PublicKey>,
     /// Whether this host follows pushes (on the memory backend: always, one process).
     follows: bool,
+    /// How often a following host checks for a change it was not told of.
+    check: Duration,
 }
 
 impl Fleet {
-    pub fn new(backend: &AnyBackend, follows: bool, pubkey: Option<PublicKey>) -> Fleet {
+    pub fn new(
+        backend: &AnyBackend,
+        follows: bool,
+        check: Duration,
+        pubkey: Option<PublicKey>,
+    ) -> Fleet {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "host".into());
@@ -290,7 +298,25 @@ impl Fleet {
             id: format!("{host}:{}:{:04x}", std::process::id(), now_ms() & 0xffff),
             pubkey,
             follows,
+            check,
         }
+    }
+
+    /// Bumps the generation and tells the following hosts (on Redis; the memory backend's
+    /// one process syncs where the change is made).
+    async fn announce(&self) -> Result<(), Error> {
+        let generation = self.shelf.incr(GENERATION).await?;
+        if let Shelf::Redis(r) = &self.shelf {
+            // Best effort: a host that misses it catches up at its next check.
+            if let Err(e) = r.fleet_publish(generation).await {
+                tracing::warn!(
+                    "pushed policies: the change was not announced ({}); following hosts \
+                     pick it up at their next check",
+                    crate::error::chain(&e)
+                );
+            }
+        }
+        Ok(())
     }
 
     /// This host's id in reports.
@@ -335,7 +361,7 @@ impl Fleet {
         self.shelf.set(&blob(&hash), &component).await?;
         self.shelf.list_push(&history(&push.name), &json).await?;
         self.shelf.hset(CURRENT, &push.name, &json).await?;
-        self.shelf.incr(GENERATION).await?;
+        self.announce().await?;
         self.sync_here(lifecycle).await;
         Ok(push)
     }
@@ -352,7 +378,7 @@ impl Fleet {
         let previous_push = decode(name, previous)?;
         self.shelf.list_pop(&history(name)).await?;
         self.shelf.hset(CURRENT, name, previous).await?;
-        self.shelf.incr(GENERATION).await?;
+        self.announce().await?;
         self.sync_here(lifecycle).await;
         Ok(previous_push)
     }
@@ -362,7 +388,7 @@ impl Fleet {
         if !self.shelf.hdel(CURRENT, name).await? {
             return Err(push_error(name, "no pushed policy of this name is current"));
         }
-        self.shelf.incr(GENERATION).await?;
+        self.announce().await?;
         self.sync_here(lifecycle).await;
         Ok(())
     }
@@ -525,43 +551,35 @@ impl Fleet {
         }
         let (fleet, weak): (Arc<Fleet>, Weak<Lifecycle>) =
             (self.clone(), Arc::downgrade(lifecycle));
+        let told = Arc::new(tokio::sync::Notify::new());
+        if let Shelf::Redis(r) = &self.shelf {
+            r.fleet_subscribe(Arc::downgrade(&told));
+        }
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CHECK);
+            let mut tick = tokio::time::interval(fleet.check);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut reported = tokio::time::Instant::now();
+            let mut report = tokio::time::interval_at(tokio::time::Instant::now() + REPORT, REPORT);
+            report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let check = tokio::select! {
+                    _ = told.notified() => true,
+                    _ = tick.tick() => true,
+                    _ = report.tick() => false,
+                };
                 let Some(lifecycle) = weak.upgrade() else {
                     break;
                 };
-                let changed = match fleet.generation().await {
-                    Ok(g) if g != seen => Some(g),
-                    Ok(_) => None,
-                    Err(e) => {
-                        tracing::debug!(
-                            "pushed policies: cannot check: {}",
-                            crate::error::chain(&e)
-                        );
-                        continue;
+                let r = if check {
+                    match fleet.generation().await {
+                        Ok(g) if g != seen => fleet.sync(&lifecycle).await.map(|()| seen = g),
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
                     }
+                } else {
+                    fleet.report(&lifecycle).await
                 };
-                let due = reported.elapsed() >= REPORT;
-                let r = match changed {
-                    Some(_) => fleet.sync(&lifecycle).await,
-                    None if due => fleet.report(&lifecycle).await,
-                    None => continue,
-                };
-                match r {
-                    Ok(()) => {
-                        seen = changed.unwrap_or(seen);
-                        reported = tokio::time::Instant::now();
-                    }
-                    Err(e) => {
-                        tracing::debug!(
-                            "pushed policies: {}; trying again",
-                            crate::error::chain(&e)
-                        )
-                    }
+                if let Err(e) = r {
+                    tracing::debug!("pushed policies: {}; trying again", crate::error::chain(&e));
                 }
             }
         });

@@ -303,6 +303,8 @@ pub(crate) struct Redis {
     next_id: AtomicU64,
     /// Commands sent, for the benchmarks' commands-per-operation figures.
     pub commands: AtomicU64,
+    /// A client per node, for the fleet's pub/sub subscription (its own connection).
+    subscribers: Vec<redis::Client>,
 }
 
 /// Explains a connection failure, with the client's error as its source. Neither repeats
@@ -414,6 +416,14 @@ impl Redis {
             None
         };
         let cluster = url.is_cluster();
+        let subscribers = infos
+            .iter()
+            .map(|info| match &certs {
+                Some(c) => redis::Client::build_with_tls(info.clone(), c.clone()),
+                None => redis::Client::open(info.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| connect_error(&shown, e))?;
         let connecting = async {
             if cluster {
                 let mut b = redis::cluster::ClusterClientBuilder::new(infos)
@@ -465,6 +475,7 @@ impl Redis {
             ids: RandomState::new(),
             next_id: AtomicU64::new(1),
             commands: AtomicU64::new(0),
+            subscribers,
         });
         let backend_error = |e: Failure| match e {
             Failure::Outage(e) | Failure::Refused(e) => connect_error(&shown, e),
