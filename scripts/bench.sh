@@ -3,7 +3,7 @@
 # installed into a venv from PyPI by its own script) first, then cachelet's, whose report prints
 # the ratios.
 #   scripts/bench.sh                      # everything: mem://, Redis, guest languages
-#   BENCH_ONLY=mem,redis scripts/bench.sh # some parts (mem, redis, languages, lifecycle, proxy, instructions;
+#   BENCH_ONLY=mem,redis scripts/bench.sh # some parts (mem, redis, languages, lifecycle, wallclock, proxy, instructions;
 #                                         # the mem part also takes its sections:
 #                                         # memory,policy,hit,invalidation)
 # `instructions` (not in the default run: it needs valgrind) counts the instructions of a hit
@@ -95,6 +95,44 @@ if [[ ,${BENCH_ONLY:-}, == *,instructions,* ]]; then
   echo "| Cache::read | $mem | 1.000x |"
   echo "| with a Prometheus recorder and a fmt subscriber at INFO | $observed | $(python3 -c "print(f'{$observed/$mem:.3f}x')") |"
   echo "| #[cachelet::read] on the installed cache | $macro | $(python3 -c "print(f'{$macro/$mem:.3f}x')") |"
+fi
+
+# The mem:// hit path by the clock: Cache::read, the same with a Prometheus recorder and a fmt
+# subscriber at INFO, and through #[cachelet::read] — one process each (a recorder is
+# process-wide), taken in turn for 15 rounds, the order rotated each round, so that what else
+# the machine does weighs on all three alike; each round's ratios, then their median.
+if wants wallclock; then
+  echo "# the mem:// hit path, wall clock"
+  cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p cachelet-bench --bin hitcount
+  export CACHELET_COMPILE_CACHE=$out/compile-cache-wallclock
+  "$root/target/release/hitcount" cachelet 1000 "$policy" >/dev/null # compiles the policy once
+  kinds=(cachelet observed macro)
+  : >"$out/wallclock.tsv"
+  for round in $(seq 0 14); do
+    for i in 0 1 2; do
+      what=${kinds[$(((round + i) % 3))]}
+      ns=$("$root/target/release/hitcount" "$what" 2000000 "$policy" | sed -n 's/ ns\/hit//p')
+      printf '%s\t%s\t%s\n' "$round" "$what" "$ns" >>"$out/wallclock.tsv"
+    done
+  done
+  python3 - "$out/wallclock.tsv" <<'PY'
+import statistics, sys
+rounds = {}
+for line in open(sys.argv[1]):
+    r, what, ns = line.split()
+    rounds.setdefault(r, {})[what] = float(ns)
+med = lambda xs: statistics.median(xs)
+base = med([r["cachelet"] for r in rounds.values()])
+print(f"## The mem:// hit path by the clock ({len(rounds)} rounds, ns per hit, 2,000,000 hits a process)")
+print("| | median ns/hit | median of the rounds' ratio to Cache::read | ratio range |")
+print("|---|---|---|---|")
+print(f"| Cache::read | {base:.1f} | 1.000x | |")
+for what, label in [("observed", "with a Prometheus recorder and a fmt subscriber at INFO"),
+                    ("macro", "#[cachelet::read] on the installed cache")]:
+    ratios = [r[what] / r["cachelet"] for r in rounds.values()]
+    print(f"| {label} | {med([r[what] for r in rounds.values()]):.1f} | {med(ratios):.3f}x | "
+          f"{min(ratios):.3f}-{max(ratios):.3f} |")
+PY
 fi
 
 # Guest languages: the seed policy rebuilt from source in Rust, Python, JavaScript and C, then

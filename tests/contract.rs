@@ -95,11 +95,9 @@ async fn answers_every_contract_rule(lang: &str, c: &Cache) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_on_fresh_instances_get_the_same_rules_in_every_language() {
-    let limits = cachelet::PolicyLimits {
-        idle_instances: 1,
-        max_instances: 4,
-        ..Default::default()
-    };
+    let limits = cachelet::PolicyLimits::default()
+        .with_idle_instances(1)
+        .with_max_instances(4);
     for lang in CONTRACT {
         let c = contract_cache(lang, limits).await;
         // The only instance so far is the one `describe` ran on.

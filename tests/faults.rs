@@ -13,11 +13,11 @@ use serde_json::json;
 async fn faulty_cache() -> Cache {
     Cache::builder()
         .settings(Settings::default())
-        .policy_limits(PolicyLimits {
-            deadline: Duration::from_millis(50),
-            memory: 32 << 20,
-            ..Default::default()
-        })
+        .policy_limits(
+            PolicyLimits::default()
+                .with_deadline(Duration::from_millis(50))
+                .with_memory(32 << 20),
+        )
         .policy_file(component("faulty"))
         .build()
         .await

@@ -72,6 +72,50 @@ pub async fn rule(
     }
 }
 
+/// What a `fmt` subscriber writes, collected (its writer: `move || captured.clone()`).
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Collects what this thread logs at `level` and above (a `fmt` subscriber, no colours),
+    /// until the guard is dropped.
+    ///
+    /// tracing caches each log site's interest when the site is first reached. While a single
+    /// dispatcher is registered, it asks only the thread that reaches the site first: a test
+    /// running beside this one, with no subscriber, would switch the site off for this one
+    /// too. A second dispatcher, registered for the whole process, makes it ask them all.
+    pub fn install(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 mod child;
 pub mod redis;
 mod target;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachelet::{Cache, Error};
-use cachelet_tests::{component, repo, Target};
+use cachelet::{Cache, Error, PolicyLimits, PushOptions, RequestedLimits};
+use cachelet_tests::{component, repo, Captured, Target};
 use serde_json::json;
 
 /// A fresh, empty directory for one test.
@@ -398,6 +398,8 @@ async fn a_policy_that_keeps_faulting_is_quarantined_until_a_good_version_lifts_
     let file = dir.join("lc.wasm");
     install("lifecycle-trap", &dir, "lc.wasm");
     let cache = watching(&dir).await;
+    // What this test's calls log at INFO and above (they run on this thread).
+    let (logs, _logging) = Captured::install(tracing::Level::INFO);
     let loads = Arc::new(AtomicU64::new(0));
     for i in 0..60u64 {
         let l = loads.clone();
@@ -432,6 +434,31 @@ async fn a_policy_that_keeps_faulting_is_quarantined_until_a_good_version_lifts_
     // The bound, then no call at all: 120 calls made, 20 reached the guest.
     assert_eq!(stats.guest_faults, 20, "no further guest calls: {stats:?}");
     assert_eq!(serving.faults, 20);
+    // The other 100 are counted as quarantined, not as policy errors, and are not logged one
+    // by one: one line says the quarantine began. Every write still invalidated the namespace
+    // (its rule could not be computed): 10 that faulted, 50 that were not made.
+    assert_eq!(
+        (
+            stats.quarantined,
+            stats.policy_errors,
+            stats.namespace_flushes
+        ),
+        (100, 0, 60),
+        "{stats:?}"
+    );
+    let text = logs.text();
+    assert_eq!(
+        text.matches("policy quarantined").count(),
+        1,
+        "the quarantine's start is logged once:\n{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("is quarantined"))
+            .count(),
+        0,
+        "quarantined calls are logged one by one:\n{text}"
+    );
     assert!(matches!(
         cache.read_rule("lc_get", &json!({"id": 1}), false).await,
         Err(Error::Quarantined { .. })
@@ -533,6 +560,180 @@ async fn answers_past_the_limits_are_refused_naming_the_limit_and_do_not_slow_ot
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_runs_under_the_limits_it_asks_for_within_the_host_maxima() {
+    let dir = fresh_dir("own-limits");
+    let greedy = dir.join("greedy.wasm");
+    let limits = dir.join("greedy.limits.json");
+    std::fs::write(&limits, r#"{"deadline_ms": 30}"#).unwrap();
+    install("greedy", &dir, "greedy.wasm");
+    let host = PolicyLimits::default().with_deadline(Duration::from_millis(400));
+    let cache = Cache::builder()
+        .settings(Target::memory().settings())
+        .compile_cache(repo().join("build/compile-cache"))
+        .policy_limits(host)
+        .policy_dir(&dir)
+        .build()
+        .await
+        .unwrap();
+    let applied = |c: &Cache, origin: &cachelet::PolicyOrigin| {
+        let s = c.policy_status();
+        let v = s.get(origin)?.serving.as_ref()?;
+        Some((v.deadline, v.memory))
+    };
+    let file = cachelet::PolicyOrigin::File(std::fs::canonicalize(&greedy).unwrap());
+    assert_eq!(
+        applied(&cache, &file),
+        Some((Duration::from_millis(30), host.memory))
+    );
+    // A guest looping inside host calls is stopped at its own deadline, not the host's.
+    let t0 = Instant::now();
+    let e = cache
+        .read_rule("store_loop", &json!({"id": 1}), false)
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(e.to_string().contains("deadline of 30ms"), "{e}");
+    assert!(took < Duration::from_millis(300), "stopped after {took:?}");
+
+    // Asking for more than the host allows gets the host's maxima.
+    std::fs::write(
+        &limits,
+        r#"{"deadline_ms": 60000, "memory_bytes": 1099511627776}"#,
+    )
+    .unwrap();
+    until(&cache, Duration::from_secs(5), "the new limits", |_| {
+        applied(&cache, &file) == Some((host.deadline, host.memory))
+    })
+    .await;
+    // A limits file that does not parse is refused, naming it and the problem; what serves
+    // stays.
+    std::fs::write(&limits, r#"{"deadline": 5}"#).unwrap();
+    until(&cache, Duration::from_secs(5), "the refusal", |s| {
+        s.get(&file)
+            .and_then(|p| p.failure.as_ref())
+            .is_some_and(|f| {
+                f.message.contains("greedy.limits.json") && f.message.contains("unknown field")
+            })
+    })
+    .await;
+    assert_eq!(applied(&cache, &file), Some((host.deadline, host.memory)));
+
+    // A push carries its limits; the same component pushed without them runs under the
+    // host's.
+    let pushed = cachelet::PolicyOrigin::Pushed("lifecycle".into());
+    let a = std::fs::read(component("lifecycle-a")).unwrap();
+    let asked = RequestedLimits::default()
+        .with_deadline(Duration::from_millis(20))
+        .with_memory(16 << 20);
+    let push = cache
+        .push_policy(a.clone(), PushOptions::default().limits(asked))
+        .await
+        .unwrap();
+    assert_eq!(push.limits, asked);
+    assert_eq!(
+        applied(&cache, &pushed),
+        Some((Duration::from_millis(20), 16 << 20))
+    );
+    assert_eq!(read_version(&cache, 1).await.unwrap(), "A");
+    cache.push_policy(a, PushOptions::default()).await.unwrap();
+    assert_eq!(applied(&cache, &pushed), Some((host.deadline, host.memory)));
+    // Limits no call could run under are refused before anything is stored.
+    let e = cache
+        .push_policy(
+            std::fs::read(component("lifecycle-b")).unwrap(),
+            PushOptions::default().limits(RequestedLimits::default().with_memory(1024)),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("memory_bytes"), "{e}");
+    assert_eq!(read_version(&cache, 1).await.unwrap(), "A");
+}
+
+/// A host that follows pushes and checks for changes only once a minute: what it picks up
+/// sooner, it was told.
+async fn told_host(s: &cachelet::Settings) -> Cache {
+    let mut s = s.clone();
+    s.policy_check = Duration::from_secs(60);
+    Cache::builder()
+        .settings(s)
+        .compile_cache(repo().join("build/compile-cache"))
+        .fleet(true)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Waits up to 2 s for `op` to answer as `want` says; the time it took.
+async fn within_2s(
+    cache: &Cache,
+    what: &str,
+    want: impl Fn(Result<String, Error>) -> bool,
+) -> Duration {
+    let t0 = Instant::now();
+    while !want(read_version(cache, 1).await) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{what}: not within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t0.elapsed()
+}
+
+async fn pushes_rollbacks_and_removals_are_announced(target: Target) {
+    let s = target.settings();
+    let (one, two) = (told_host(&s).await, told_host(&s).await);
+    let mut p = s.clone();
+    p.fleet = false;
+    let pusher = Cache::builder()
+        .settings(p)
+        .compile_cache(repo().join("build/compile-cache"))
+        .build()
+        .await
+        .unwrap();
+    // Their subscriptions are made in the background: give them a moment, as a host that
+    // has been serving for a while has had.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut took = Vec::new();
+    for (guest, version) in [("lifecycle-a", "A"), ("lifecycle-b", "B")] {
+        pusher
+            .push_policy(
+                std::fs::read(component(guest)).unwrap(),
+                PushOptions::default(),
+            )
+            .await
+            .unwrap();
+        for host in [&one, &two] {
+            took.push(within_2s(host, version, |v| v.ok().as_deref() == Some(version)).await);
+        }
+    }
+    pusher.rollback_policy("lifecycle").await.unwrap();
+    for host in [&one, &two] {
+        took.push(within_2s(host, "the rollback", |v| v.ok().as_deref() == Some("A")).await);
+    }
+    pusher.remove_policy("lifecycle").await.unwrap();
+    for host in [&one, &two] {
+        took.push(
+            within_2s(host, "the removal", |v| {
+                matches!(v, Err(Error::UnknownOp(_)))
+            })
+            .await,
+        );
+    }
+    eprintln!("announced changes served after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_are_announced_to_following_hosts_on_a_redis_server() {
+    pushes_rollbacks_and_removals_are_announced(Target::redis()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_are_announced_to_following_hosts_on_a_redis_cluster() {
+    pushes_rollbacks_and_removals_are_announced(Target::redis_cluster()).await;
+}
+
 /// The median time of `n` calls of `lc_get`.
 async fn time_calls(cache: &Cache, n: usize) -> Duration {
     let mut times = Vec::with_capacity(n);
@@ -560,7 +761,10 @@ async fn the_memory_backend_pushes_rolls_back_and_removes_through_the_library() 
     let origin = cachelet::PolicyOrigin::Pushed("lifecycle".into());
 
     // Unsigned: stored, refused by this host (it has a key); nothing serves.
-    let push = cache.push_policy(a.clone(), None).await.unwrap();
+    let push = cache
+        .push_policy(a.clone(), PushOptions::default())
+        .await
+        .unwrap();
     assert_eq!(
         (push.name.as_str(), push.version.as_str()),
         ("lifecycle", "A")
@@ -578,7 +782,9 @@ async fn the_memory_backend_pushes_rolls_back_and_removes_through_the_library() 
         .await
         .is_err());
 
-    let sign = |bytes: &[u8]| Some(cachelet::sign_policy(&secret, bytes).unwrap());
+    let sign = |bytes: &[u8]| {
+        PushOptions::default().signature(cachelet::sign_policy(&secret, bytes).unwrap())
+    };
     cache.push_policy(a.clone(), sign(&a)).await.unwrap();
     assert_eq!(
         read_version(&cache, 1).await.unwrap(),
@@ -610,7 +816,7 @@ async fn the_memory_backend_pushes_rolls_back_and_removes_through_the_library() 
     assert!(e.to_string().contains("no pushed policy"), "{e}");
     // A component that does not load is not pushed.
     let e = cache
-        .push_policy(b"garbage".to_vec(), None)
+        .push_policy(b"garbage".to_vec(), PushOptions::default())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no `\\0asm` header"), "{e}");

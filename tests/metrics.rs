@@ -114,10 +114,7 @@ async fn a_scripted_sequence_records_exact_counts() {
     // Two guest faults.
     let faulty = Cache::builder()
         .settings(Settings::default())
-        .policy_limits(PolicyLimits {
-            deadline: Duration::from_millis(50),
-            ..Default::default()
-        })
+        .policy_limits(PolicyLimits::default().with_deadline(Duration::from_millis(50)))
         .policy_file(component("faulty"))
         .build()
         .await

@@ -27,11 +27,9 @@ async fn cache(settings: Settings) -> Cache {
 }
 
 fn settings(url: &str, prefix: &str) -> Settings {
-    let mut s = Settings {
-        url: BackendUrl::parse(url).unwrap(),
-        prefix: prefix.into(),
-        ..Settings::default()
-    };
+    let mut s = Settings::default();
+    s.url = BackendUrl::parse(url).unwrap();
+    s.prefix = prefix.into();
     s.redis.timeout = Duration::from_secs(3);
     s
 }

@@ -7,20 +7,18 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachelet::{BackendUrl, Cache, Invalidation, Settings};
+use cachelet::{BackendUrl, Blame, Cache, Error, Invalidation, Settings};
 use cachelet_tests::redis::{RedisOptions, RedisServer};
-use cachelet_tests::{component, ChildHost};
+use cachelet_tests::{component, Captured, ChildHost};
 use serde_json::{json, Value as Json};
 
 fn settings(url: &str, prefix: &str) -> Settings {
-    let mut s = Settings {
-        url: BackendUrl::parse(url).unwrap(),
-        prefix: prefix.into(),
-        ..Settings::default()
-    };
+    let mut s = Settings::default();
+    s.url = BackendUrl::parse(url).unwrap();
+    s.prefix = prefix.into();
     s.redis.timeout = Duration::from_millis(200);
     s.redis.cooldown = Duration::from_millis(400);
     s
@@ -90,6 +88,58 @@ async fn application_errors_from_redis_do_not_open_the_circuit() {
         loads.load(Ordering::SeqCst),
         before,
         "the read went to its loader"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_errors_chain_the_clients_error_as_their_source() {
+    use std::error::Error as _;
+    let server = RedisServer::plain();
+    let c = rules(settings(&server.url(), "sources")).await;
+    // A command Redis refuses: the server's answer is the source, not part of the message.
+    server.cli(&["RPUSH", "sources:v1:list", "x"]);
+    let e = c.get::<Json>("list").await.unwrap_err();
+    assert!(matches!(e, Error::Refused { .. }), "{e:?}");
+    assert_eq!(e.blame(), Blame::Backend);
+    let cause = e.source().expect("a refusal without its source");
+    assert!(cause.to_string().contains("WRONGTYPE"), "{cause}");
+    assert!(!e.to_string().contains("WRONGTYPE"), "{e}");
+    // No answer: the client's timeout is the source.
+    server.freeze();
+    let e = c.get::<Json>("k").await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    assert_eq!(e.blame(), Blame::Backend);
+    let cause = e.source().expect("an outage without its source");
+    assert!(!cause.to_string().is_empty(), "{e:?}");
+    // The circuit open after two outages: nothing was sent, so nothing to chain.
+    let _ = c.get::<Json>("k").await;
+    let e = c.get::<Json>("k").await.unwrap_err();
+    assert!(
+        matches!(e, Error::Unavailable { source: None, .. })
+            && e.to_string().contains("circuit open"),
+        "{e:?}"
+    );
+    server.resume();
+    // Connecting: the server's refusal of the credentials is the source.
+    let acl = RedisServer::start(RedisOptions::default().acl_user("app", "right-pass"));
+    let e = Cache::builder()
+        .settings(settings(
+            &format!("redis://app:wrong-pass@127.0.0.1:{}/0", acl.port()),
+            "x",
+        ))
+        .build()
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    assert_eq!(e.blame(), Blame::Backend);
+    let cause = e.source().expect("a refused connection without its source");
+    assert!(
+        cause
+            .to_string()
+            .to_lowercase()
+            .contains("authentication failed"),
+        "{cause}"
     );
 }
 
@@ -507,31 +557,9 @@ async fn mutual_tls_with_a_server_that_requires_a_client_certificate() {
     assert_eq!(read(&c, "get_user", 1, json!("x"), &loads).await, "u1");
 }
 
-/// A writer for log lines, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn credentials_never_appear_in_errors_or_logs() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::TRACE);
 
     // Malformed URLs, with a password in them.
     for url in [
@@ -553,9 +581,20 @@ async fn credentials_never_appear_in_errors_or_logs() {
         .build()
         .await
         .err()
-        .unwrap()
-        .to_string();
-    assert!(!e.contains("hunter3"), "{e}");
+        .unwrap();
+    // The error and every source it chains, as text and as Debug.
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut depth = 0;
+    while let Some(err) = next {
+        let (text, debug) = (err.to_string(), format!("{err:?}"));
+        assert!(
+            !text.contains("hunter3") && !debug.contains("hunter3"),
+            "{text} / {debug}"
+        );
+        next = err.source();
+        depth += 1;
+    }
+    assert!(depth >= 2, "the client's error is not chained: {e:?}");
     let c = rules(settings(&server.url(), "secret")).await;
     let loads = AtomicU64::new(0);
     read(&c, "get_user", 1, json!("u1"), &loads).await;
@@ -567,7 +606,7 @@ async fn credentials_never_appear_in_errors_or_logs() {
     server.resume();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     read(&c, "get_user", 1, json!("u1"), &loads).await;
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("Redis failing"),
         "the outage was not logged:\n{text}"
@@ -627,11 +666,11 @@ async fn a_thousand_concurrent_calls_use_at_most_the_instance_bound() {
     // across those round trips.
     let c = Cache::builder()
         .settings(s)
-        .policy_limits(cachelet::PolicyLimits {
-            max_instances: 4,
-            instance_wait: Duration::from_millis(50),
-            ..Default::default()
-        })
+        .policy_limits(
+            cachelet::PolicyLimits::default()
+                .with_max_instances(4)
+                .with_instance_wait(Duration::from_millis(50)),
+        )
         .policy_file(component("engine-rules"))
         .build()
         .await

@@ -2,22 +2,8 @@
 //! and recache inside them, and nothing of a key or a value at `INFO`.
 
 use cachelet::{Cache, Settings};
-use cachelet_tests::component;
+use cachelet_tests::{component, Captured};
 use serde_json::json;
-
-/// Collects what a `fmt` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn spans_carry_op_and_outcome_and_no_key_at_info() {
@@ -54,7 +40,7 @@ async fn spans_carry_op_and_outcome_and_no_key_at_info() {
         .await
         .unwrap();
     drop(guard);
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     for want in [
         "cachelet.read{op=\"get_user\" outcome=\"miss\"}",
         "cachelet.read{op=\"get_user\" outcome=\"hit\"}",
@@ -80,6 +66,6 @@ async fn spans_carry_op_and_outcome_and_no_key_at_info() {
         .await
         .unwrap();
     drop(guard);
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     assert!(!text.contains("777"), "{text}");
 }

@@ -26,10 +26,8 @@ fn unique_prefix() -> String {
 }
 
 fn redis_settings(url: &str) -> Settings {
-    let mut s = Settings {
-        url: BackendUrl::parse(url).expect("the harness gives valid URLs"),
-        ..Settings::default()
-    };
+    let mut s = Settings::default();
+    s.url = BackendUrl::parse(url).expect("the harness gives valid URLs");
     // The suite runs many tests at once on two cores: give Redis time to answer, so that a
     // slow moment is not mistaken for an outage (the outage tests set their own bounds).
     s.redis.timeout = Duration::from_secs(3);
@@ -84,9 +82,8 @@ impl Target {
 
     /// Settings for one cache, in a namespace no other cache of the run uses.
     pub fn settings(&self) -> Settings {
-        Settings {
-            prefix: unique_prefix(),
-            ..self.base.clone()
-        }
+        let mut s = self.base.clone();
+        s.prefix = unique_prefix();
+        s
     }
 }

@@ -359,14 +359,9 @@ fn rss_bytes() -> u64 {
 }
 
 async fn bench_memory(r: &mut Report, policy: &PathBuf) -> Result<()> {
-    let c = cache(
-        policy,
-        Settings {
-            mem_max_bytes: 4 << 30,
-            ..Settings::default()
-        },
-    )
-    .await?;
+    let mut s = Settings::default();
+    s.mem_max_bytes = 4 << 30;
+    let c = cache(policy, s).await?;
     let value = "x".repeat(1000);
     let before = rss_bytes();
     let n = 100_000u64;
@@ -396,11 +391,10 @@ struct RedisBenchmark {
 }
 
 fn redis_settings(url: &str, prefix: &str) -> Result<Settings> {
-    Ok(Settings {
-        url: cachelet::BackendUrl::parse(url)?,
-        prefix: prefix.into(),
-        ..Settings::default()
-    })
+    let mut s = Settings::default();
+    s.url = cachelet::BackendUrl::parse(url)?;
+    s.prefix = prefix.into();
+    Ok(s)
 }
 
 async fn bare_redis_gets_per_sec(

@@ -19,6 +19,10 @@ pub enum Command {
         /// Its signature file (from `cachelet policy sign`), instead of --key.
         #[arg(long, value_name = "FILE", conflicts_with = "key")]
         signature: Option<PathBuf>,
+        /// The limits it asks for, a JSON file as beside a watched policy:
+        /// {"deadline_ms": N, "memory_bytes": N}. Each host gives it at most its own maxima.
+        #[arg(long, value_name = "FILE")]
+        limits: Option<PathBuf>,
     },
     /// Show every pushed policy: hash, name and version, ops, when it was pushed, and which
     /// hosts run it.
@@ -133,6 +137,7 @@ pub async fn run(command: Command) -> Result<()> {
             policy,
             key,
             signature,
+            limits,
         } => {
             let bytes = std::fs::read(&policy)
                 .with_context(|| format!("cannot read {}", policy.display()))?;
@@ -146,8 +151,20 @@ pub async fn run(command: Command) -> Result<()> {
                 ),
                 (None, None) => None,
             };
+            let mut options = cachelet::PushOptions::default();
+            if let Some(s) = signature {
+                options = options.signature(s);
+            }
+            if let Some(file) = limits {
+                let json = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                options = options.limits(
+                    cachelet::RequestedLimits::from_json(&json)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+                );
+            }
             let cache = fleet_cache().await?;
-            let push = crate::progress::while_loading(&policy, cache.push_policy(bytes, signature))
+            let push = crate::progress::while_loading(&policy, cache.push_policy(bytes, options))
                 .await
                 .with_context(|| format!("{} was not pushed", policy.display()))?;
             println!(
@@ -191,6 +208,9 @@ pub async fn run(command: Command) -> Result<()> {
                     }
                 );
                 println!("  ops: {}", c.ops.join(", "));
+                if !c.limits.is_empty() {
+                    println!("  limits asked: {}", serde_json::to_string(&c.limits)?);
+                }
                 if p.hosts.is_empty() {
                     println!("  hosts: none reported");
                 }

@@ -103,6 +103,10 @@ pub struct Stats {
     pub uncached: u64,
     /// Policy errors (a guest's `Err`, a template missing an argument, bad arguments).
     pub policy_errors: u64,
+    /// Calls of a quarantined policy's ops: not made; reads served uncached, writes flush the
+    /// namespace. Neither logged one by one nor counted as policy errors (the quarantine was
+    /// logged once, when it began).
+    pub quarantined: u64,
     /// Guest faults (trap, deadline, memory cap); each discarded an instance.
     pub guest_faults: u64,
     /// Calls served uncached because every instance of their policy was busy.
@@ -135,6 +139,7 @@ pub(crate) struct Counters {
     pub early_refreshes: AtomicU64,
     pub uncached: AtomicU64,
     pub policy_errors: AtomicU64,
+    pub quarantined: AtomicU64,
     pub invalidations: AtomicU64,
     pub namespace_flushes: AtomicU64,
     pub recaches: AtomicU64,
@@ -266,8 +271,9 @@ impl CacheBuilder {
     }
     /// Whether this host loads and follows the policies pushed to its Redis (instead of
     /// `CACHELET_POLICY_FLEET`; off by default): the current set is loaded before the cache
-    /// serves, and each push, rollback or removal is picked up within a fraction of a second
-    /// (a check every 250 ms), also after this host was disconnected. The memory backend
+    /// serves, and each push, rollback or removal is picked up at once (announced through
+    /// Redis pub/sub), also after this host was disconnected (a check every
+    /// [`Settings::policy_check`], 250 ms, catches up). The memory backend
     /// always follows its own pushes ([`Cache::push_policy`]).
     pub fn fleet(mut self, follow: bool) -> Self {
         self.fleet = Some(follow);
@@ -339,7 +345,7 @@ impl CacheBuilder {
             crate::policy::watch::start(&lifecycle, &dir).await?;
             s.policy_dir = Some(dir);
         }
-        let fleet = Arc::new(Fleet::new(&store.backend, s.fleet, pubkey));
+        let fleet = Arc::new(Fleet::new(&store.backend, s.fleet, s.policy_check, pubkey));
         fleet.start(&lifecycle).await?;
         let cache = Cache {
             inner: Arc::new(Inner {
@@ -417,14 +423,15 @@ impl Cache {
     /// Publishes `component` to every host of this cache (`cachelet policy push`): it is
     /// checked here first (it must load), stored under its SHA-256 and made the current
     /// version of its policy (by the name its `describe` gives). Hosts that follow pushes
-    /// ([`CacheBuilder::fleet`]) pick it up at their next check; on the memory backend this
-    /// cache serves it when this returns. `signature` is its Ed25519 signature in hex
-    /// ([`sign_policy`](crate::sign_policy)), required by hosts with a public key.
+    /// ([`CacheBuilder::fleet`]) pick it up at once (a notification; a periodic check
+    /// catches up with a missed one); on the memory backend this cache serves it when this
+    /// returns. `options` carry its Ed25519 signature in hex ([`sign_policy`](crate::sign_policy)),
+    /// required by hosts with a public key, and the limits it asks for ([`RequestedLimits`](crate::RequestedLimits)).
     ///
     /// ```no_run
     /// # async fn demo(cache: cachelet::Cache) -> Result<(), cachelet::Error> {
     /// let bytes = std::fs::read("policy.wasm").unwrap();
-    /// let push = cache.push_policy(bytes, None).await?;
+    /// let push = cache.push_policy(bytes, Default::default()).await?;
     /// println!("{} {} is current ({})", push.name, push.version, &push.hash[..12]);
     /// cache.rollback_policy(&push.name).await?; // back to the push before
     /// # Ok(()) }
@@ -432,11 +439,11 @@ impl Cache {
     pub async fn push_policy(
         &self,
         component: Vec<u8>,
-        signature: Option<String>,
+        options: crate::PushOptions,
     ) -> Result<Push, Error> {
         self.inner
             .fleet
-            .push(&self.inner.lifecycle, component, signature)
+            .push(&self.inner.lifecycle, component, options)
             .await
     }
 
@@ -609,6 +616,7 @@ impl Cache {
             early_refreshes: g(&c.early_refreshes),
             uncached: g(&c.uncached),
             policy_errors: g(&c.policy_errors),
+            quarantined: g(&c.quarantined),
             guest_faults: policies.policies().map(|p| p.faults()).sum(),
             guest_busy: policies.policies().map(|p| p.busy()).sum(),
             guest_instances: policies.policies().map(|p| p.instances().0 as u64).sum(),

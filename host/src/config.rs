@@ -8,6 +8,7 @@ use crate::Error;
 
 /// The TTL buckets a policy may name instead of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TtlBuckets {
     /// `CACHE_TTL_SHORT`, 30 s by default.
     pub short: u32,
@@ -39,6 +40,7 @@ impl Default for TtlBuckets {
 /// assert!(BackendUrl::parse("memcached://x").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendUrl {
     /// The in-process memory backend (`mem://`).
     Memory,
@@ -48,6 +50,7 @@ pub enum BackendUrl {
 
 /// A parsed `redis://` / `rediss://` URL.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RedisUrl {
     /// `rediss://`: TLS.
     pub tls: bool,
@@ -239,8 +242,19 @@ impl fmt::Debug for RedisUrl {
 }
 
 /// Everything a cache is configured with. [`Settings::from_env`] reads the environment;
-/// every field can be set in code through [`crate::CacheBuilder`].
+/// every field can be set in code through [`crate::CacheBuilder`], or on the defaults (new
+/// fields may come: start from [`Settings::default`] or [`Settings::from_env`]).
+///
+/// ```
+/// use std::time::Duration;
+/// let mut s = cachelet::Settings::default();
+/// s.prefix = "orders".into();
+/// s.redis.timeout = Duration::from_millis(100);
+/// s.guest.max_tags = 16;
+/// let builder = cachelet::Cache::builder().settings(s);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Settings {
     /// `CACHE_URL`, else `REDIS_URL`, else `mem://`.
     pub url: BackendUrl,
@@ -268,6 +282,11 @@ pub struct Settings {
     /// what anyone who can write to the cache's Redis prefix pushes, unless a public key is
     /// configured. The memory backend always follows its own pushes (one process).
     pub fleet: bool,
+    /// `CACHELET_POLICY_CHECK_MS` (250): how often a host that follows pushes checks for a
+    /// change it was not told of. On Redis each push, rollback and removal is also announced
+    /// (pub/sub): a following host acts on it at once; this check catches up with an
+    /// announcement it missed (disconnected, started later, a subscription refused).
+    pub policy_check: Duration,
     /// `CACHELET_POLICY_PUBKEY`: the Ed25519 public key (hex, or a file holding it) pushed
     /// components must be signed with; none: pushes are not checked.
     pub policy_pubkey: Option<String>,
@@ -275,6 +294,7 @@ pub struct Settings {
 
 /// Settings of the Redis backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RedisOptions {
     /// `CACHE_REDIS_TIMEOUT_MS` (250): longest a cache operation waits for Redis before the
     /// read falls through to its loader.
@@ -325,6 +345,7 @@ impl Default for Settings {
             guest: crate::GuestLimits::default(),
             policy_dir: None,
             fleet: false,
+            policy_check: Duration::from_millis(250),
             policy_pubkey: None,
         }
     }
@@ -442,6 +463,18 @@ impl Settings {
                         problem: format!("{v:?} is neither on nor off"),
                     })
                 }
+            },
+            policy_check: match num(
+                "CACHELET_POLICY_CHECK_MS",
+                d.policy_check.as_millis() as u64,
+            )? {
+                0 => {
+                    return Err(Error::Setting {
+                        name: "CACHELET_POLICY_CHECK_MS".into(),
+                        problem: "0: the check needs an interval of at least 1 ms".into(),
+                    })
+                }
+                ms => Duration::from_millis(ms),
             },
             policy_pubkey: nonempty("CACHELET_POLICY_PUBKEY"),
         })

@@ -4,18 +4,28 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::BoxFuture;
 
 use crate::cache::{Cache, LoaderFn};
 
-static INSTALLED: ArcSwapOption<Cache> = ArcSwapOption::const_empty();
+/// The first cache installed, for the life of the process: what an annotated call reads with
+/// plain loads (no reference count touched on the hit path).
+static FIRST: OnceLock<Cache> = OnceLock::new();
+/// A cache installed in place of the first one, and whether there is one.
+static REPLACEMENT: ArcSwapOption<Cache> = ArcSwapOption::const_empty();
+static REPLACED: AtomicBool = AtomicBool::new(false);
+/// One install at a time.
+static INSTALLING: Mutex<()> = Mutex::new(());
 
 /// Installs the cache the attribute macros use when a function is given none as a parameter
 /// (the modelled library's `init_cache()`); returns the one it replaces. Call it once at
-/// startup, before the first annotated call.
+/// startup, before the first annotated call. The first cache installed is kept for the life
+/// of the process (so that an annotated call reads it without touching a reference count),
+/// also when another one replaces it.
 ///
 /// ```
 /// # let rt = tokio::runtime::Runtime::new().unwrap();
@@ -26,13 +36,21 @@ static INSTALLED: ArcSwapOption<Cache> = ArcSwapOption::const_empty();
 /// # });
 /// ```
 pub fn install(cache: Cache) -> Option<Cache> {
-    INSTALLED.swap(Some(Arc::new(cache))).map(|c| (*c).clone())
+    let _one = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+    if FIRST.get().is_none() {
+        let _ = FIRST.set(cache);
+        return None;
+    }
+    let previous = installed();
+    REPLACEMENT.store(Some(Arc::new(cache)));
+    REPLACED.store(true, Ordering::Release);
+    previous
 }
 
 /// The cache [`install`]ed, if any. An annotated function called before one is installed
 /// runs its body uncached (and says so once in the log).
 pub fn installed() -> Option<Cache> {
-    INSTALLED.load().as_deref().cloned()
+    __private::installed().map(|c| c.get().clone())
 }
 
 /// Values given to the cache for the parameters an annotated read skips (`#[cachelet(skip)]`,
@@ -126,10 +144,39 @@ pub mod __private {
     use serde::Serialize;
 
     use super::BoxFuture;
-    use crate::{Args, Cache, Error, LoadError};
+    use crate::{Args, Cache, Error};
 
     pub use inventory;
     pub use serde_json;
+
+    /// The cache an annotated call uses: the installed one, borrowed for the life of the
+    /// process, or one given as a parameter.
+    pub enum CacheArg {
+        /// The first cache installed.
+        Installed(&'static Cache),
+        /// A cache given as a parameter, or installed in place of the first one.
+        Given(Cache),
+    }
+
+    impl CacheArg {
+        pub fn get(&self) -> &Cache {
+            match self {
+                CacheArg::Installed(c) => c,
+                CacheArg::Given(c) => c,
+            }
+        }
+    }
+
+    /// The installed cache, if any: the first one without touching its reference count.
+    pub fn installed() -> Option<CacheArg> {
+        if !super::REPLACED.load(std::sync::atomic::Ordering::Acquire) {
+            return super::FIRST.get().map(CacheArg::Installed);
+        }
+        super::REPLACEMENT
+            .load()
+            .as_deref()
+            .map(|c| CacheArg::Given(c.clone()))
+    }
 
     /// A `#[cachelet::read]` function, registered as the loader of its op.
     pub struct Registered {
@@ -191,64 +238,31 @@ pub mod __private {
         f
     }
 
-    /// The expansion of `#[cachelet::read]` when the body borrows (see [`Cache::read_scoped`]).
-    pub async fn read_scoped<T, E, F, Fut>(
-        cache: Option<Cache>,
+    /// The cache and arguments of an annotated read, or `None` when it runs uncached: no cache
+    /// installed (said once in the log), or arguments that do not convert (counted, logged).
+    /// The expansion then calls [`Cache::read`] (a body that owns what it uses: an early
+    /// refresh runs in the background) or [`Cache::read_scoped`] (a body that borrows).
+    pub fn prepare(
+        cache: Option<CacheArg>,
         function: &'static str,
-        op: &str,
         args: Result<Args, Error>,
-        loader: F,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned,
-        E: std::fmt::Display + From<LoadError>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
+    ) -> Option<(CacheArg, Args)> {
         match (cache, args) {
-            (Some(cache), Ok(args)) => cache.read_scoped(op, &args, loader).await,
+            (Some(cache), Ok(args)) => Some((cache, args)),
             (None, _) => {
                 not_installed(function);
-                loader().await
+                None
             }
             (Some(cache), Err(e)) => {
-                uncached(&cache, function, &e);
-                loader().await
-            }
-        }
-    }
-
-    /// The expansion of `#[cachelet::read]` when the body owns what it uses (see
-    /// [`Cache::read`]: an early refresh runs in the background).
-    pub async fn read<T, E, F, Fut>(
-        cache: Option<Cache>,
-        function: &'static str,
-        op: &str,
-        args: Result<Args, Error>,
-        loader: F,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned + Send + 'static,
-        E: std::fmt::Display + From<LoadError> + Send + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-    {
-        match (cache, args) {
-            (Some(cache), Ok(args)) => cache.read(op, &args, loader).await,
-            (None, _) => {
-                not_installed(function);
-                loader().await
-            }
-            (Some(cache), Err(e)) => {
-                uncached(&cache, function, &e);
-                loader().await
+                uncached(cache.get(), function, &e);
+                None
             }
         }
     }
 
     /// The expansion of `#[cachelet::write]`.
     pub async fn write<R, E, F, Fut>(
-        cache: Option<Cache>,
+        cache: Option<CacheArg>,
         function: &'static str,
         op: &str,
         args: Result<Args, Error>,
@@ -263,6 +277,7 @@ pub mod __private {
             // Arguments that do not convert still invalidate: the write path flushes the
             // namespace when it cannot compute the rule.
             Some(cache) => cache
+                .get()
                 .write_converted(op, args, action)
                 .await
                 .map(|w| w.value),

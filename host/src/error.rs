@@ -26,17 +26,28 @@ pub enum Error {
     Backend {
         /// The URL, password hidden.
         url: String,
-        /// What went wrong.
+        /// What went wrong, in the cache's terms.
         problem: String,
+        /// The client's error, when there is one (also [`std::error::Error::source`]).
+        source: Option<Cause>,
     },
     /// The backend did not answer an operation (down, hung, or the circuit is open).
-    #[error("cache backend unavailable: {0}")]
-    Unavailable(String),
+    #[error("cache backend unavailable: {problem}")]
+    Unavailable {
+        /// What happened, in the cache's terms.
+        problem: String,
+        /// The client's error: none when the circuit is open and nothing was sent (also
+        /// [`std::error::Error::source`]).
+        source: Option<Cause>,
+    },
     /// The backend answered an operation with an error about it (a key holding another type,
     /// a server full under `noeviction`, a missing permission): the request, not the
     /// connection. It does not count as an outage.
-    #[error("cache backend: {0}")]
-    Refused(String),
+    #[error("cache backend refused the command")]
+    Refused {
+        /// The server's answer (also [`std::error::Error::source`]).
+        source: Cause,
+    },
     /// A key or tag template that does not parse.
     #[error("invalid template {template:?}: {problem}")]
     Template {
@@ -167,6 +178,76 @@ pub enum Error {
     },
 }
 
+/// The error a backend's client reported, carried as the [`source`](std::error::Error::source)
+/// of an [`Error`]: its own message and its own sources. It never holds a password (the
+/// client is given credentials apart from every address it names).
+///
+/// ```
+/// use std::error::Error as _;
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let e = cachelet::Error::Unavailable {
+///     problem: "no answer".into(),
+///     source: Some(cachelet::Cause::new(io)),
+/// };
+/// assert_eq!(e.to_string(), "cache backend unavailable: no answer");
+/// assert_eq!(e.source().unwrap().to_string(), "refused");
+/// ```
+pub struct Cause(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    /// Wraps a client's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Box::new(e))
+    }
+
+    /// The client's error itself, e.g. to downcast it to the client's type.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// An error and its sources, `: `-separated, for the host's log lines (an [`Error`]'s own
+/// message does not repeat its source's).
+pub(crate) fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl std::fmt::Display + 'a {
+    struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+    impl std::fmt::Display for Chain<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let mut last = self.0.to_string();
+            f.write_str(&last)?;
+            let mut next = self.0.source();
+            while let Some(e) = next {
+                // A client's error often repeats the text of the error it wraps.
+                let text = e.to_string();
+                if text != last {
+                    write!(f, ": {text}")?;
+                }
+                last = text;
+                next = e.source();
+            }
+            Ok(())
+        }
+    }
+    Chain(e)
+}
+
 /// Who is to blame for an [`Error`]: what to fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -186,7 +267,8 @@ impl Error {
     /// ```
     /// use cachelet::{Blame, Error};
     /// assert_eq!(Error::UnknownOp("get_user".into()).blame(), Blame::Caller);
-    /// assert_eq!(Error::Unavailable("timed out".into()).blame(), Blame::Backend);
+    /// let down = Error::Unavailable { problem: "no answer".into(), source: None };
+    /// assert_eq!(down.blame(), Blame::Backend);
     /// ```
     pub fn blame(&self) -> Blame {
         match self {
@@ -207,7 +289,9 @@ impl Error {
             | Error::Guest { .. }
             | Error::Busy { .. }
             | Error::Quarantined { .. } => Blame::Guest,
-            Error::Backend { .. } | Error::Unavailable(_) | Error::Refused(_) => Blame::Backend,
+            Error::Backend { .. } | Error::Unavailable { .. } | Error::Refused { .. } => {
+                Blame::Backend
+            }
         }
     }
 }

@@ -144,14 +144,16 @@ pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
 #[doc(hidden)]
 pub use embed::__private;
 pub use embed::{install, installed};
-pub use error::{Blame, Error, LoadError};
+pub use error::{Blame, Cause, Error, LoadError};
 #[cfg(feature = "proxy")]
 pub use http::proxy;
-pub use policy::fleet::{Push, PushedPolicy};
+pub use policy::fleet::{Push, PushOptions, PushedPolicy};
 pub use policy::lifecycle::{PolicyFailure, PolicyOrigin, PolicyState, PolicyStatus, Serving};
 pub use policy::limits::GuestLimits;
 pub use policy::signature::{policy_keypair, sign_policy};
-pub use policy::{OpInfo, OpKind, PolicyLimits, PolicyReport, PolicySource, WORLD};
+pub use policy::{
+    OpInfo, OpKind, PolicyLimits, PolicyReport, PolicySource, RequestedLimits, WORLD,
+};
 /// The environment variable naming the precompiled-policy folder (see
 /// [`CacheBuilder::compile_cache`]).
 pub const COMPILE_CACHE_ENV: &str = policy::precompiled::ENV;

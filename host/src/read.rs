@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::args::ToArgs;
 use crate::backend::{with_backend, Backend, Fill, Look, Lookup};
 use crate::cache::{bump, Cache};
+use crate::error::chain;
 use crate::flight::{Joined, Landing};
 use crate::metrics::{Outcome, ReadMetrics};
 use crate::rules::{resolve_ttl, ReadRule};
@@ -326,7 +327,7 @@ impl Cache {
         let Lookup { hit, seen } = match b.lookup(&plan.key, &plan.tags, plan.look()).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::debug!(op, "{e}; serving uncached");
+                tracing::debug!(op, "{}; serving uncached", chain(&e));
                 if plan.lock {
                     // Single flight holds while the backend is down: one loader per key.
                     return Box::pin(self.read_locked(b, op, plan, None, loader, false))
@@ -402,11 +403,17 @@ impl Cache {
                 );
                 return Err(metrics);
             }
+            Err(e @ Error::Quarantined { .. }) => {
+                // Logged once, when the quarantine began; each call is only counted.
+                bump(&self.inner.stats.quarantined);
+                tracing::debug!(op, "serving uncached: {e}");
+                return Err(metrics);
+            }
             Err(e) => {
                 if !matches!(e, Error::Guest { .. } | Error::Busy { .. }) {
                     bump(&self.inner.stats.policy_errors);
                 }
-                tracing::warn!(op, "serving uncached: {e}");
+                tracing::warn!(op, "serving uncached: {}", chain(&e));
                 return Err(metrics);
             }
         };
@@ -510,12 +517,12 @@ impl Cache {
                 {
                     Ok(()) => true,
                     Err(e) => {
-                        tracing::debug!(key = plan.key, "not cached: {e}");
+                        tracing::debug!(key = plan.key, "not cached: {}", chain(&e));
                         false
                     }
                 },
                 Err(e) => {
-                    tracing::debug!(key = plan.key, "not cached: {e}");
+                    tracing::debug!(key = plan.key, "not cached: {}", chain(&e));
                     false
                 }
             },

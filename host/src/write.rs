@@ -243,16 +243,24 @@ impl Cache {
                 Invalidation::Nothing
             }
             Err(e) => {
-                if !matches!(e, Error::Guest { .. } | Error::Busy { .. }) {
+                let quarantined = matches!(e, Error::Quarantined { .. });
+                if quarantined {
+                    bump(&self.inner.stats.quarantined);
+                } else if !matches!(e, Error::Guest { .. } | Error::Busy { .. }) {
                     bump(&self.inner.stats.policy_errors);
                 }
                 bump(&self.inner.stats.namespace_flushes);
                 self.inner.generation.fetch_add(1, Ordering::AcqRel);
                 let outcome = self.inner.store.invalidate_all().await;
-                tracing::error!(
-                    op,
-                    "write rule failed ({e}); invalidated the whole namespace so that nothing stale is served"
-                );
+                if quarantined {
+                    // The quarantine was logged once, when it began; the flush is counted.
+                    tracing::debug!(op, "{e}: invalidated the whole namespace");
+                } else {
+                    tracing::error!(
+                        op,
+                        "write rule failed ({e}); invalidated the whole namespace so that nothing stale is served"
+                    );
+                }
                 outcome
             }
         };

@@ -2,7 +2,9 @@
 //! `hitcount cachelet|observed|macro|moka|redis N POLICY [REDIS_URL]`. Run it with N and with 0
 //! and subtract: the setup cancels out. `observed` is `cachelet` with a Prometheus recorder
 //! installed and a `fmt` subscriber at INFO; `macro` reads through a `#[cachelet::read]`
-//! function on the installed cache instead of calling `Cache::read`.
+//! function on the installed cache instead of calling `Cache::read`. For those three it also
+//! prints the wall-clock time per hit (`NS ns/hit`): scripts/bench.sh runs them in turn, many
+//! times, and compares each round's figures (the `wallclock` part).
 use std::sync::Arc;
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -56,11 +58,19 @@ fn main() {
                 })
                 .await
                 .unwrap();
+            let t0 = std::time::Instant::now();
+            let per_hit = |t0: std::time::Instant| {
+                if n > 0 {
+                    println!("{:.1} ns/hit", t0.elapsed().as_nanos() as f64 / n as f64);
+                }
+            };
             if what == "macro" {
                 cachelet::install(c);
+                let t0 = std::time::Instant::now();
                 for _ in 0..n {
                     std::hint::black_box(get_user(1).await.unwrap());
                 }
+                per_hit(t0);
                 return;
             }
             for _ in 0..n {
@@ -72,6 +82,7 @@ fn main() {
                     .unwrap();
                 std::hint::black_box(row);
             }
+            per_hit(t0);
         }),
         "moka" => {
             let m: Arc<moka::sync::Cache<String, Arc<[u8]>>> =

@@ -128,10 +128,7 @@ async fn measure(lang: &str, path: &Path, build_ms: Option<u64>) -> Result<serde
     // The smallest memory cap (in MiB steps) under which it loads and answers a dynamic call.
     let mut min_memory = None;
     for mib in [1usize, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256] {
-        let limits = PolicyLimits {
-            memory: mib << 20,
-            ..PolicyLimits::default()
-        };
+        let limits = PolicyLimits::default().with_memory(mib << 20);
         let Ok(c) = cache(path, Some(&cc), limits).await else {
             continue;
         };

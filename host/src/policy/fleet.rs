@@ -2,10 +2,13 @@
 //!
 //! A push stores the component under its SHA-256 and makes it its policy's current version
 //! (by the name its `describe` gives); the previous pushes of that name stay in its history,
-//! so a rollback goes back to the one before. Every change bumps a generation that following
-//! hosts check every [`CHECK`] (one command): a host that missed a change — it was
-//! disconnected, or started later — catches up at its next check, and a host loads the
-//! current set before it serves. Each host reports what it runs, so `cachelet policy list`
+//! so a rollback goes back to the one before. Every change bumps a generation and is announced
+//! on a pub/sub channel: a following host subscribed to it checks at once. Each host also
+//! checks the generation every `Settings::policy_check` (250 ms, one command), so a host that
+//! missed the announcement — it was disconnected, its subscription was refused, it started
+//! later — catches up at its next check; a host loads the current set before it serves. On a
+//! Redis Cluster the announcement reaches every node (PUBLISH is broadcast cluster-wide), so
+//! a host subscribes through any one of them. Each host reports what it runs, so `cachelet policy list`
 //! tells which hosts run which version.
 //!
 //! On Redis the keys live under the engine's prefix (see
@@ -23,13 +26,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::lifecycle::{Change, Lifecycle, PolicyOrigin};
 use super::signature::PublicKey;
-use super::{hex_sha256, PolicySource};
+use super::{hex_sha256, PolicySource, RequestedLimits};
 use crate::backend::redis::Redis;
 use crate::backend::AnyBackend;
 use crate::Error;
 
-/// How often a following host checks for a change.
-pub(crate) const CHECK: Duration = Duration::from_millis(250);
 /// How often a following host reports what it runs.
 const REPORT: Duration = Duration::from_secs(5);
 /// A host whose last report is older than this is no longer listed.
@@ -74,6 +75,40 @@ pub struct Push {
     pub pushed_at: u64,
     /// Its Ed25519 signature (hex), if it was signed.
     pub signature: Option<String>,
+    /// The limits it asks for (within each host's maxima). Not covered by the signature: a
+    /// limit can only tighten what a host allows.
+    #[serde(default, skip_serializing_if = "RequestedLimits::is_empty")]
+    pub limits: RequestedLimits,
+}
+
+/// How to push a policy ([`Cache::push_policy`](crate::Cache::push_policy)).
+///
+/// ```
+/// use std::time::Duration;
+/// let options = cachelet::PushOptions::default()
+///     .limits(cachelet::RequestedLimits::default().with_deadline(Duration::from_millis(20)));
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PushOptions {
+    /// The component's Ed25519 signature (hex), required by hosts with a public key.
+    pub signature: Option<String>,
+    /// The limits the policy asks for.
+    pub limits: RequestedLimits,
+}
+
+impl PushOptions {
+    /// With this signature ([`sign_policy`](crate::sign_policy)).
+    pub fn signature(mut self, signature: impl Into<String>) -> Self {
+        self.signature = Some(signature.into());
+        self
+    }
+
+    /// Asking for these limits.
+    pub fn limits(mut self, limits: RequestedLimits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// A pushed policy: its current version, its history and who runs it.
@@ -240,10 +275,17 @@ pub(crate) struct Fleet {
     pubkey: Option<PublicKey>,
     /// Whether this host follows pushes (on the memory backend: always, one process).
     follows: bool,
+    /// How often a following host checks for a change it was not told of.
+    check: Duration,
 }
 
 impl Fleet {
-    pub fn new(backend: &AnyBackend, follows: bool, pubkey: Option<PublicKey>) -> Fleet {
+    pub fn new(
+        backend: &AnyBackend,
+        follows: bool,
+        check: Duration,
+        pubkey: Option<PublicKey>,
+    ) -> Fleet {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "host".into());
@@ -256,7 +298,25 @@ impl Fleet {
             id: format!("{host}:{}:{:04x}", std::process::id(), now_ms() & 0xffff),
             pubkey,
             follows,
+            check,
         }
+    }
+
+    /// Bumps the generation and tells the following hosts (on Redis; the memory backend's
+    /// one process syncs where the change is made).
+    async fn announce(&self) -> Result<(), Error> {
+        let generation = self.shelf.incr(GENERATION).await?;
+        if let Shelf::Redis(r) = &self.shelf {
+            // Best effort: a host that misses it catches up at its next check.
+            if let Err(e) = r.fleet_publish(generation).await {
+                tracing::warn!(
+                    "pushed policies: the change was not announced ({}); following hosts \
+                     pick it up at their next check",
+                    crate::error::chain(&e)
+                );
+            }
+        }
+        Ok(())
     }
 
     /// This host's id in reports.
@@ -270,14 +330,21 @@ impl Fleet {
         &self,
         lifecycle: &Lifecycle,
         component: Vec<u8>,
-        signature: Option<String>,
+        options: PushOptions,
     ) -> Result<Push, Error> {
+        let PushOptions { signature, limits } = options;
         let hash = hex_sha256(&component);
+        limits
+            .check()
+            .map_err(|e| push_error(&format!("component {}", &hash[..12]), e))?;
         let policy = lifecycle
-            .check(PolicySource::Bytes {
-                name: format!("pushed component {}", &hash[..12]),
-                bytes: component.clone(),
-            })
+            .check(
+                PolicySource::Bytes {
+                    name: format!("pushed component {}", &hash[..12]),
+                    bytes: component.clone(),
+                },
+                &limits,
+            )
             .await?;
         let push = Push {
             name: policy.name().to_string(),
@@ -287,13 +354,14 @@ impl Fleet {
             size: component.len(),
             pushed_at: now_ms(),
             signature,
+            limits,
         };
         drop(policy);
         let json = serde_json::to_vec(&push).expect("a push serializes");
         self.shelf.set(&blob(&hash), &component).await?;
         self.shelf.list_push(&history(&push.name), &json).await?;
         self.shelf.hset(CURRENT, &push.name, &json).await?;
-        self.shelf.incr(GENERATION).await?;
+        self.announce().await?;
         self.sync_here(lifecycle).await;
         Ok(push)
     }
@@ -310,7 +378,7 @@ impl Fleet {
         let previous_push = decode(name, previous)?;
         self.shelf.list_pop(&history(name)).await?;
         self.shelf.hset(CURRENT, name, previous).await?;
-        self.shelf.incr(GENERATION).await?;
+        self.announce().await?;
         self.sync_here(lifecycle).await;
         Ok(previous_push)
     }
@@ -320,7 +388,7 @@ impl Fleet {
         if !self.shelf.hdel(CURRENT, name).await? {
             return Err(push_error(name, "no pushed policy of this name is current"));
         }
-        self.shelf.incr(GENERATION).await?;
+        self.announce().await?;
         self.sync_here(lifecycle).await;
         Ok(())
     }
@@ -371,7 +439,10 @@ impl Fleet {
     async fn sync_here(&self, lifecycle: &Lifecycle) {
         if self.follows {
             if let Err(e) = self.sync(lifecycle).await {
-                tracing::warn!("pushed policies: {e}; the next check tries again");
+                tracing::warn!(
+                    "pushed policies: {}; the next check tries again",
+                    crate::error::chain(&e)
+                );
             }
         }
     }
@@ -395,7 +466,7 @@ impl Fleet {
             // A refusal is remembered per component and signature: the same push is not
             // checked again at every change, a newly signed one is.
             let memo = format!("{}/{}", push.hash, push.signature.as_deref().unwrap_or("-"));
-            if lifecycle.serving_hash(&origin).as_deref() == Some(push.hash.as_str())
+            if lifecycle.serves(&origin, &push.hash, &push.limits)
                 || lifecycle.refused(&origin, &memo)
             {
                 continue;
@@ -435,7 +506,7 @@ impl Fleet {
                 bytes,
             };
             let _ = lifecycle
-                .apply(origin, Change::Load(source, push.hash))
+                .apply(origin, Change::Load(source, push.hash, push.limits))
                 .await;
         }
         for origin in lifecycle.origins(|o| matches!(o, PolicyOrigin::Pushed(_))) {
@@ -480,35 +551,35 @@ impl Fleet {
         }
         let (fleet, weak): (Arc<Fleet>, Weak<Lifecycle>) =
             (self.clone(), Arc::downgrade(lifecycle));
+        let told = Arc::new(tokio::sync::Notify::new());
+        if let Shelf::Redis(r) = &self.shelf {
+            r.fleet_subscribe(Arc::downgrade(&told));
+        }
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CHECK);
+            let mut tick = tokio::time::interval(fleet.check);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut reported = tokio::time::Instant::now();
+            let mut report = tokio::time::interval_at(tokio::time::Instant::now() + REPORT, REPORT);
+            report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let check = tokio::select! {
+                    _ = told.notified() => true,
+                    _ = tick.tick() => true,
+                    _ = report.tick() => false,
+                };
                 let Some(lifecycle) = weak.upgrade() else {
                     break;
                 };
-                let changed = match fleet.generation().await {
-                    Ok(g) if g != seen => Some(g),
-                    Ok(_) => None,
-                    Err(e) => {
-                        tracing::debug!("pushed policies: cannot check: {e}");
-                        continue;
+                let r = if check {
+                    match fleet.generation().await {
+                        Ok(g) if g != seen => fleet.sync(&lifecycle).await.map(|()| seen = g),
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
                     }
+                } else {
+                    fleet.report(&lifecycle).await
                 };
-                let due = reported.elapsed() >= REPORT;
-                let r = match changed {
-                    Some(_) => fleet.sync(&lifecycle).await,
-                    None if due => fleet.report(&lifecycle).await,
-                    None => continue,
-                };
-                match r {
-                    Ok(()) => {
-                        seen = changed.unwrap_or(seen);
-                        reported = tokio::time::Instant::now();
-                    }
-                    Err(e) => tracing::debug!("pushed policies: {e}; trying again"),
+                if let Err(e) = r {
+                    tracing::debug!("pushed policies: {}; trying again", crate::error::chain(&e));
                 }
             }
         });

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::limits::GuestLimits;
-use super::{Policy, PolicyLimits, PolicySet, PolicySource};
+use super::{Policy, PolicyLimits, PolicySet, PolicySource, RequestedLimits};
 use crate::store::Store;
 use crate::Error;
 
@@ -70,6 +70,11 @@ pub struct Serving {
     /// Why it is no longer called, once it faulted too often: its ops are served uncached
     /// until a new version is loaded.
     pub quarantined: Option<String>,
+    /// The deadline its calls run under: the host's, or less if the policy asked for less
+    /// ([`RequestedLimits`]).
+    pub deadline: std::time::Duration,
+    /// The memory cap of its instances, in bytes: the host's, or less if it asked for less.
+    pub memory: usize,
 }
 
 /// A version that could not be loaded: what serves did not change.
@@ -138,8 +143,8 @@ impl PolicyStatus {
 
 /// A change to one origin.
 pub(crate) enum Change {
-    /// Load this version (bytes and their hash), replacing what serves.
-    Load(PolicySource, String),
+    /// Load this version (bytes, their hash, the limits it asks for), replacing what serves.
+    Load(PolicySource, String, RequestedLimits),
     /// Stop serving it.
     Remove,
 }
@@ -217,9 +222,25 @@ impl Lifecycle {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads `source` as a check (nothing serves it): what a push validates first.
-    pub async fn check(&self, source: PolicySource) -> Result<Arc<Policy>, Error> {
-        self.load(source).await
+    /// Loads `source` under the limits it asks for, as a check (nothing serves it): what a
+    /// push validates first.
+    pub async fn check(
+        &self,
+        source: PolicySource,
+        asked: &RequestedLimits,
+    ) -> Result<Arc<Policy>, Error> {
+        self.load(source, self.limits.bounding(asked)).await
+    }
+
+    /// Whether `origin` serves the version `hash` under the limits `asked` gives it.
+    pub fn serves(&self, origin: &PolicyOrigin, hash: &str, asked: &RequestedLimits) -> bool {
+        let limits = self.limits.bounding(asked);
+        let state = self.lock();
+        state
+            .entries
+            .get(origin)
+            .and_then(|e| e.serving.as_ref())
+            .is_some_and(|(p, _)| p.hash() == hash && p.limits() == limits)
     }
 
     /// Records that a version of `origin` was refused before loading (unsigned, tampered
@@ -254,8 +275,8 @@ impl Lifecycle {
 
     /// Compiles and checks `source` off the request path (a blocking thread: a Python
     /// component compiles for seconds).
-    async fn load(&self, source: PolicySource) -> Result<Arc<Policy>, Error> {
-        let (store, limits, cache) = (self.store.clone(), self.limits, self.compile_cache.clone());
+    async fn load(&self, source: PolicySource, limits: PolicyLimits) -> Result<Arc<Policy>, Error> {
+        let (store, cache) = (self.store.clone(), self.compile_cache.clone());
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             handle.block_on(Policy::load(&source, store, limits, cache.as_deref()))
@@ -326,7 +347,9 @@ impl Lifecycle {
                     }
                 }
             }
-            Change::Load(source, hash) => self.load_version(&origin, source, hash).await,
+            Change::Load(source, hash, asked) => {
+                self.load_version(&origin, source, hash, asked).await
+            }
         };
         self.bump();
         out
@@ -337,16 +360,23 @@ impl Lifecycle {
         origin: &PolicyOrigin,
         source: PolicySource,
         hash: String,
+        asked: RequestedLimits,
     ) -> Result<bool, Error> {
+        let limits = self.limits.bounding(&asked);
+        // A version is its bytes and the limits it runs under.
+        let memo = format!("{hash} {asked:?}");
         {
             let mut state = self.lock();
             if let Some(e) = state.entries.get_mut(origin) {
-                if e.serving.as_ref().is_some_and(|(p, _)| p.hash() == hash) {
+                if e.serving
+                    .as_ref()
+                    .is_some_and(|(p, _)| p.hash() == hash && p.limits() == limits)
+                {
                     e.failure = None;
                     return Ok(false);
                 }
                 if let Some((f, Some(h))) = &e.failure {
-                    if *h == hash {
+                    if *h == memo {
                         // The same broken bytes again (a rescan): no second compile.
                         return Err(Error::Load {
                             source_name: origin.to_string(),
@@ -356,7 +386,7 @@ impl Lifecycle {
                 }
             }
         }
-        let loaded = match self.load(source).await {
+        let loaded = match self.load(source, limits).await {
             Ok(p) => {
                 let state = self.lock();
                 self.compose(&state, &|o| o == origin, vec![(origin.clone(), p.clone())])
@@ -385,7 +415,10 @@ impl Lifecycle {
                 Ok(true)
             }
             Err(e) => {
-                tracing::warn!("{origin}: not loaded, what serves stays: {e}");
+                tracing::warn!(
+                    "{origin}: not loaded, what serves stays: {}",
+                    crate::error::chain(&e)
+                );
                 let entry = state.entries.entry(origin.clone()).or_insert(Entry {
                     serving: None,
                     failure: None,
@@ -395,7 +428,7 @@ impl Lifecycle {
                         message: e.to_string(),
                         at: SystemTime::now(),
                     },
-                    Some(hash),
+                    Some(memo),
                 ));
                 Err(e)
             }
@@ -455,13 +488,6 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// The hash serving `origin`, if any.
-    pub fn serving_hash(&self, origin: &PolicyOrigin) -> Option<String> {
-        let state = self.lock();
-        let e = state.entries.get(origin)?;
-        Some(e.serving.as_ref()?.0.hash().to_string())
-    }
-
     /// The origins of one kind.
     pub fn origins(&self, of_kind: impl Fn(&PolicyOrigin) -> bool) -> Vec<PolicyOrigin> {
         self.lock()
@@ -488,6 +514,8 @@ impl Lifecycle {
                         since: *since,
                         faults: p.faults(),
                         quarantined: p.quarantined(),
+                        deadline: p.limits().deadline,
+                        memory: p.limits().memory,
                     }),
                     failure: e.failure.as_ref().map(|(f, _)| f.clone()),
                 })

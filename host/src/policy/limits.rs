@@ -18,6 +18,7 @@ use crate::Error;
 /// assert_eq!((l.max_recache, l.max_string_bytes), (256, 65536));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GuestLimits {
     /// `CACHE_MAX_KEY_BYTES` (4096): the longest key a read rule may name.
     pub max_key_bytes: usize,

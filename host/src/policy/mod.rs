@@ -53,14 +53,16 @@ const POLICY_EXPORT: &str = "cachelet:policy/policy@0.2.0";
 const PACKAGE: &str = "cachelet:policy";
 const PACKAGE_VERSION: &str = "0.2.0";
 
-/// Limits every instance of a policy runs under.
+/// Limits every instance of a policy runs under: the defaults, changed with the `with_*`
+/// setters.
 ///
 /// ```
 /// use std::time::Duration;
-/// let limits = cachelet::PolicyLimits { deadline: Duration::from_millis(20), ..Default::default() };
-/// assert_eq!(limits.memory, 64 << 20);
+/// let limits = cachelet::PolicyLimits::default().with_deadline(Duration::from_millis(20));
+/// assert_eq!((limits.deadline, limits.memory), (Duration::from_millis(20), 64 << 20));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PolicyLimits {
     /// Longest a single policy call may run (default 100 ms). Past it the call traps.
     pub deadline: Duration,
@@ -86,6 +88,124 @@ impl Default for PolicyLimits {
             max_instances: 8,
             instance_wait: Duration::from_millis(10),
         }
+    }
+}
+
+impl PolicyLimits {
+    /// Longest a single policy call may run.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Most linear memory one instance may hold, in bytes.
+    pub fn with_memory(mut self, bytes: usize) -> Self {
+        self.memory = bytes;
+        self
+    }
+
+    /// Idle instances kept ready per policy.
+    pub fn with_idle_instances(mut self, n: usize) -> Self {
+        self.idle_instances = n;
+        self
+    }
+
+    /// Most instances of one policy alive at once.
+    pub fn with_max_instances(mut self, n: usize) -> Self {
+        self.max_instances = n;
+        self
+    }
+
+    /// How long a read's call waits for a busy policy's instance.
+    pub fn with_instance_wait(mut self, wait: Duration) -> Self {
+        self.instance_wait = wait;
+        self
+    }
+}
+
+/// The limits a policy asks for itself: carried by a push (`cachelet policy push --limits
+/// FILE`, [`PushOptions::limits`](crate::PushOptions)) or by a file `NAME.limits.json` next to
+/// `NAME.wasm` in the watched directory. Each is bounded by the host's [`PolicyLimits`]: a
+/// policy may ask for less than the host allows, never for more (it gets the host's maximum).
+/// Unset, the host's own applies.
+///
+/// ```
+/// use std::time::Duration;
+/// use cachelet::{PolicyLimits, RequestedLimits};
+/// let asked = RequestedLimits::from_json(br#"{"deadline_ms": 20, "memory_bytes": 1073741824}"#).unwrap();
+/// let host = PolicyLimits::default(); // 100 ms, 64 MiB
+/// let applied = host.bounding(&asked);
+/// assert_eq!((applied.deadline, applied.memory), (Duration::from_millis(20), 64 << 20));
+/// // Unknown fields and zeros are refused, naming the problem.
+/// assert!(RequestedLimits::from_json(br#"{"deadline": 20}"#).unwrap_err().contains("deadline"));
+/// assert!(RequestedLimits::from_json(br#"{"deadline_ms": 0}"#).unwrap_err().contains("deadline_ms"));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RequestedLimits {
+    /// Longest a single call may run, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Most linear memory one instance may hold, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+impl RequestedLimits {
+    /// Asks for a deadline (whole milliseconds, rounded up).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline_ms = Some(deadline.as_nanos().div_ceil(1_000_000) as u64);
+        self
+    }
+
+    /// Asks for a memory cap, in bytes.
+    pub fn with_memory(mut self, bytes: u64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Whether it asks for nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == RequestedLimits::default()
+    }
+
+    /// Parses `{"deadline_ms": N, "memory_bytes": N}` (either may be left out); the error
+    /// names what is wrong.
+    pub fn from_json(json: &[u8]) -> Result<RequestedLimits, String> {
+        let asked: RequestedLimits = serde_json::from_slice(json).map_err(|e| {
+            format!("not a limits file ({{\"deadline_ms\": N, \"memory_bytes\": N}}): {e}")
+        })?;
+        asked.check()?;
+        Ok(asked)
+    }
+
+    /// The error of a limit no call could run under.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.deadline_ms == Some(0) {
+            return Err("deadline_ms is 0: a call needs at least 1 ms".into());
+        }
+        if self.memory_bytes.is_some_and(|m| m < 1 << 16) {
+            return Err(format!(
+                "memory_bytes is {}: an instance needs at least one 64 KiB page",
+                self.memory_bytes.unwrap_or(0)
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PolicyLimits {
+    /// These limits, tightened to what `asked` asks for where it asks for less.
+    pub fn bounding(self, asked: &RequestedLimits) -> PolicyLimits {
+        let mut l = self;
+        if let Some(ms) = asked.deadline_ms {
+            l.deadline = l.deadline.min(Duration::from_millis(ms));
+        }
+        if let Some(bytes) = asked.memory_bytes {
+            l.memory = l.memory.min(usize::try_from(bytes).unwrap_or(usize::MAX));
+        }
+        l
     }
 }
 
@@ -186,6 +306,7 @@ pub enum OpKind {
 
 /// One operation a policy declares.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct OpInfo {
     /// The operation's name.
     pub name: String,
@@ -202,6 +323,7 @@ pub struct OpInfo {
 
 /// What `cachelet check` reports about a component.
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct PolicyReport {
     /// The policy's name (from `describe`).
     pub name: String,
@@ -481,6 +603,11 @@ impl Policy {
 
     pub fn report(&self) -> &PolicyReport {
         &self.report
+    }
+
+    /// The limits its calls run under.
+    pub fn limits(&self) -> PolicyLimits {
+        self.limits
     }
 
     pub fn faults(&self) -> u64 {

@@ -140,7 +140,11 @@ impl store::Host for HostState {
         match HostState::bounded(&self.policy, self.deadline, "get", self.store.get(&key)).await? {
             Ok(v) => v.map(|v| String::from_utf8_lossy(&v).into_owned()),
             Err(e) => {
-                tracing::debug!(policy = &*self.policy, "store.get: {e}");
+                tracing::debug!(
+                    policy = &*self.policy,
+                    "store.get: {}",
+                    crate::error::chain(&e)
+                );
                 None
             }
         }

@@ -6,7 +6,9 @@
 //! renamed into place (an atomic rename is taken at once). A file still being written — a copy
 //! in progress, a slow upload — is never taken for a broken policy, and an editor's temporary
 //! and backup files (dot files, `~`, `.swp`, `.tmp`: anything not named `*.wasm`) are never
-//! looked at. Events can be missed (an overflowing queue, a file system that reports none): a
+//! looked at. A file `NAME.limits.json` beside `NAME.wasm` holds the limits that policy asks
+//! for ([`RequestedLimits`]); a change to it reloads the policy under the new limits, a broken
+//! one is refused like a broken component (what serves stays). Events can be missed (an overflowing queue, a file system that reports none): a
 //! scan every second catches up with any file whose size or time changed and that has not
 //! changed for [`SETTLE`].
 
@@ -19,7 +21,7 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
 
 use super::lifecycle::{Change, Lifecycle, PolicyOrigin};
-use super::{hex_sha256, PolicySource};
+use super::{hex_sha256, PolicySource, RequestedLimits};
 use crate::Error;
 
 /// How long a file found changed by a scan (not by an event) must stay unchanged before it is
@@ -36,18 +38,47 @@ fn is_policy(path: &Path) -> bool {
     !name.starts_with('.') && !name.starts_with('#') && name.ends_with(".wasm")
 }
 
-/// Size and modification time: what a scan compares.
+/// The limits file of the policy file `NAME.wasm`: `NAME.limits.json`, beside it.
+pub(crate) fn limits_file(policy: &Path) -> PathBuf {
+    policy.with_extension("limits.json")
+}
+
+/// The policy file whose limits `path` holds, if it is a limits file.
+fn limits_of(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".limits.json")?;
+    is_policy(&path.with_file_name(format!("{stem}.wasm")))
+        .then(|| path.with_file_name(format!("{stem}.wasm")))
+}
+
+/// Size and modification time of a policy file, and of its limits file if there is one:
+/// what a scan compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
     len: u64,
     modified: SystemTime,
+    limits: Option<(u64, SystemTime)>,
+}
+
+impl Mark {
+    /// When either file last changed.
+    fn modified(&self) -> SystemTime {
+        self.limits
+            .map_or(self.modified, |(_, t)| t.max(self.modified))
+    }
 }
 
 fn mark(path: &Path) -> Option<Mark> {
-    let m = std::fs::metadata(path).ok()?;
-    m.is_file().then(|| Mark {
-        len: m.len(),
-        modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    let size_and_time = |p: &Path| {
+        let m = std::fs::metadata(p).ok()?;
+        m.is_file()
+            .then(|| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+    };
+    let (len, modified) = size_and_time(path)?;
+    Some(Mark {
+        len,
+        modified,
+        limits: size_and_time(&limits_file(path)),
     })
 }
 
@@ -94,13 +125,30 @@ impl Watch {
         if let Some(m) = before {
             self.taken.insert(path.to_path_buf(), m);
         }
+        let limits = limits_file(path);
+        let asked = match std::fs::read(&limits) {
+            Ok(json) => match RequestedLimits::from_json(&json) {
+                Ok(asked) => asked,
+                Err(e) => {
+                    lifecycle.refuse(origin, format!("{}: {e}", limits.display()), None);
+                    return;
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RequestedLimits::default(),
+            Err(e) => {
+                tracing::warn!("{}: cannot read the limits: {e}", limits.display());
+                return;
+            }
+        };
         let hash = hex_sha256(&bytes);
         let source = PolicySource::Bytes {
             name: path.display().to_string(),
             bytes,
         };
         // A failure is kept in the status and logged by the lifecycle.
-        let _ = lifecycle.apply(origin, Change::Load(source, hash)).await;
+        let _ = lifecycle
+            .apply(origin, Change::Load(source, hash, asked))
+            .await;
     }
 
     /// Removes the policy of `path` if the file is gone (a file renamed over it comes with
@@ -135,7 +183,7 @@ impl Watch {
                 self.changing.remove(path);
                 continue;
             }
-            let settled = now.duration_since(m.modified).unwrap_or_default() >= SETTLE;
+            let settled = now.duration_since(m.modified()).unwrap_or_default() >= SETTLE;
             if settled && self.changing.get(path) == Some(&m) {
                 self.take(lifecycle, path).await;
             } else {
@@ -181,10 +229,18 @@ impl Watch {
             // Created or written: not whole yet; its close (or a scan, once settled) takes it.
             _ => (vec![], vec![]),
         };
+        // A limits file written, renamed or removed: its policy again, under what it says now.
+        let limits_changed: Vec<PathBuf> = gone
+            .iter()
+            .chain(&whole)
+            .filter(|p| p.parent() == Some(dir.as_path()))
+            .filter_map(|p| limits_of(p))
+            .filter(|p| p.is_file() && !whole.contains(p))
+            .collect();
         for p in gone.iter().filter(|p| mine(p)) {
             self.remove(lifecycle, p).await;
         }
-        for p in whole.iter().filter(|p| mine(p)) {
+        for p in whole.iter().filter(|p| mine(p)).chain(&limits_changed) {
             self.take(lifecycle, p).await;
         }
     }
@@ -272,6 +328,26 @@ mod tests {
             "p.wasm.part",
         ] {
             assert!(!is_policy(Path::new(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_limits_file_belongs_to_the_policy_of_its_name() {
+        assert_eq!(
+            limits_file(Path::new("/d/p.wasm")),
+            Path::new("/d/p.limits.json")
+        );
+        assert_eq!(
+            limits_of(Path::new("/d/p.limits.json")).as_deref(),
+            Some(Path::new("/d/p.wasm"))
+        );
+        for no in [
+            "/d/p.json",
+            "/d/.p.limits.json",
+            "/d/.limits.json",
+            "/d/p.limits.json~",
+        ] {
+            assert_eq!(limits_of(Path::new(no)), None, "{no}");
         }
     }
 }

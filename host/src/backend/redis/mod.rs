@@ -45,6 +45,7 @@ use self::circuit::Circuit;
 use self::held::HeldLog;
 use super::{Backend, Fill, Held, Invalidation, Look, Lookup};
 use crate::config::{RedisOptions, RedisUrl};
+use crate::error::Cause;
 use crate::Error;
 
 /// The oldest server the engine runs on: `EXPIRE ... GT` and `PEXPIRE ... NX` are 7.0's.
@@ -79,8 +80,17 @@ impl std::fmt::Display for Failure {
 impl From<Failure> for Error {
     fn from(f: Failure) -> Error {
         match f {
-            Failure::Refused(_) => Error::Refused(f.to_string()),
-            _ => Error::Unavailable(f.to_string()),
+            Failure::Open => Error::Unavailable {
+                problem: f.to_string(),
+                source: None,
+            },
+            Failure::Outage(e) => Error::Unavailable {
+                problem: "Redis did not answer".into(),
+                source: Some(Cause::new(e)),
+            },
+            Failure::Refused(e) => Error::Refused {
+                source: Cause::new(e),
+            },
         }
     }
 }
@@ -293,29 +303,33 @@ pub(crate) struct Redis {
     next_id: AtomicU64,
     /// Commands sent, for the benchmarks' commands-per-operation figures.
     pub commands: AtomicU64,
+    /// A client per node, for the fleet's pub/sub subscription (its own connection).
+    subscribers: Vec<redis::Client>,
 }
 
-/// Explains a connection failure without repeating credentials.
-fn connect_error(shown: &str, e: &redis::RedisError) -> Error {
+/// Explains a connection failure, with the client's error as its source. Neither repeats
+/// credentials: the client is given the password apart from the addresses it names.
+fn connect_error(shown: &str, e: redis::RedisError) -> Error {
     use redis::ErrorKind;
     let text = e.to_string();
     let problem = if e.kind() == ErrorKind::AuthenticationFailed
         || text.contains("WRONGPASS")
         || text.contains("NOAUTH")
     {
-        format!("authentication failed: Redis refused the user name or password ({text})")
+        "authentication failed: Redis refused the user name or password"
     } else if text.to_ascii_lowercase().contains("tls")
         || text.contains("certificate")
         || text.contains("handshake")
         || text.contains("InvalidCertificate")
     {
-        format!("TLS handshake failed: {text}")
+        "TLS handshake failed"
     } else {
-        format!("cannot connect: {text}")
+        "cannot connect"
     };
     Error::Backend {
         url: shown.to_string(),
-        problem,
+        problem: problem.into(),
+        source: Some(Cause::new(e)),
     }
 }
 
@@ -393,7 +407,7 @@ impl Redis {
                 }
                 addr.into_connection_info()
                     .map(|ci| ci.set_redis_settings(rc))
-                    .map_err(|e| connect_error(&shown, &e))
+                    .map_err(|e| connect_error(&shown, e))
             })
             .collect::<Result<_, _>>()?;
         let certs = if url.tls {
@@ -402,6 +416,14 @@ impl Redis {
             None
         };
         let cluster = url.is_cluster();
+        let subscribers = infos
+            .iter()
+            .map(|info| match &certs {
+                Some(c) => redis::Client::build_with_tls(info.clone(), c.clone()),
+                None => redis::Client::open(info.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| connect_error(&shown, e))?;
         let connecting = async {
             if cluster {
                 let mut b = redis::cluster::ClusterClientBuilder::new(infos)
@@ -431,11 +453,12 @@ impl Redis {
         let limit = opts.timeout.max(Duration::from_secs(3));
         let conn = match tokio::time::timeout(limit, connecting).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(connect_error(&shown, &e)),
+            Ok(Err(e)) => return Err(connect_error(&shown, e)),
             Err(_) => {
                 return Err(Error::Backend {
                     url: shown,
                     problem: format!("cannot connect: no answer within {limit:?}"),
+                    source: None,
                 })
             }
         };
@@ -452,12 +475,14 @@ impl Redis {
             ids: RandomState::new(),
             next_id: AtomicU64::new(1),
             commands: AtomicU64::new(0),
+            subscribers,
         });
         let backend_error = |e: Failure| match e {
-            Failure::Outage(e) | Failure::Refused(e) => connect_error(&shown, &e),
+            Failure::Outage(e) | Failure::Refused(e) => connect_error(&shown, e),
             Failure::Open => Error::Backend {
                 url: shown.clone(),
                 problem: e.to_string(),
+                source: None,
             },
         };
         // A cluster answers for every node: the oldest one counts.
@@ -495,6 +520,7 @@ impl Redis {
                             "{a}.{b}"
                         ))
                     ),
+                    source: None,
                 })
             }
         }

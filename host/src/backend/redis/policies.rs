@@ -5,10 +5,17 @@
 //! - `~policies:history:{name}` — a list of its pushes, newest first (the last 20).
 //! - `~policies:generation` — bumped by every push, rollback and removal: hosts compare it.
 //! - `~hosts` — a hash: host id → what it runs (JSON, with the time of the report).
+//! - `~policies:changed` — a pub/sub channel: each change publishes its generation there.
 //!
 //! Every command names one key (a cluster routes each by its own); none goes through the
-//! circuit, which only the read and write paths drive.
+//! circuit, which only the read and write paths drive. A following host subscribes on a
+//! connection of its own, to the server or to one node of a cluster (PUBLISH reaches every
+//! node of a cluster), moving to the next node when it loses it.
 
+use std::sync::Weak;
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use redis::Cmd;
 
 use super::Redis;
@@ -21,6 +28,73 @@ impl Redis {
 
     async fn fleet<T: redis::FromRedisValue>(&self, cmd: Cmd) -> Result<T, Error> {
         self.raw(cmd).await.map_err(Error::from)
+    }
+
+    fn fleet_channel(&self) -> String {
+        self.fleet_key("policies:changed")
+    }
+
+    /// Announces a change (its generation) to the subscribed hosts.
+    pub(crate) async fn fleet_publish(&self, generation: u64) -> Result<(), Error> {
+        let mut c = redis::cmd("PUBLISH");
+        c.arg(self.fleet_channel()).arg(generation);
+        self.fleet::<i64>(c).await.map(|_| ())
+    }
+
+    /// Subscribes to the announcements, in the background, for as long as `told` lives:
+    /// `told` is notified for each one, and each time the subscription is made (a change
+    /// may have been announced while it was not). A lost or refused subscription is made
+    /// again after a back-off (50 ms doubling to 5 s), on the next node of a cluster.
+    pub(crate) fn fleet_subscribe(&self, told: Weak<tokio::sync::Notify>) {
+        let (clients, channel) = (self.subscribers.clone(), self.fleet_channel());
+        let limit = self.opts.timeout.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            for node in (0..clients.len()).cycle() {
+                let subscribing = async {
+                    let mut ps = clients[node].get_async_pubsub().await?;
+                    ps.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(ps)
+                };
+                match tokio::time::timeout(limit, subscribing).await {
+                    Ok(Ok(ps)) => {
+                        backoff = Duration::from_millis(50);
+                        let mut messages = ps.into_on_message();
+                        // Just subscribed: one check catches what was announced before.
+                        let mut news = true;
+                        loop {
+                            if news {
+                                let Some(told) = told.upgrade() else { return };
+                                told.notify_one();
+                            }
+                            // Wakes every second to see whether the cache is still there.
+                            match tokio::time::timeout(Duration::from_secs(1), messages.next())
+                                .await
+                            {
+                                Ok(Some(_)) => news = true,
+                                Ok(None) => break,
+                                Err(_) if told.strong_count() == 0 => return,
+                                Err(_) => news = false,
+                            }
+                        }
+                        tracing::debug!("pushed policies: subscription lost; subscribing again");
+                    }
+                    Ok(Err(e)) => tracing::debug!(
+                        "pushed policies: cannot subscribe ({}); the periodic check stands in",
+                        crate::error::chain(&e)
+                    ),
+                    Err(_) => tracing::debug!(
+                        "pushed policies: cannot subscribe (no answer within {limit:?}); the \
+                         periodic check stands in"
+                    ),
+                }
+                if told.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
     }
 
     /// `GET` of an engine key (`policy:{hash}`, `policies:generation`).
