@@ -821,3 +821,65 @@ async fn the_memory_backend_pushes_rolls_back_and_removes_through_the_library() 
         .unwrap_err();
     assert!(e.to_string().contains("no `\\0asm` header"), "{e}");
 }
+
+/// `bytes` (a component) with a custom section that makes it a component of its own hash.
+fn variant(bytes: &[u8], n: u32) -> Vec<u8> {
+    let name = b"variant";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&n.to_le_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // a custom section
+    out.push(section.len() as u8);
+    out.extend(section);
+    out
+}
+
+/// Pushes do not pile up in Redis: a component that no push of its policy's history names any
+/// more (fallen off the end of the last 20, or rolled back) is deleted; every one the history
+/// or the current version names stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_components_no_rollback_can_reach_are_deleted() {
+    let redis = cachelet_tests::redis::RedisServer::plain();
+    let mut s = cachelet::Settings::default();
+    s.url = cachelet::BackendUrl::parse(&redis.url()).unwrap();
+    s.prefix = "pile".into();
+    let cache = Cache::builder()
+        .settings(s)
+        .compile_cache(repo().join("build/compile-cache"))
+        .build()
+        .await
+        .unwrap();
+    let a = std::fs::read(component("lifecycle-a")).unwrap();
+    let stored = || {
+        let mut hashes: Vec<String> = redis
+            .cli(&["KEYS", "*policy:*"])
+            .lines()
+            .filter_map(|k| Some(k.rsplit_once("policy:")?.1.to_string()))
+            .collect();
+        hashes.sort();
+        hashes
+    };
+    let named = |list: &[cachelet::PushedPolicy]| {
+        let mut hashes: Vec<String> = list[0].history.iter().map(|p| p.hash.clone()).collect();
+        hashes.push(list[0].current.hash.clone());
+        hashes.sort();
+        hashes.dedup();
+        hashes
+    };
+    for n in 0..22 {
+        cache
+            .push_policy(variant(&a, n), PushOptions::default())
+            .await
+            .unwrap();
+    }
+    let list = cache.pushed_policies().await.unwrap();
+    assert_eq!(list[0].history.len(), 20);
+    assert_eq!(stored().len(), 20, "the two oldest components are deleted");
+    assert_eq!(stored(), named(&list));
+
+    cache.rollback_policy("lifecycle").await.unwrap();
+    let list = cache.pushed_policies().await.unwrap();
+    assert_eq!(stored().len(), 19, "the component rolled back is deleted");
+    assert_eq!(stored(), named(&list));
+}

@@ -1,8 +1,10 @@
 //! Fleet rollout: policies pushed to the cache's backend, followed by every host of the cache.
 //!
 //! A push stores the component under its SHA-256 and makes it its policy's current version
-//! (by the name its `describe` gives); the previous pushes of that name stay in its history,
-//! so a rollback goes back to the one before. Every change bumps a generation and is announced
+//! (by the name its `describe` gives); the previous pushes of that name stay in its history
+//! (the last 20), so a rollback goes back to the one before. A component no push of the
+//! history names any more (fallen off its end, or rolled back) is deleted: pushes do not pile
+//! up in the backend. Every change bumps a generation and is announced
 //! on a pub/sub channel: a following host subscribed to it checks at once. Each host also
 //! checks the generation every `Settings::policy_check` (250 ms, one command), so a host that
 //! missed the announcement — it was disconnected, its subscription was refused, it started
@@ -219,6 +221,16 @@ impl Shelf {
         }
     }
 
+    async fn del(&self, key: &str) -> Result<(), Error> {
+        match self {
+            Shelf::Memory(m) => {
+                Self::mem(m).strings.remove(key);
+                Ok(())
+            }
+            Shelf::Redis(r) => r.fleet_del(key).await,
+        }
+    }
+
     async fn list(&self, key: &str) -> Result<Vec<Vec<u8>>, Error> {
         match self {
             Shelf::Memory(m) => Ok(Self::mem(m)
@@ -358,12 +370,51 @@ impl Fleet {
         };
         drop(policy);
         let json = serde_json::to_vec(&push).expect("a push serializes");
+        let before = self.shelf.list(&history(&push.name)).await?;
         self.shelf.set(&blob(&hash), &component).await?;
         self.shelf.list_push(&history(&push.name), &json).await?;
         self.shelf.hset(CURRENT, &push.name, &json).await?;
         self.announce().await?;
         self.sync_here(lifecycle).await;
+        // The pushes that fell off the end of the history.
+        let dropped: Vec<String> = before
+            .iter()
+            .skip(HISTORY - 1)
+            .filter_map(|j| decode(&push.name, j).ok().map(|p| p.hash))
+            .collect();
+        self.release(&push.name, dropped).await?;
         Ok(push)
+    }
+
+    /// Deletes the stored components of `hashes` that `name`'s history and current version no
+    /// longer name: no rollback can reach them, so they would only pile up.
+    async fn release(&self, name: &str, hashes: Vec<String>) -> Result<(), Error> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let mut kept: Vec<String> = self
+            .shelf
+            .list(&history(name))
+            .await?
+            .iter()
+            .filter_map(|j| decode(name, j).ok().map(|p| p.hash))
+            .collect();
+        if let Some((_, json)) = self
+            .shelf
+            .hgetall(CURRENT)
+            .await?
+            .into_iter()
+            .find(|(n, _)| n == name)
+        {
+            kept.extend(decode(name, &json).ok().map(|p| p.hash));
+        }
+        for hash in hashes {
+            if !kept.contains(&hash) {
+                self.shelf.del(&blob(&hash)).await?;
+                kept.push(hash);
+            }
+        }
+        Ok(())
     }
 
     /// Makes the push before the current one of `name` current again.
@@ -380,6 +431,11 @@ impl Fleet {
         self.shelf.hset(CURRENT, name, previous).await?;
         self.announce().await?;
         self.sync_here(lifecycle).await;
+        // The push rolled back is gone from the history: no rollback reaches it again.
+        let undone = decode(name, &pushes[0])
+            .map(|p| vec![p.hash])
+            .unwrap_or_default();
+        self.release(name, undone).await?;
         Ok(previous_push)
     }
 

@@ -144,6 +144,13 @@ impl Redis {
         Ok(self.fleet::<u64>(c).await? > 0)
     }
 
+    /// Deletes a key.
+    pub(crate) async fn fleet_del(&self, key: &str) -> Result<(), Error> {
+        let mut c = redis::cmd("DEL");
+        c.arg(self.fleet_key(key));
+        self.fleet::<()>(c).await
+    }
+
     /// A list, head first.
     pub(crate) async fn fleet_list(&self, key: &str) -> Result<Vec<Vec<u8>>, Error> {
         let mut c = redis::cmd("LRANGE");
