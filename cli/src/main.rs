@@ -92,13 +92,21 @@ enum Kind {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `check` and `call` load a policy into a cache of their own that serves nothing and has
+    // no loaders: the cache's warning that recaches have no loader would only mislead there.
+    let default = match cli.command {
+        Command::Check { .. } | Command::Call { .. } => "warn,cachelet::cache=error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -163,3 +163,45 @@ fn call_takes_structured_arguments_as_json() {
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// A load that takes a while (a JavaScript component compiles for seconds) shows on a terminal
+/// what compiles and for how long, then clears its line; when stderr is not a terminal,
+/// nothing of it. `check` prints no warning meant for a serving cache. (`script` gives the
+/// command a terminal.)
+#[test]
+fn a_long_compile_shows_progress_on_a_terminal_only() {
+    let policy = component("seed-js");
+    let p = policy.to_str().unwrap();
+    let piped = fresh("progress-piped");
+    let out = cachelet(&[("CACHELET_COMPILE_CACHE", &piped)], &["check", p]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("none before this check"),
+        "a compile, not a precompiled load: {}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("compiling"), "{}", text(&out));
+    assert!(!text(&out).contains("WARN"), "{}", text(&out));
+
+    let terminal = fresh("progress-terminal");
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!("'{}' check '{p}'", env!("CARGO_BIN_EXE_cachelet")),
+            "/dev/null",
+        ])
+        .env("CACHELET_COMPILE_CACHE", &terminal)
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .expect("script (util-linux) runs");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{seen}");
+    assert!(
+        seen.contains(&format!("compiling {p} (")) && seen.contains(" MB, kept compiled"),
+        "{seen}"
+    );
+    assert!(seen.contains("\r\x1b[2K"), "the line is cleared: {seen}");
+    assert!(seen.contains("none before this check"), "{seen}");
+    let _ = std::fs::remove_dir_all(&piped);
+    let _ = std::fs::remove_dir_all(&terminal);
+}

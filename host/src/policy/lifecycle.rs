@@ -438,15 +438,24 @@ impl Lifecycle {
     /// Replaces every builder policy at once: all load, or nothing changes.
     pub async fn replace_builder(&self, sources: &[PolicySource]) -> Result<(), Error> {
         let _one = self.changing.lock().await;
-        let loaded = PolicySet::load(
-            sources,
-            &self.store,
-            self.limits,
-            self.compile_cache.as_deref(),
-        )
-        .await;
+        // Each on a blocking thread, as every other load: a Python component compiles for
+        // seconds, which must not hold a worker of the runtime serving calls (nor the CLI's
+        // progress display).
+        let mut loaded = Vec::with_capacity(sources.len());
+        let mut failed = None;
+        for source in sources {
+            match self.load(source.clone(), self.limits).await {
+                Ok(p) => loaded.push(p),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
         self.bump();
-        let loaded = loaded?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let with: Vec<(PolicyOrigin, Arc<Policy>)> = sources
             .iter()
             .enumerate()

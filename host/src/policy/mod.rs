@@ -1164,22 +1164,6 @@ impl PolicySet {
         }
     }
 
-    /// Loads every source; any failure (or an operation declared twice) fails the whole set.
-    pub async fn load(
-        sources: &[PolicySource],
-        store: &Arc<Store>,
-        limits: PolicyLimits,
-        compile_cache: Option<&Path>,
-    ) -> Result<Vec<Arc<Policy>>, Error> {
-        let mut loaded = Vec::with_capacity(sources.len());
-        for src in sources {
-            loaded.push(Arc::new(
-                Policy::load(src, store.clone(), limits, compile_cache).await?,
-            ));
-        }
-        Ok(loaded)
-    }
-
     /// The set of `policies`, routed by operation; an operation declared by two of them is
     /// an error naming both.
     pub fn of(policies: Vec<Arc<Policy>>, limits: GuestLimits) -> Result<PolicySet, Error> {
