@@ -190,6 +190,18 @@ macro_rules! with_backend {
 }
 pub(crate) use with_backend;
 
+/// `s` as a glob that matches only itself (for [`glob_match`] and Redis `SCAN MATCH`).
+pub(crate) fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Redis-style glob matching: `*`, `?`, `[abc]`, `[a-z]`, `[^a]` and `\` escapes.
 pub(crate) fn glob_match(pat: &[u8], s: &[u8]) -> bool {
     let (mut p, mut i) = (0, 0);
@@ -281,7 +293,16 @@ fn class(pat: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::{glob_escape, glob_match};
+
+    #[test]
+    fn escaped_globs_match_only_themselves() {
+        assert_eq!(glob_escape("a*b:[v1]:"), "a\\*b:\\[v1\\]:");
+        for s in ["a*b:[v1]:", "x?y\\z", "plain"] {
+            assert!(glob_match(glob_escape(s).as_bytes(), s.as_bytes()), "{s}");
+        }
+        assert!(!glob_match(glob_escape("a*").as_bytes(), b"abc"));
+    }
 
     #[test]
     fn globs_match_like_redis() {

@@ -41,6 +41,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::layer::{Recache, ResponseCacheLayer};
 use super::semantics::strip_hop_by_hop;
+use crate::backend::glob_escape;
 use crate::{Cache, Error};
 
 /// The address of the client a request came from (a request extension).
@@ -676,18 +677,6 @@ impl Admin {
         }
         json(StatusCode::OK, &serde_json::Value::Object(out))
     }
-}
-
-/// `key` as a glob that matches only itself.
-fn glob_escape(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for c in key.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

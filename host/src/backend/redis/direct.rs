@@ -11,6 +11,7 @@ use redis::FromRedisValue;
 
 use super::envelope::Envelope;
 use super::{evalsha, Conn, Failure, Redis};
+use crate::backend::glob_escape;
 use crate::Error;
 
 fn ms(d: Duration) -> u64 {
@@ -192,27 +193,5 @@ impl Redis {
             }
         }
         Ok(masters)
-    }
-}
-
-/// Escapes glob characters of a literal prefix.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_escape;
-
-    #[test]
-    fn namespace_globs_are_escaped() {
-        assert_eq!(glob_escape("a*b:[v1]:"), "a\\*b:\\[v1\\]:");
     }
 }
