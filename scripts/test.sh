@@ -43,6 +43,9 @@ export CACHELET_COMPILE_CACHE=${CACHELET_COMPILE_CACHE:-$root/build/compile-cach
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
+# The library alone and with axum only, as crates that do not enable the proxy build it.
+cargo clippy --release -p cachelet -- -D warnings
+cargo clippy --release -p cachelet --features axum -- -D warnings
 
 step "guest components (Rust, Python, JavaScript, C)"
 scripts/build-policies.sh

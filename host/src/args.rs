@@ -6,7 +6,7 @@ use std::fmt;
 use cachelet_template::Arg;
 use serde::ser::{self, Impossible, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 
 /// One argument value, as a policy sees it (the WIT `value` variant).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -55,7 +55,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use tower::util::BoxCloneService;
 
-use crate::Cache;
+use crate::cache::Cache;
 
 pub use crate::http::layer::{ResponseCache, ResponseCacheLayer};
 

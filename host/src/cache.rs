@@ -1,9 +1,8 @@
 //! The cache: settings, the store, the policies in force, and the direct operations.
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -13,18 +12,15 @@ use serde::Serialize;
 
 use crate::args::{Args, ToArgs};
 use crate::backend::Invalidation;
-use crate::config::{BackendUrl, Settings};
+use crate::config::Settings;
+use crate::error::Error;
 use crate::flight::Flights;
+use crate::loader::Loaders;
 use crate::policy::fleet::{Fleet, Push, PushedPolicy};
 use crate::policy::lifecycle::{Lifecycle, PolicyStatus};
-use crate::policy::{PolicyLimits, PolicyReport, PolicySet, PolicySource};
+use crate::policy::{PolicyReport, PolicySet, PolicySource};
 use crate::rules::{ReadRule, Ttl, WriteRule};
 use crate::store::Store;
-use crate::Error;
-
-/// A loader registered for an operation, used to warm reads again after a write (`recache`).
-pub(crate) type LoaderFn =
-    Arc<dyn Fn(Args) -> BoxFuture<'static, Result<serde_json::Value, String>> + Send + Sync>;
 
 /// Warms a read op through the HTTP caching layer: a GET of the op's route, with the recache
 /// arguments filled in, through the layer's read path (see `http::layer`). The layer installs
@@ -63,7 +59,8 @@ pub(crate) struct Inner {
     /// Pushed policies: this cache's share of the fleet.
     pub fleet: Arc<Fleet>,
     pub flights: Arc<Flights>,
-    pub loaders: RwLock<HashMap<String, LoaderFn>>,
+    /// Registered loaders and the values given for skipped parameters.
+    pub loaders: Loaders,
     /// The HTTP layer's loader for routed read ops.
     pub route_loader: arc_swap::ArcSwapOption<RouteLoader>,
     /// The cache serves HTTP through its routes ([`CacheBuilder::serves_http`], or a route
@@ -77,10 +74,35 @@ pub(crate) struct Inner {
     /// wait for them, so that the caller's next read is fresh.
     pub detached: AtomicU64,
     pub settled: tokio::sync::Notify,
-    /// Values for the parameters annotated reads skip, handed to them by recache.
-    pub context: crate::embed::Context,
     /// Operations already warned about (unknown op, missing loader): each is logged once.
     warned: Mutex<HashSet<String>>,
+}
+
+impl Inner {
+    pub fn new(
+        settings: Settings,
+        store: Arc<Store>,
+        lifecycle: Arc<Lifecycle>,
+        fleet: Arc<Fleet>,
+        serves_http: bool,
+    ) -> Inner {
+        Inner {
+            settings,
+            store,
+            policies: lifecycle.serving().clone(),
+            lifecycle,
+            fleet,
+            flights: Arc::new(Flights::default()),
+            loaders: Loaders::default(),
+            route_loader: arc_swap::ArcSwapOption::empty(),
+            serves_http: AtomicBool::new(serves_http),
+            stats: Counters::default(),
+            generation: AtomicU64::new(0),
+            detached: AtomicU64::new(0),
+            settled: tokio::sync::Notify::new(),
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
 }
 
 /// Counters of what the cache did, for metrics and tests.
@@ -150,234 +172,7 @@ pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Builds a [`Cache`]. Settings not given here come from the environment when
-/// [`CacheBuilder::build`] runs (see [`Settings::from_env`]).
-#[derive(Default)]
-pub struct CacheBuilder {
-    url: Option<String>,
-    prefix: Option<String>,
-    version: Option<String>,
-    ttl_short: Option<u32>,
-    ttl_default: Option<u32>,
-    ttl_long: Option<u32>,
-    mem_max_bytes: Option<u64>,
-    limits: PolicyLimits,
-    policies: Vec<PolicySource>,
-    settings: Option<Settings>,
-    compile_cache: Option<std::path::PathBuf>,
-    journal: Option<std::path::PathBuf>,
-    policy_dir: Option<std::path::PathBuf>,
-    fleet: Option<bool>,
-    policy_pubkey: Option<String>,
-    serves_http: bool,
-}
-
-impl CacheBuilder {
-    /// Says the cache will serve HTTP through its policies' routes (`cachelet serve`,
-    /// [`crate::axum::serve`]): there a routed write is what runs a write rule, and a recache
-    /// of a routed read is a GET of its route. So the load-time warning about recaches without
-    /// a loader ([`Cache::recaches_without_loader`]) considers only the recaches of routed
-    /// writes, and counts routed reads as loaded.
-    pub fn serves_http(mut self) -> Self {
-        self.serves_http = true;
-        self
-    }
-    /// The backend URL (`mem://`, `redis://...`), instead of `CACHE_URL`.
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
-        self
-    }
-    /// The key prefix, instead of `CACHE_PREFIX`.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
-        self
-    }
-    /// The key version, instead of `CACHE_VERSION`.
-    pub fn version(mut self, version: impl Into<String>) -> Self {
-        self.version = Some(version.into());
-        self
-    }
-    /// The `short` bucket in seconds, instead of `CACHE_TTL_SHORT`.
-    pub fn ttl_short(mut self, secs: u32) -> Self {
-        self.ttl_short = Some(secs);
-        self
-    }
-    /// The `default` bucket in seconds, instead of `CACHE_TTL_DEFAULT`.
-    pub fn ttl_default(mut self, secs: u32) -> Self {
-        self.ttl_default = Some(secs);
-        self
-    }
-    /// The `long` bucket in seconds, instead of `CACHE_TTL_LONG`.
-    pub fn ttl_long(mut self, secs: u32) -> Self {
-        self.ttl_long = Some(secs);
-        self
-    }
-    /// The memory backend's bound in bytes, instead of `CACHE_MEM_MAX_BYTES`.
-    pub fn mem_max_bytes(mut self, bytes: u64) -> Self {
-        self.mem_max_bytes = Some(bytes);
-        self
-    }
-    /// Keeps invalidations that Redis could not take in this file (instead of
-    /// `CACHE_JOURNAL`): each is on disk before the write that held it returns, and is
-    /// delivered at the next start if this process dies first. One journal per cache; the
-    /// file is locked while the cache lives.
-    pub fn journal(mut self, path: impl AsRef<std::path::Path>) -> Self {
-        self.journal = Some(path.as_ref().to_path_buf());
-        self
-    }
-    /// Use these settings instead of reading the environment (builder values still apply).
-    pub fn settings(mut self, settings: Settings) -> Self {
-        self.settings = Some(settings);
-        self
-    }
-    /// Limits for every policy instance.
-    pub fn policy_limits(mut self, limits: PolicyLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-    /// Keeps compiled policies in `dir` (instead of `CACHELET_COMPILE_CACHE`), so that loading
-    /// the same component again skips compiling it: seconds for a Python or JavaScript policy,
-    /// milliseconds from the cache. The folder must be writable only by the host's user: its
-    /// files are machine code that the host runs.
-    pub fn compile_cache(mut self, dir: impl AsRef<std::path::Path>) -> Self {
-        self.compile_cache = Some(dir.as_ref().to_path_buf());
-        self
-    }
-    /// Serves every policy component (`*.wasm`) of `dir` (instead of `CACHELET_POLICY_DIR`),
-    /// and watches it while the cache lives: a file added, replaced or removed there changes
-    /// what serves, without a restart and without dropping a call. A new version is compiled
-    /// and checked first (through the [compile cache](Self::compile_cache)) and swapped in
-    /// whole; one that fails to load leaves the serving version in place, and the failure is
-    /// in [`Cache::policy_status`]. A file is taken once whole (closed by its writer, or
-    /// renamed into place); names not ending in `.wasm` and dot files are ignored.
-    ///
-    /// ```
-    /// # let rt = tokio::runtime::Runtime::new().unwrap();
-    /// # rt.block_on(async {
-    /// let dir = std::env::temp_dir().join(format!("cachelet-doc-dir-{}", std::process::id()));
-    /// std::fs::create_dir_all(&dir).unwrap();
-    /// std::fs::write(dir.join("broken.wasm"), b"not a component").unwrap();
-    /// let cache = cachelet::Cache::builder().url("mem://").policy_dir(&dir).build().await.unwrap();
-    /// let status = cache.policy_status();
-    /// let broken = status.file(dir.join("broken.wasm")).unwrap();
-    /// assert!(broken.serving.is_none());
-    /// assert!(broken.failure.as_ref().unwrap().message.contains("broken.wasm"));
-    /// # std::fs::remove_dir_all(&dir).unwrap();
-    /// # });
-    /// ```
-    pub fn policy_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
-        self.policy_dir = Some(dir.as_ref().to_path_buf());
-        self
-    }
-    /// Whether this host loads and follows the policies pushed to its Redis (instead of
-    /// `CACHELET_POLICY_FLEET`; off by default): the current set is loaded before the cache
-    /// serves, and each push, rollback or removal is picked up at once (announced through
-    /// Redis pub/sub), also after this host was disconnected (a check every
-    /// [`Settings::policy_check`], 250 ms, catches up). The memory backend
-    /// always follows its own pushes ([`Cache::push_policy`]).
-    pub fn fleet(mut self, follow: bool) -> Self {
-        self.fleet = Some(follow);
-        self
-    }
-    /// The Ed25519 public key (hex) pushed components must be signed with (instead of
-    /// `CACHELET_POLICY_PUBKEY`): anything unsigned, signed with another key or changed
-    /// after signing is refused, and what serves stays. Without one, this host runs what
-    /// anyone who can write to the cache's Redis prefix pushes.
-    pub fn policy_pubkey(mut self, key: impl Into<String>) -> Self {
-        self.policy_pubkey = Some(key.into());
-        self
-    }
-    /// Loads a policy component file.
-    pub fn policy_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
-        self.policies.push(PolicySource::file(path));
-        self
-    }
-    /// Loads a policy from a source.
-    pub fn policy(mut self, source: PolicySource) -> Self {
-        self.policies.push(source);
-        self
-    }
-
-    /// Reads the environment for what was not set, checks everything, loads the policies.
-    pub async fn build(self) -> Result<Cache, Error> {
-        let mut s = match self.settings {
-            Some(s) => s,
-            None => Settings::from_env()?,
-        };
-        if let Some(u) = self.url {
-            s.url = BackendUrl::parse(&u)?;
-        }
-        if let Some(p) = self.prefix {
-            s.prefix = p;
-        }
-        if let Some(v) = self.version {
-            s.version = v;
-        }
-        s.ttl.short = self.ttl_short.unwrap_or(s.ttl.short);
-        s.ttl.default = self.ttl_default.unwrap_or(s.ttl.default);
-        s.ttl.long = self.ttl_long.unwrap_or(s.ttl.long);
-        s.mem_max_bytes = self.mem_max_bytes.unwrap_or(s.mem_max_bytes);
-        if let Some(j) = self.journal {
-            s.redis.journal = Some(j);
-        }
-        s.fleet = self.fleet.unwrap_or(s.fleet);
-        if let Some(k) = self.policy_pubkey {
-            s.policy_pubkey = Some(k);
-        }
-        s.validate()?;
-        let pubkey = s
-            .policy_pubkey
-            .as_deref()
-            .map(crate::policy::signature::PublicKey::parse)
-            .transpose()?;
-        let store = Arc::new(Store::open(&s).await?);
-        let compile_cache = self
-            .compile_cache
-            .or_else(crate::policy::precompiled::dir_from_env);
-        let lifecycle = Arc::new(Lifecycle::new(
-            store.clone(),
-            self.limits,
-            s.guest,
-            compile_cache,
-        ));
-        lifecycle.replace_builder(&self.policies).await?;
-        if let Some(dir) = self.policy_dir.or_else(|| s.policy_dir.clone()) {
-            crate::policy::watch::start(&lifecycle, &dir).await?;
-            s.policy_dir = Some(dir);
-        }
-        let fleet = Arc::new(Fleet::new(&store.backend, s.fleet, s.policy_check, pubkey));
-        fleet.start(&lifecycle).await?;
-        let cache = Cache {
-            inner: Arc::new(Inner {
-                settings: s,
-                store,
-                policies: lifecycle.serving().clone(),
-                lifecycle,
-                fleet,
-                flights: Arc::new(Flights::default()),
-                loaders: RwLock::new(HashMap::new()),
-                route_loader: arc_swap::ArcSwapOption::empty(),
-                serves_http: AtomicBool::new(self.serves_http),
-                stats: Counters::default(),
-                generation: AtomicU64::new(0),
-                detached: AtomicU64::new(0),
-                settled: tokio::sync::Notify::new(),
-                context: Default::default(),
-                warned: Mutex::new(HashSet::new()),
-            }),
-        };
-        cache.warn_unloaded_recaches();
-        crate::metrics::sample(Arc::downgrade(&cache.inner));
-        Ok(cache)
-    }
-}
-
 impl Cache {
-    /// A builder; settings it is not given come from the environment.
-    pub fn builder() -> CacheBuilder {
-        CacheBuilder::default()
-    }
-
     /// The settings in force.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
@@ -425,8 +220,8 @@ impl Cache {
     /// version of its policy (by the name its `describe` gives). Hosts that follow pushes
     /// ([`CacheBuilder::fleet`]) pick it up at once (a notification; a periodic check
     /// catches up with a missed one); on the memory backend this cache serves it when this
-    /// returns. `options` carry its Ed25519 signature in hex ([`sign_policy`](crate::sign_policy)),
-    /// required by hosts with a public key, and the limits it asks for ([`RequestedLimits`](crate::RequestedLimits)).
+    /// returns. `options` carry its Ed25519 signature in hex ([`sign_policy`](crate::policy::signature::sign_policy)),
+    /// required by hosts with a public key, and the limits it asks for ([`RequestedLimits`](crate::policy::RequestedLimits)).
     ///
     /// ```no_run
     /// # async fn demo(cache: cachelet::Cache) -> Result<(), cachelet::Error> {
@@ -439,7 +234,7 @@ impl Cache {
     pub async fn push_policy(
         &self,
         component: Vec<u8>,
-        options: crate::PushOptions,
+        options: crate::policy::fleet::PushOptions,
     ) -> Result<Push, Error> {
         self.inner
             .fleet
@@ -466,31 +261,6 @@ impl Cache {
     /// This host's id in the fleet's reports ([`PushedPolicy::hosts`]).
     pub fn host_id(&self) -> &str {
         self.inner.fleet.id()
-    }
-
-    /// The read ops the policies' declared write rules recache for which there is no loader:
-    /// no `#[cachelet::read]` function, no [`Cache::register_loader`] closure, and no route
-    /// served by the HTTP caching layer. Their recaches are skipped (the write still
-    /// invalidates). Loading policies logs a warning listing them.
-    pub fn recaches_without_loader(&self) -> Vec<String> {
-        let set = self.inner.policies.load();
-        let http = self.inner.serves_http.load(Ordering::Relaxed);
-        set.recached_ops(http)
-            .into_iter()
-            .filter(|op| self.loader(op).is_none())
-            .filter(|op| !(http && set.http_routes().of_op(op).is_some()))
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn warn_unloaded_recaches(&self) {
-        let missing = self.recaches_without_loader();
-        if !missing.is_empty() {
-            tracing::warn!(
-                "the policies recache {missing:?}, which no #[cachelet::read] function loads: \
-                 those recaches are skipped unless a loader is registered (Cache::register_loader)"
-            );
-        }
     }
 
     /// The op an HTTP request is routed to by the policies' routes, its arguments (path and
@@ -556,7 +326,7 @@ impl Cache {
         &self,
         op: &str,
         args: &A,
-        result: Option<crate::Value>,
+        result: Option<crate::args::Value>,
         guest: bool,
     ) -> Result<Option<WriteRule>, Error> {
         let args = args.to_args()?;
@@ -566,34 +336,6 @@ impl Cache {
         } else {
             set.write_rule(op, &args, || result).await
         }
-    }
-
-    /// Registers the loader of a read operation, used to warm it again after a write that
-    /// lists it in `recache`. The arguments arrive as `A` (deserialized from the recache
-    /// arguments).
-    pub fn register_loader<A, T, E, F, Fut>(&self, op: &str, loader: F)
-    where
-        A: DeserializeOwned + Send + 'static,
-        T: Serialize + Send + 'static,
-        E: std::fmt::Display + Send + 'static,
-        F: Fn(A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-    {
-        let loader = Arc::new(loader);
-        let f: LoaderFn = Arc::new(move |args: Args| {
-            let loader = loader.clone();
-            Box::pin(async move {
-                let a: A = serde_json::from_value(args.to_json())
-                    .map_err(|e| format!("recache arguments do not fit the loader: {e}"))?;
-                let v = loader(a).await.map_err(|e| e.to_string())?;
-                serde_json::to_value(v).map_err(|e| e.to_string())
-            })
-        });
-        self.inner
-            .loaders
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(op.to_string(), f);
     }
 
     /// Entries held by the memory backend (expired ones leave at its next maintenance);

@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::Error;
+use crate::error::Error;
+use crate::tags::{MAX_TAGS, MAX_TAG_LEN};
 
 /// The TTL buckets a policy may name instead of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +243,7 @@ impl fmt::Debug for RedisUrl {
 }
 
 /// Everything a cache is configured with. [`Settings::from_env`] reads the environment;
-/// every field can be set in code through [`crate::CacheBuilder`], or on the defaults (new
+/// every field can be set in code through [`crate::builder::CacheBuilder`], or on the defaults (new
 /// fields may come: start from [`Settings::default`] or [`Settings::from_env`]).
 ///
 /// ```
@@ -273,9 +274,9 @@ pub struct Settings {
     /// How the Redis backend talks to its server (ignored on `mem://`).
     pub redis: RedisOptions,
     /// `CACHE_MAX_*`: what one answer of a policy may hold.
-    pub guest: crate::GuestLimits,
+    pub guest: GuestLimits,
     /// `CACHELET_POLICY_DIR`: a folder of policy components, watched while the cache serves
-    /// (see [`crate::CacheBuilder::policy_dir`]).
+    /// (see [`crate::builder::CacheBuilder::policy_dir`]).
     pub policy_dir: Option<PathBuf>,
     /// `CACHELET_POLICY_FLEET` (`off`): whether this host loads and follows the policies
     /// pushed to its Redis (`cachelet policy push`). Off by default: a following host runs
@@ -314,7 +315,7 @@ pub struct RedisOptions {
     /// the longest-lived entry it fences. Every fill and every sliding hit extends it.
     pub tag_margin: Duration,
     /// `CACHE_JOURNAL`: a file that keeps invalidations Redis could not take, so that they
-    /// survive this process (see [`crate::CacheBuilder::journal`]). None: held in memory.
+    /// survive this process (see [`crate::builder::CacheBuilder::journal`]). None: held in memory.
     pub journal: Option<PathBuf>,
 }
 
@@ -342,7 +343,7 @@ impl Default for Settings {
             mem_max_bytes: 256 << 20,
             lock_wait: Duration::from_secs(10),
             redis: RedisOptions::default(),
-            guest: crate::GuestLimits::default(),
+            guest: GuestLimits::default(),
             policy_dir: None,
             fleet: false,
             policy_check: Duration::from_millis(250),
@@ -445,7 +446,7 @@ impl Settings {
                     }
                 },
             },
-            guest: crate::GuestLimits {
+            guest: GuestLimits {
                 max_key_bytes: size("CACHE_MAX_KEY_BYTES", d.guest.max_key_bytes)?,
                 max_tags: size("CACHE_MAX_TAGS", d.guest.max_tags)?,
                 max_tag_bytes: size("CACHE_MAX_TAG_BYTES", d.guest.max_tag_bytes)?,
@@ -512,6 +513,61 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+/// What one answer of a policy may hold. Each limit is a setting (read by
+/// [`Settings::from_env`](crate::config::Settings::from_env)); the tag limits cannot go past what an
+/// entry records (254 tags of 65,535 bytes).
+///
+/// ```
+/// let l = cachelet::GuestLimits::default();
+/// assert_eq!((l.max_key_bytes, l.max_tags, l.max_tag_bytes), (4096, 254, 1024));
+/// assert_eq!((l.max_recache, l.max_string_bytes), (256, 65536));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GuestLimits {
+    /// `CACHE_MAX_KEY_BYTES` (4096): the longest key a read rule may name.
+    pub max_key_bytes: usize,
+    /// `CACHE_MAX_TAGS` (254, at most 254): most tags of a read rule, and most tags a write
+    /// rule invalidates.
+    pub max_tags: usize,
+    /// `CACHE_MAX_TAG_BYTES` (1024, at most 65,535): the longest tag.
+    pub max_tag_bytes: usize,
+    /// `CACHE_MAX_RECACHE` (256): most reads a write rule asks to warm again.
+    pub max_recache: usize,
+    /// `CACHE_MAX_STRING_BYTES` (65,536): the longest text or JSON argument of a recache read.
+    pub max_string_bytes: usize,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits {
+            max_key_bytes: 4096,
+            max_tags: MAX_TAGS,
+            max_tag_bytes: 1024,
+            max_recache: 256,
+            max_string_bytes: 64 << 10,
+        }
+    }
+}
+
+impl GuestLimits {
+    /// The error of a limit that cannot be configured that high.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let over = |name: &str, v: usize, max: usize| {
+            (v > max).then(|| Error::Setting {
+                name: name.into(),
+                problem: format!("{v} is more than an entry records ({max})"),
+            })
+        };
+        match over("CACHE_MAX_TAGS", self.max_tags, MAX_TAGS)
+            .or_else(|| over("CACHE_MAX_TAG_BYTES", self.max_tag_bytes, MAX_TAG_LEN))
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,16 +1,21 @@
 //! What the attribute macros ([`read`](crate::read), [`write`](crate::write)) stand on: the
-//! cache installed at startup, the values a recache hands to skipped parameters, and the
-//! loaders every `#[cachelet::read]` function registers at link time.
+//! cache installed at startup, the loaders every `#[cachelet::read]` function registers at
+//! link time, and the loader a recache finds for an op (a registered closure first, see
+//! `loader`).
 
-use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::cache::{Cache, LoaderFn};
+use crate::args::Args;
+use crate::cache::Cache;
+use crate::loader::LoaderFn;
 
 /// The first cache installed, for the life of the process: what an annotated call reads with
 /// plain loads (no reference count touched on the hit path).
@@ -53,30 +58,6 @@ pub fn installed() -> Option<Cache> {
     __private::installed().map(|c| c.get().clone())
 }
 
-/// Values given to the cache for the parameters an annotated read skips (`#[cachelet(skip)]`,
-/// e.g. a database pool): a recache calls the function with the one of that type.
-#[derive(Default)]
-pub(crate) struct Context {
-    values: std::sync::RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
-}
-
-impl Context {
-    pub fn provide<T: Clone + Send + Sync + 'static>(&self, value: T) {
-        self.values
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(TypeId::of::<T>(), Arc::new(value));
-    }
-
-    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        let values = self.values.read().unwrap_or_else(|p| p.into_inner());
-        values
-            .get(&TypeId::of::<T>())
-            .and_then(|v| v.downcast_ref::<T>())
-            .cloned()
-    }
-}
-
 impl Cache {
     /// Gives the cache a value for the parameters of type `T` that annotated reads skip (a
     /// database pool, a client): when a write's recache warms such a read, its function is
@@ -92,25 +73,68 @@ impl Cache {
     /// # });
     /// ```
     pub fn provide<T: Clone + Send + Sync + 'static>(&self, value: T) {
-        self.inner.context.provide(value);
+        self.inner.loaders.provide(value);
     }
 
     /// The loader of a read operation: a closure given to [`Cache::register_loader`], else the
     /// `#[cachelet::read]` function declared for it.
     pub(crate) fn loader(&self, op: &str) -> Option<LoaderFn> {
-        if let Some(f) = self
-            .inner
-            .loaders
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(op)
-        {
-            return Some(f.clone());
+        if let Some(f) = self.inner.loaders.registered(op) {
+            return Some(f);
         }
         let r = registered().get(op)?;
         let cache = self.clone();
         let load = r.load;
         Some(Arc::new(move |args| load(&cache, args)))
+    }
+
+    /// Registers the loader of a read operation, used to warm it again after a write that
+    /// lists it in `recache`. The arguments arrive as `A` (deserialized from the recache
+    /// arguments).
+    pub fn register_loader<A, T, E, F, Fut>(&self, op: &str, loader: F)
+    where
+        A: DeserializeOwned + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let loader = Arc::new(loader);
+        let f: LoaderFn = Arc::new(move |args: Args| {
+            let loader = loader.clone();
+            Box::pin(async move {
+                let a: A = serde_json::from_value(args.to_json())
+                    .map_err(|e| format!("recache arguments do not fit the loader: {e}"))?;
+                let v = loader(a).await.map_err(|e| e.to_string())?;
+                serde_json::to_value(v).map_err(|e| e.to_string())
+            })
+        });
+        self.inner.loaders.register(op, f);
+    }
+
+    /// The read ops the policies' declared write rules recache for which there is no loader:
+    /// no `#[cachelet::read]` function, no [`Cache::register_loader`] closure, and no route
+    /// served by the HTTP caching layer. Their recaches are skipped (the write still
+    /// invalidates). Loading policies logs a warning listing them.
+    pub fn recaches_without_loader(&self) -> Vec<String> {
+        let set = self.inner.policies.load();
+        let http = self.inner.serves_http.load(Ordering::Relaxed);
+        set.recached_ops(http)
+            .into_iter()
+            .filter(|op| self.loader(op).is_none())
+            .filter(|op| !(http && set.http_routes().of_op(op).is_some()))
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub(crate) fn warn_unloaded_recaches(&self) {
+        let missing = self.recaches_without_loader();
+        if !missing.is_empty() {
+            tracing::warn!(
+                "the policies recache {missing:?}, which no #[cachelet::read] function loads: \
+                 those recaches are skipped unless a loader is registered (Cache::register_loader)"
+            );
+        }
     }
 }
 
@@ -144,7 +168,9 @@ pub mod __private {
     use serde::Serialize;
 
     use super::BoxFuture;
-    use crate::{Args, Cache, Error};
+    use crate::args::Args;
+    use crate::cache::Cache;
+    use crate::error::Error;
 
     pub use inventory;
     pub use serde_json;
@@ -309,7 +335,7 @@ pub mod __private {
 
     /// The value provided for a skipped parameter of type `T` ([`Cache::provide`]).
     pub fn provided<T: Clone + Send + Sync + 'static>(cache: &Cache) -> Result<T, String> {
-        cache.inner.context.get::<T>().ok_or_else(|| {
+        cache.inner.loaders.provided::<T>().ok_or_else(|| {
             format!(
                 "a skipped parameter of type {} has no value: give one with Cache::provide",
                 std::any::type_name::<T>()

@@ -128,7 +128,7 @@ pub enum Error {
         instances: usize,
     },
     /// The policy faulted too often and is no longer called until a new version of it is
-    /// loaded (see [`Cache::policy_status`](crate::Cache::policy_status)). The call is served
+    /// loaded (see [`Cache::policy_status`](crate::cache::Cache::policy_status)). The call is served
     /// uncached.
     #[error("policy {policy:?} is quarantined ({reason}): {op:?} served uncached")]
     Quarantined {

@@ -32,6 +32,7 @@ mod args;
 #[cfg(feature = "axum")]
 pub mod axum;
 mod backend;
+mod builder;
 mod cache;
 mod config;
 mod embed;
@@ -39,6 +40,7 @@ mod error;
 mod flight;
 #[cfg(feature = "axum")]
 mod http;
+mod loader;
 pub mod metrics;
 mod policy;
 mod read;
@@ -50,7 +52,8 @@ mod write;
 
 pub use args::{Args, ToArgs, Value};
 pub use backend::Invalidation;
-pub use cache::{Cache, CacheBuilder, Stats};
+pub use builder::CacheBuilder;
+pub use cache::{Cache, Stats};
 /// Caches an `async fn` through a read op of the policies (the modelled library's
 /// `@cache_read`).
 ///
@@ -140,7 +143,7 @@ pub use cachelet_macros::read;
 /// # });
 /// ```
 pub use cachelet_macros::write;
-pub use config::{BackendUrl, RedisOptions, RedisUrl, Settings, TtlBuckets};
+pub use config::{BackendUrl, GuestLimits, RedisOptions, RedisUrl, Settings, TtlBuckets};
 #[doc(hidden)]
 pub use embed::__private;
 pub use embed::{install, installed};
@@ -149,7 +152,6 @@ pub use error::{Blame, Cause, Error, LoadError};
 pub use http::proxy;
 pub use policy::fleet::{Push, PushOptions, PushedPolicy};
 pub use policy::lifecycle::{PolicyFailure, PolicyOrigin, PolicyState, PolicyStatus, Serving};
-pub use policy::limits::GuestLimits;
 pub use policy::signature::{policy_keypair, sign_policy};
 pub use policy::{
     OpInfo, OpKind, PolicyLimits, PolicyReport, PolicySource, RequestedLimits, WORLD,

@@ -35,12 +35,9 @@
 //! A `read` "stale" is a hit served while this caller triggered its early refresh. The gauges
 //! are sampled every second by a task of the cache (stopped when the cache is dropped).
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use ::metrics::{counter, gauge, histogram, Counter, Histogram};
-
-use crate::cache::Inner;
 
 /// A read's outcome, as counted.
 #[derive(Clone, Copy)]
@@ -173,7 +170,7 @@ fn http_metrics() -> &'static HttpMetrics {
 
 /// A request the proxy answered.
 #[cfg(feature = "proxy")]
-pub(crate) fn http_request(outcome: &'static str, took: Duration, bytes: u64) {
+pub(crate) fn http_request(outcome: &'static str, took: std::time::Duration, bytes: u64) {
     let m = http_metrics();
     let i = match outcome {
         "hit" => 0,
@@ -187,7 +184,7 @@ pub(crate) fn http_request(outcome: &'static str, took: Duration, bytes: u64) {
 
 /// An answer of the proxy's upstream (502 and 504 are the proxy's own).
 #[cfg(feature = "proxy")]
-pub(crate) fn upstream(status: u16, took: Duration) {
+pub(crate) fn upstream(status: u16, took: std::time::Duration) {
     http_metrics().upstream.record(took);
     let class = match status {
         502 => "502",
@@ -200,23 +197,12 @@ pub(crate) fn upstream(status: u16, took: Duration) {
     counter!("cachelet_upstream_responses_total", "status" => class).increment(1);
 }
 
-/// Samples the gauges every second while the cache lives.
-pub(crate) fn sample(inner: Weak<Inner>) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    rt.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            let Some(inner) = inner.upgrade() else { return };
-            let store = &inner.store;
-            gauge!("cachelet_held_invalidations").set(store.held() as f64);
-            gauge!("cachelet_breaker_open").set(if store.breaker_open() { 1.0 } else { 0.0 });
-            if let Some((entries, bytes)) = store.memory_size() {
-                gauge!("cachelet_entries").set(entries as f64);
-                gauge!("cachelet_bytes").set(bytes as f64);
-            }
-        }
-    });
+/// The store's gauges, as sampled (see `Store::sample`).
+pub(crate) fn store_gauges(held: usize, breaker_open: bool, memory: Option<(u64, u64)>) {
+    gauge!("cachelet_held_invalidations").set(held as f64);
+    gauge!("cachelet_breaker_open").set(if breaker_open { 1.0 } else { 0.0 });
+    if let Some((entries, bytes)) = memory {
+        gauge!("cachelet_entries").set(entries as f64);
+        gauge!("cachelet_bytes").set(bytes as f64);
+    }
 }

@@ -14,10 +14,10 @@ use crate::args::ToArgs;
 use crate::backend::{with_backend, Backend, Fill, Look, Lookup};
 use crate::cache::{bump, Cache};
 use crate::error::chain;
+use crate::error::Error;
 use crate::flight::{Joined, Landing};
 use crate::metrics::{Outcome, ReadMetrics};
 use crate::rules::{resolve_ttl, ReadRule};
-use crate::Error;
 use tracing::Instrument;
 
 /// How often a waiter of a `lock`ed key goes again when the load it waited for was
@@ -152,7 +152,7 @@ impl Cache {
     /// or fault, TTL 0, a backend that does not answer or a value that does not serialize all
     /// serve the loader's value uncached (logged and counted in [`Cache::stats`]). Errors are
     /// the loader's. With `lock`, the callers waiting for another caller's load of the same key
-    /// get its value, or its error as a [`LoadError`](crate::LoadError) (`E: From<LoadError>`),
+    /// get its value, or its error as a [`LoadError`](crate::error::LoadError) (`E: From<LoadError>`),
     /// instead of loading again one after another.
     ///
     /// The loader is `'static` because an `early_ttl` hit runs it in the background.
@@ -175,7 +175,7 @@ impl Cache {
     where
         A: ToArgs + ?Sized,
         T: Serialize + DeserializeOwned + Send + 'static,
-        E: std::fmt::Display + From<crate::LoadError> + Send + 'static,
+        E: std::fmt::Display + From<crate::error::LoadError> + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
@@ -202,7 +202,7 @@ impl Cache {
     where
         A: ToArgs + ?Sized,
         C: Codec + Send + 'static,
-        E: std::fmt::Display + From<crate::LoadError> + Send + 'static,
+        E: std::fmt::Display + From<crate::error::LoadError> + Send + 'static,
         F: FnOnce(Option<C>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<C, E>> + Send + 'static,
     {
@@ -221,7 +221,7 @@ impl Cache {
     ) -> Result<C, E>
     where
         C: Codec + Send + 'static,
-        E: std::fmt::Display + From<crate::LoadError> + Send + 'static,
+        E: std::fmt::Display + From<crate::error::LoadError> + Send + 'static,
         F: FnOnce(Option<C>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<C, E>> + Send + 'static,
     {
@@ -259,7 +259,7 @@ impl Cache {
     where
         A: ToArgs + ?Sized,
         T: Serialize + DeserializeOwned,
-        E: std::fmt::Display + From<crate::LoadError>,
+        E: std::fmt::Display + From<crate::error::LoadError>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -277,7 +277,7 @@ impl Cache {
     where
         A: ToArgs + ?Sized,
         T: Serialize + DeserializeOwned,
-        E: std::fmt::Display + From<crate::LoadError>,
+        E: std::fmt::Display + From<crate::error::LoadError>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -315,7 +315,7 @@ impl Cache {
     where
         B: Backend,
         C: Codec,
-        E: std::fmt::Display + From<crate::LoadError>,
+        E: std::fmt::Display + From<crate::error::LoadError>,
         F: FnOnce(Option<C>) -> Fut,
         Fut: Future<Output = Result<C, E>>,
     {
@@ -594,7 +594,7 @@ impl Cache {
     where
         B: Backend,
         C: Codec,
-        E: std::fmt::Display + From<crate::LoadError>,
+        E: std::fmt::Display + From<crate::error::LoadError>,
         F: FnOnce(Option<C>) -> Fut,
         Fut: Future<Output = Result<C, E>>,
     {
@@ -705,7 +705,7 @@ impl Cache {
                             }
                         }
                         Landing::Failed(message) => {
-                            return Err(E::from(crate::LoadError::new(message)));
+                            return Err(E::from(crate::error::LoadError::new(message)));
                         }
                         Landing::Abandoned | Landing::Pending => {}
                     }
@@ -744,12 +744,14 @@ impl Cache {
     /// The backend's invalidation sequence: it moves (before the tags do) with every
     /// invalidation any host delivers. Read before a load whose value may name tags of its
     /// own ([`Storage::since`]).
+    #[cfg(feature = "axum")]
     pub(crate) async fn sequence(&self) -> Option<u64> {
         with_backend!(&self.inner.store.backend, b => b.sequence().await.ok())
     }
 
     /// Stores `bytes` under the full `key` with tags learned during a load: see
     /// [`Storage::tags`]. Whether it was stored.
+    #[cfg(feature = "axum")]
     pub(crate) async fn fill_learned(
         &self,
         key: &str,

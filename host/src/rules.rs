@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::args::{Args, Value};
-use crate::Error;
+use crate::error::Error;
 
 /// A named TTL, resolved from the cache's settings when a rule is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

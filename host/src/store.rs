@@ -10,8 +10,8 @@ use crate::backend::{
     memory::Memory, redis::Redis, with_backend, AnyBackend, Backend, Invalidation,
 };
 use crate::config::{BackendUrl, Settings, TtlBuckets};
+use crate::error::Error;
 use crate::rules::{resolve_ttl, Ttl, TtlBucket};
-use crate::Error;
 
 pub(crate) struct Store {
     pub backend: AnyBackend,
@@ -129,6 +129,26 @@ impl Store {
     }
 
     /// Entries and their weighted size in bytes, on the memory backend.
+    /// Samples the gauges (see [`crate::metrics`]) every second while the store lives.
+    pub fn sample(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                crate::metrics::store_gauges(
+                    store.held(),
+                    store.breaker_open(),
+                    store.memory_size(),
+                );
+            }
+        });
+    }
+
     pub fn memory_size(&self) -> Option<(u64, u64)> {
         match &self.backend {
             AnyBackend::Memory(m) => Some((m.entry_count(), m.weighted_size())),

@@ -1,4 +1,4 @@
-//! Versioned tags for the in-process backend.
+//! Versioned tags for the in-process backend, and the bounds of the tags every entry records.
 //!
 //! Every tag is a [`TagCell`] holding a version counter. An entry keeps a pointer to each of its
 //! tags' cells together with the version it read *before its loader ran* (the fence); the entry is
@@ -14,6 +14,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+
+/// Most tags one entry records, on every backend (on Redis the epoch takes one more place in
+/// the entry's envelope).
+pub(crate) const MAX_TAGS: usize = 254;
+/// Longest tag name an entry records, in bytes.
+pub(crate) const MAX_TAG_LEN: usize = u16::MAX as usize;
 
 /// One tag's version.
 #[derive(Debug, Default)]

@@ -12,8 +12,8 @@ use tracing::Instrument;
 use crate::args::{Args, ToArgs, Value};
 use crate::backend::Invalidation;
 use crate::cache::{bump, Cache};
+use crate::error::Error;
 use crate::rules::{Recache, WriteRule};
-use crate::Error;
 
 /// Recache reads run at once when the policy does not say.
 const DEFAULT_RECACHE_CONCURRENCY: usize = 8;

@@ -161,8 +161,14 @@ impl Memory {
 
     /// Adds `by` to the integer under `key` (`name` is the key as the caller gave it, for
     /// errors). An absent key counts from 0 and lives `ttl`; an existing one keeps its time.
-    pub fn add(&self, key: &str, name: &str, by: i64, ttl: Duration) -> Result<i64, crate::Error> {
-        let bad = |problem: String| crate::Error::Value {
+    pub fn add(
+        &self,
+        key: &str,
+        name: &str,
+        by: i64,
+        ttl: Duration,
+    ) -> Result<i64, crate::error::Error> {
+        let bad = |problem: String| crate::error::Error::Value {
             key: name.to_string(),
             problem,
         };
@@ -237,7 +243,7 @@ impl Backend for Memory {
         key: &str,
         _tags: &[String],
         _look: Look,
-    ) -> Result<Lookup<Self::Seen>, crate::Error> {
+    ) -> Result<Lookup<Self::Seen>, crate::error::Error> {
         // Sliding expiry is moka's `expire_after_read`; the fence is in the entry.
         Ok(match self.get_read(key) {
             Some(e) => Lookup {
@@ -259,7 +265,7 @@ impl Backend for Memory {
         tags: &[String],
         _seen: Option<&Self::Seen>,
         _ttl: Duration,
-    ) -> Result<Fence, crate::Error> {
+    ) -> Result<Fence, crate::error::Error> {
         Ok(self.tags.fence(tags.iter().map(String::as_str)))
     }
 
@@ -270,7 +276,7 @@ impl Backend for Memory {
         value: Vec<u8>,
         fence: Fence,
         fill: Fill,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<(), crate::error::Error> {
         self.insert(
             key,
             Entry {
@@ -293,7 +299,7 @@ impl Backend for Memory {
         }
     }
 
-    async fn try_lock(&self, _key: &str) -> Result<Option<Held>, crate::Error> {
+    async fn try_lock(&self, _key: &str) -> Result<Option<Held>, crate::error::Error> {
         Ok(Some(Held(None)))
     }
 
@@ -307,7 +313,7 @@ impl Backend for Memory {
         Duration::ZERO
     }
 
-    async fn sequence(&self) -> Result<u64, crate::Error> {
+    async fn sequence(&self) -> Result<u64, crate::error::Error> {
         Ok(self.tags.sequence())
     }
 
@@ -331,7 +337,7 @@ impl Backend for Memory {
         Invalidation::Delivered
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, crate::Error> {
+    async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, crate::error::Error> {
         Ok(self.get_fresh(key).map(|e| e.value.clone()))
     }
 
@@ -341,7 +347,7 @@ impl Backend for Memory {
         value: Vec<u8>,
         ttl: Duration,
         if_absent: bool,
-    ) -> Result<bool, crate::Error> {
+    ) -> Result<bool, crate::error::Error> {
         let entry = Entry::direct(value.into(), ttl);
         if if_absent {
             Ok(self.insert_if_absent(key, entry))
@@ -351,11 +357,11 @@ impl Backend for Memory {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<bool, crate::Error> {
+    async fn delete(&self, key: &str) -> Result<bool, crate::error::Error> {
         Ok(self.remove(key).is_some())
     }
 
-    async fn get_delete(&self, key: &str) -> Result<Option<Arc<[u8]>>, crate::Error> {
+    async fn get_delete(&self, key: &str) -> Result<Option<Arc<[u8]>>, crate::error::Error> {
         Ok(self.remove(key).map(|e| e.value.clone()))
     }
 
@@ -365,15 +371,15 @@ impl Backend for Memory {
         name: &str,
         by: i64,
         ttl: Duration,
-    ) -> Result<i64, crate::Error> {
+    ) -> Result<i64, crate::error::Error> {
         self.add(key, name, by, ttl)
     }
 
-    async fn delete_match(&self, ns: &str, pattern: &str) -> Result<u64, crate::Error> {
+    async fn delete_match(&self, ns: &str, pattern: &str) -> Result<u64, crate::error::Error> {
         Ok(self.remove_matching(ns, pattern))
     }
 
-    async fn ping(&self) -> Result<(), crate::Error> {
+    async fn ping(&self) -> Result<(), crate::error::Error> {
         Ok(())
     }
 }

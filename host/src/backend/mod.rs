@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Error;
+use crate::error::Error;
 
 pub(crate) mod memory;
 pub(crate) mod redis;
@@ -40,7 +40,7 @@ pub enum Invalidation {
     /// then). Until it is delivered, another host that still reaches the backend may serve what
     /// it covers. `journaled`: it is also on disk, and survives this process.
     Held {
-        /// Written to the journal ([`crate::CacheBuilder::journal`]) before the write returned.
+        /// Written to the journal ([`crate::builder::CacheBuilder::journal`]) before the write returned.
         journaled: bool,
     },
 }

@@ -25,10 +25,12 @@ use tower::{Layer, Service, ServiceExt};
 use super::entry::{HttpEntry, Kind, Stored};
 use super::semantics::{self, cache_status, Keep};
 use crate::args::Args;
+use crate::cache::Cache;
+use crate::error::LoadError;
+use crate::policy::OpKind;
 use crate::policy::Routed;
 use crate::read::{Plan, Storage};
 use crate::route::RouteOptions;
-use crate::{Cache, LoadError, OpKind};
 
 /// Caches whole responses by the routes the policies declare. See the [module](crate::axum).
 #[derive(Clone)]
@@ -759,7 +761,7 @@ fn stored_entry(
     semantics::strip_hop_by_hop(&mut headers);
     headers.remove(header::AGE);
     let mut tags = semantics::surrogate_keys(&headers, &ctx.surrogate);
-    let room = crate::backend::redis::envelope::MAX_TAGS.saturating_sub(r.tags.len());
+    let room = crate::tags::MAX_TAGS.saturating_sub(r.tags.len());
     if tags.len() > room {
         tracing::warn!(
             op = r.op,

@@ -42,7 +42,8 @@ use tower::{Layer, Service, ServiceExt};
 use super::layer::{Recache, ResponseCacheLayer};
 use super::semantics::strip_hop_by_hop;
 use crate::backend::glob_escape;
-use crate::{Cache, Error};
+use crate::cache::Cache;
+use crate::error::Error;
 
 /// The address of the client a request came from (a request extension).
 #[derive(Clone, Copy, Debug)]
@@ -592,7 +593,7 @@ impl Admin {
                 "version": p.version,
                 "ops": p.ops.iter().map(|o| serde_json::json!({
                     "name": o.name,
-                    "kind": match o.kind { crate::OpKind::Read => "read", crate::OpKind::Write => "write" },
+                    "kind": match o.kind { crate::policy::OpKind::Read => "read", crate::policy::OpKind::Write => "write" },
                     "route": o.route,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
@@ -624,8 +625,8 @@ impl Admin {
         let mut out = serde_json::Map::new();
         if !purge.tags.is_empty() {
             let how = match self.cache.invalidate(&purge.tags).await {
-                Ok(crate::Invalidation::Held { .. }) => "held",
-                Ok(crate::Invalidation::Nothing) => "nothing",
+                Ok(crate::backend::Invalidation::Held { .. }) => "held",
+                Ok(crate::backend::Invalidation::Nothing) => "nothing",
                 Ok(_) => "delivered",
                 Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
             };

@@ -31,7 +31,7 @@ use super::signature::PublicKey;
 use super::{hex_sha256, PolicySource, RequestedLimits};
 use crate::backend::redis::Redis;
 use crate::backend::AnyBackend;
-use crate::Error;
+use crate::error::Error;
 
 /// How often a following host reports what it runs.
 const REPORT: Duration = Duration::from_secs(5);
@@ -83,7 +83,7 @@ pub struct Push {
     pub limits: RequestedLimits,
 }
 
-/// How to push a policy ([`Cache::push_policy`](crate::Cache::push_policy)).
+/// How to push a policy ([`Cache::push_policy`](crate::cache::Cache::push_policy)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -100,7 +100,7 @@ pub struct PushOptions {
 }
 
 impl PushOptions {
-    /// With this signature ([`sign_policy`](crate::sign_policy)).
+    /// With this signature ([`sign_policy`](crate::policy::signature::sign_policy)).
     pub fn signature(mut self, signature: impl Into<String>) -> Self {
         self.signature = Some(signature.into());
         self

@@ -5,7 +5,7 @@
 //! path, then the whole [`PolicySet`] is swapped at once: a call that started on the old set
 //! finishes on it, the next one gets the new set. A version that fails to compile, to
 //! validate, or whose ops collide with another policy's, changes nothing that serves: the
-//! failure is logged and kept in the status ([`Cache::policy_status`](crate::Cache::policy_status)).
+//! failure is logged and kept in the status ([`Cache::policy_status`](crate::cache::Cache::policy_status)).
 //! Unchanged policies are shared by the old set and the new one; a replaced version is
 //! released when its last call finishes (the status counts those still alive).
 
@@ -17,17 +17,17 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::limits::GuestLimits;
 use super::{Policy, PolicyLimits, PolicySet, PolicySource, RequestedLimits};
+use crate::config::GuestLimits;
+use crate::error::Error;
 use crate::store::Store;
-use crate::Error;
 
 /// Where a policy comes from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyOrigin {
-    /// Given to the builder ([`CacheBuilder::policy_file`](crate::CacheBuilder::policy_file),
-    /// [`Cache::replace_policies`](crate::Cache::replace_policies)), in that order.
+    /// Given to the builder ([`CacheBuilder::policy_file`](crate::builder::CacheBuilder::policy_file),
+    /// [`Cache::replace_policies`](crate::cache::Cache::replace_policies)), in that order.
     Builder {
         /// Its position among the builder's policies.
         index: usize,
@@ -35,7 +35,7 @@ pub enum PolicyOrigin {
         label: String,
     },
     /// A component file of the watched directory
-    /// ([`CacheBuilder::policy_dir`](crate::CacheBuilder::policy_dir)).
+    /// ([`CacheBuilder::policy_dir`](crate::builder::CacheBuilder::policy_dir)).
     File(PathBuf),
     /// Pushed to the cache's backend under this name (`cachelet policy push`).
     Pushed(String),
@@ -99,7 +99,7 @@ pub struct PolicyState {
     pub failure: Option<PolicyFailure>,
 }
 
-/// What [`Cache::policy_status`](crate::Cache::policy_status) reports.
+/// What [`Cache::policy_status`](crate::cache::Cache::policy_status) reports.
 #[derive(Debug, Clone, serde::Serialize)]
 #[non_exhaustive]
 pub struct PolicyStatus {

@@ -35,17 +35,17 @@ use self::calls::{
     wire_args, DescribeResults, Exports, Funcs, ReadParams, ReadResults, WireValue, WriteParams,
     WriteResults,
 };
-use self::limits::GuestLimits;
 use self::quarantine::Quarantine;
 use self::runtime::{from_wit_ttl, runtime, HostState, TICK};
 use crate::args::{Args, Value};
+use crate::config::GuestLimits;
+use crate::error::Error;
 use crate::metrics::{PolicyMetrics, ReadMetrics};
 use crate::rules::{
     parse_template, ReadRule, ReadTemplate, Recache, RecacheTemplate, Template, WriteRule,
     WriteTemplate,
 };
 use crate::store::Store;
-use crate::Error;
 
 /// The WIT package this host implements.
 pub const WORLD: &str = "cachelet:policy/cache-policy@0.2.0";
@@ -124,7 +124,7 @@ impl PolicyLimits {
 }
 
 /// The limits a policy asks for itself: carried by a push (`cachelet policy push --limits
-/// FILE`, [`PushOptions::limits`](crate::PushOptions)) or by a file `NAME.limits.json` next to
+/// FILE`, [`PushOptions::limits`](crate::policy::fleet::PushOptions)) or by a file `NAME.limits.json` next to
 /// `NAME.wasm` in the watched directory. Each is bounded by the host's [`PolicyLimits`]: a
 /// policy may ask for less than the host allows, never for more (it gets the host's maximum).
 /// Unset, the host's own applies.
@@ -334,7 +334,7 @@ pub struct PolicyReport {
     /// Time to compile the component (or to load its precompiled code).
     pub compile_time: Duration,
     /// Whether the machine code came from the precompiled cache
-    /// ([`CacheBuilder::compile_cache`](crate::CacheBuilder::compile_cache)).
+    /// ([`CacheBuilder::compile_cache`](crate::builder::CacheBuilder::compile_cache)).
     pub precompiled: bool,
     /// Interfaces the component imports.
     pub imports: Vec<String>,
@@ -1135,6 +1135,7 @@ enum Route {
 }
 
 /// An HTTP request's op (see [`PolicySet::route`]).
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) struct Routed {
     pub op: String,
     pub args: Args,

@@ -6,7 +6,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::Error;
+use crate::error::Error;
 
 /// What is signed: the component's hash, in a context of its own (a signature made for
 /// anything else never verifies as a policy's).
@@ -52,7 +52,7 @@ pub fn policy_keypair() -> Result<(String, String), Error> {
 }
 
 /// The signature (hex) of `component` with the secret key `secret` (hex), for
-/// [`Cache::push_policy`](crate::Cache::push_policy).
+/// [`Cache::push_policy`](crate::cache::Cache::push_policy).
 pub fn sign_policy(secret: &str, component: &[u8]) -> Result<String, Error> {
     let key = SigningKey::from_bytes(&unhex::<32>("secret key", secret)?);
     let hash = super::hex_sha256(component);

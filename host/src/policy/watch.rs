@@ -1,4 +1,4 @@
-//! The watched policy directory ([`CacheBuilder::policy_dir`](crate::CacheBuilder::policy_dir)):
+//! The watched policy directory ([`CacheBuilder::policy_dir`](crate::builder::CacheBuilder::policy_dir)):
 //! every `*.wasm` file in it is a policy; one added, replaced or removed changes what serves
 //! while the cache does (through [`Lifecycle`]).
 //!
@@ -22,7 +22,7 @@ use notify::{RecursiveMode, Watcher};
 
 use super::lifecycle::{Change, Lifecycle, PolicyOrigin};
 use super::{hex_sha256, PolicySource, RequestedLimits};
-use crate::Error;
+use crate::error::Error;
 
 /// How long a file found changed by a scan (not by an event) must stay unchanged before it is
 /// taken: long enough that a writer pausing between chunks is not caught halfway.

@@ -12,7 +12,7 @@ use redis::FromRedisValue;
 use super::envelope::Envelope;
 use super::{evalsha, Conn, Failure, Redis};
 use crate::backend::glob_escape;
-use crate::Error;
+use crate::error::Error;
 
 fn ms(d: Duration) -> u64 {
     d.as_millis().max(1) as u64

@@ -15,12 +15,10 @@
 //! Parsed without copying. A value a direct operation stored is never an envelope (direct
 //! values are JSON, which cannot start with a NUL byte).
 
+use crate::tags::{MAX_TAGS, MAX_TAG_LEN};
+
 /// The envelope's first bytes.
 pub(super) const MAGIC: &[u8; 4] = b"\0cl2";
-/// Most tags one entry records (the epoch takes one more place).
-pub(crate) const MAX_TAGS: usize = 254;
-/// Longest tag name an entry records, in bytes.
-pub(crate) const MAX_TAG_LEN: usize = u16::MAX as usize;
 
 pub(super) struct Envelope<'a> {
     pub born_ms: u64,

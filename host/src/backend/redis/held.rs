@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use super::{Failure, Redis};
 use crate::backend::Invalidation;
-use crate::Error;
+use crate::error::Error;
 
 /// Most keys held; past it, the whole namespace is invalidated on delivery instead.
 const MAX_HELD: usize = 100_000;

@@ -46,7 +46,7 @@ use self::held::HeldLog;
 use super::{Backend, Fill, Held, Invalidation, Look, Lookup};
 use crate::config::{RedisOptions, RedisUrl};
 use crate::error::Cause;
-use crate::Error;
+use crate::error::Error;
 
 /// The oldest server the engine runs on: `EXPIRE ... GT` and `PEXPIRE ... NX` are 7.0's.
 const MIN_VERSION: (u32, u32) = (7, 0);
@@ -379,7 +379,7 @@ impl Redis {
         ns: &str,
     ) -> Result<Arc<Redis>, Error> {
         install_crypto_provider();
-        let shown = crate::BackendUrl::Redis(url.clone()).to_string();
+        let shown = crate::config::BackendUrl::Redis(url.clone()).to_string();
         let held = HeldLog::open(opts.journal.as_deref())?;
         let infos: Vec<redis::ConnectionInfo> = url
             .nodes

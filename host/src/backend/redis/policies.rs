@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use redis::Cmd;
 
 use super::Redis;
-use crate::Error;
+use crate::error::Error;
 
 impl Redis {
     fn fleet_key(&self, rest: &str) -> String {

@@ -8,7 +8,7 @@ use redis::{Cmd, FromRedisValue};
 use super::envelope::{self, Envelope};
 use super::{evalsha, Failure, Redis};
 use crate::backend::{Fill, Held, Hit, Look, Lookup};
-use crate::Error;
+use crate::error::Error;
 
 /// What a lookup read: on a miss, the current tokens of the epoch and of each tag (`None`
 /// where the key is absent), which fence the fill; on a hit, the early claim it took.
