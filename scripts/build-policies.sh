@@ -15,6 +15,7 @@ stage=$root/build/guest-stage
 
 declare -A rust=(
   [seed-rust]=examples/policies/seed-rust
+  [proxy-default]=examples/policies/proxy-default
   [faulty]=tests/guests/faulty
   [future-world]=tests/guests/future-world
   [engine-rules]=tests/guests/engine-rules

@@ -18,6 +18,8 @@ use cachelet_tests::{component, suite, Target};
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod edge;
+
 /// What the upstream answers for one path (its default: 200, the path, its version and how
 /// many times it was asked, `Cache-Control: max-age=300`).
 #[derive(Clone)]
@@ -417,7 +419,11 @@ pub async fn concurrent_misses_coalesce_and_uncacheable_answers_do_not_queue(t: 
 /// Answers that must not be shared, and failures: nothing stored, the right status.
 pub async fn errors_and_private_answers_are_not_stored(t: &Target) {
     let up = Upstream::start().await;
-    let p = front(t, "http-routes", &up).await;
+    // Errors are not remembered here (see the edge tests for the negative entry).
+    let p = front_with(t.settings(), "http-routes", &up.url, |b| {
+        b.layer(|l| l.negative_ttl(Duration::ZERO))
+    })
+    .await;
     for (path, script) in [
         (
             "/e500",
@@ -461,9 +467,13 @@ pub async fn errors_and_private_answers_are_not_stored(t: &Target) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    let gone = front_with(t.settings(), "http-routes", &closed, |b| b).await;
+    let gone = front_with(t.settings(), "http-routes", &closed, |b| {
+        b.layer(|l| l.negative_ttl(Duration::ZERO))
+    })
+    .await;
     let r = gone.get("/users/1").await;
     assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(gone.get("/users/1").await.cache, "MISS", "nothing stored");
     assert!(
         !r.body.contains("127.0.0.1:"),
         "the upstream's address stays private: {r:?}"
@@ -629,6 +639,10 @@ pub async fn http_semantics(t: &Target) {
         p.send(Method::GET, "/users/3", &auth, "").await.cache,
         "PASS"
     );
+    up.script(
+        "/mine/1",
+        Script::new(200, &[("cache-control", "public, max-age=60")]),
+    );
     p.send(Method::GET, "/mine/1", &auth, "").await;
     assert_eq!(p.send(Method::GET, "/mine/1", &auth, "").await.cache, "HIT");
 }
@@ -743,6 +757,31 @@ pub async fn the_admin_api_needs_the_token(t: &Target) {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    assert_eq!(
+        health.text().await.unwrap(),
+        r#"{"status":"up"}"#,
+        "up or down, nothing more, without the token"
+    );
+    let detailed = p
+        .client
+        .get(format!("{}/_cachelet/health", p.base))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(detailed.status(), 200);
+    let detailed = detailed.text().await.unwrap();
+    assert!(detailed.contains("\"policies\""), "{detailed}");
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let lower = p
+        .client
+        .post(format!("{}/_cachelet/purge", p.base))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .body(r#"{"tags": ["x"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
     let policies = p
         .client
         .get(format!("{}/_cachelet/policies", p.base))

@@ -47,6 +47,11 @@ pub struct ServeArgs {
     /// The largest response body stored, in bytes (larger ones stream through).
     #[arg(long, env = "CACHELET_MAX_BODY", default_value_t = 8 << 20)]
     max_body: usize,
+    /// Seconds an error of the upstream (5xx, a timeout, a refused connection) answers the
+    /// requests of its URL before the upstream is asked again (0: only the requests waiting
+    /// for it share it).
+    #[arg(long, env = "CACHELET_NEGATIVE_TTL", default_value_t = 1)]
+    negative_ttl: u64,
     /// The largest request body passed on, in bytes (larger: 413).
     #[arg(long, env = "CACHELET_MAX_REQUEST_BODY", default_value_t = 16 << 20)]
     max_request_body: u64,
@@ -63,6 +68,22 @@ pub struct ServeArgs {
     /// Pass the surrogate-key headers on to clients (they are stripped by default).
     #[arg(long)]
     forward_surrogate_keys: bool,
+    /// Peers (an address or a range, `10.0.0.0/8`) whose `X-Forwarded-For`,
+    /// `X-Forwarded-Proto` and `Forwarded` are kept (a load balancer in front); from any other
+    /// client they are replaced. Repeatable, or comma-separated.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CACHELET_TRUSTED_PROXIES",
+        value_name = "ADDRESS[/BITS]",
+        value_delimiter = ',',
+        value_parser = ip_range
+    )]
+    trusted_proxies: Vec<cachelet::proxy::IpRange>,
+}
+
+/// An address range as a flag gives it, or why it is not one.
+fn ip_range(s: &str) -> Result<cachelet::proxy::IpRange, String> {
+    cachelet::proxy::IpRange::parse(s).map_err(|e| e.to_string())
 }
 
 /// A header name as a flag gives it, or why it is not one.
@@ -75,6 +96,16 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // The recorder keeps histogram samples until its upkeep drains them: without it, memory
+    // grows with every request while nobody scrapes the metrics.
+    let upkeep = recorder.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -123,9 +154,11 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
         .metrics(Arc::new(move || recorder.render()))
         .upstream_timeout(Duration::from_secs(args.upstream_timeout))
         .max_request_body(args.max_request_body)
+        .trusted_proxies(args.trusted_proxies.clone())
         .layer(|l| {
             let l = l
                 .max_body(args.max_body)
+                .negative_ttl(Duration::from_secs(args.negative_ttl))
                 .forward_surrogate_keys(args.forward_surrogate_keys);
             if args.surrogate_key_headers.is_empty() {
                 l

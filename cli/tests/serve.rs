@@ -162,8 +162,13 @@ fn the_demo_does_what_it_prints() {
     );
     assert_eq!(s.get("/users/42").0, "MISS");
     let (status, _, health) = s.request("GET", "/_cachelet/health", "", None);
+    assert_eq!((status, health.as_str()), (200, r#"{"status":"up"}"#));
+    let (status, _, health) = s.request("GET", "/_cachelet/health", "", Some(&token));
     assert_eq!(status, 200);
-    assert!(health.contains("seed-rust"), "{health}");
+    assert!(
+        health.contains("seed-rust"),
+        "the details with the token: {health}"
+    );
     assert!(s.stop().success(), "a clean exit on SIGTERM");
 }
 

@@ -39,6 +39,9 @@ pub(crate) struct Plan {
     pub early: Option<Duration>,
     pub refresh: bool,
     pub lock: bool,
+    /// In this process, identical misses wait for one load (the HTTP layer's waiting list),
+    /// without `lock`'s cross-host lock.
+    pub coalesce: bool,
     /// Look the key up with the backend's clock even when the rule has no early refresh: a
     /// stored value may have asked for its own ([`Codec::storage`], e.g. an HTTP response's
     /// `stale-while-revalidate`).
@@ -368,7 +371,7 @@ impl Cache {
         plan.metrics.count(Outcome::Miss);
         // The miss paths are boxed: the hit path's future stays small (it is moved on every
         // read), and a miss pays for a loader anyway.
-        if plan.lock {
+        if plan.lock || plan.coalesce {
             Box::pin(self.read_locked(b, op, plan, previous, loader, true))
                 .await
                 .map(Served::Value)
@@ -438,6 +441,7 @@ impl Cache {
                 .filter(|e| *e < ttl),
             refresh,
             lock,
+            coalesce: false,
             timed: false,
             metrics,
         })
@@ -625,6 +629,15 @@ impl Cache {
                                     }
                                     Err(unusable) => previous = unusable.or(previous),
                                 }
+                            }
+                            if !plan.lock {
+                                // Coalesced in this process only: the leader loads and fills
+                                // as any miss does, for its waiters too.
+                                let f = loader.take().expect("the loader runs once");
+                                let out = self
+                                    .load_and_fill(&**b, &plan, Some(&seen), previous, f)
+                                    .await;
+                                return land(guard, out);
                             }
                             match b.try_lock(&plan.key).await {
                                 Ok(Some(held)) => {

@@ -338,16 +338,17 @@ impl Routes {
     #[cfg(test)]
     pub fn find(&self, method: &str, path: &str, query: Option<&str>) -> Option<(&str, Args)> {
         self.find_route(method, path, query)
-            .map(|(_, op, args)| (op, args))
+            .map(|(_, op, args, _)| (op, args))
     }
 
-    /// [`Routes::find`], with the route that matched.
+    /// [`Routes::find`], with the route that matched and what the query named.
     pub fn find_route(
         &self,
         method: &str,
         path: &str,
         query: Option<&str>,
-    ) -> Option<(&Route, &str, Args)> {
+    ) -> Option<(&Route, &str, Args, QueryNames)> {
+        let mut names = QueryNames::default();
         let (route, op, mut args) = self.routes.iter().find_map(|(r, op)| {
             let method_ok = r.method == method || (method == "HEAD" && r.method == "GET");
             if !method_ok {
@@ -362,6 +363,7 @@ impl Routes {
             let mut given: Vec<(String, Vec<Option<String>>)> = Vec::new();
             for (k, v) in form_pairs(q)? {
                 if route.params().any(|p| p == k) {
+                    names.shadowing.get_or_insert(k);
                     continue;
                 }
                 match given.iter_mut().find(|(n, _)| *n == k) {
@@ -370,6 +372,7 @@ impl Routes {
                 }
             }
             for (k, mut vs) in given {
+                names.names.push(k.clone());
                 let value = if vs.len() == 1 {
                     vs.pop().flatten().map_or(Value::Null, Value::Text)
                 } else {
@@ -378,8 +381,17 @@ impl Routes {
                 args.set(k, value);
             }
         }
-        Some((route, op.as_str(), args))
+        Some((route, op.as_str(), args, names))
     }
+}
+
+/// The parameter names a request's query gave (see [`Routes::find_route`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct QueryNames {
+    /// The names that became arguments, each once, in the order they came.
+    pub names: Vec<String>,
+    /// A query parameter named like one of the path's, which the path's value wins over.
+    pub shadowing: Option<String>,
 }
 
 /// `a=1&b=x%20y&c` as decoded pairs (`+` is a space, as in forms; `c` has no value);

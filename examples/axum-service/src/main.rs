@@ -17,6 +17,16 @@ async fn main() -> anyhow::Result<()> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:3000".into());
     // The recorder first: the cache registers its metrics when its policies load.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // Histogram samples pile up until the upkeep drains them, whether or not /metrics is
+    // scraped.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let cache = cachelet::Cache::builder()
         .policy_file(&policy)
         .build()

@@ -43,6 +43,7 @@ struct Ctx {
     cache: Cache,
     max_body: usize,
     hit_for_miss: Duration,
+    negative: Duration,
     surrogate: Vec<HeaderName>,
     forward_surrogate: bool,
 }
@@ -58,6 +59,7 @@ impl ResponseCacheLayer {
                 cache,
                 max_body: 8 << 20,
                 hit_for_miss: Duration::from_secs(10),
+                negative: Duration::from_secs(1),
                 surrogate: vec![
                     HeaderName::from_static("surrogate-key"),
                     HeaderName::from_static("cache-tag"),
@@ -76,6 +78,7 @@ impl ResponseCacheLayer {
                 cache: c.cache.clone(),
                 max_body: c.max_body,
                 hit_for_miss: c.hit_for_miss,
+                negative: c.negative,
                 surrogate: c.surrogate.clone(),
                 forward_surrogate: c.forward_surrogate,
             };
@@ -95,6 +98,15 @@ impl ResponseCacheLayer {
     /// through (each to the origin, none waiting for another): 10 s by default.
     pub fn hit_for_miss(self, time: Duration) -> ResponseCacheLayer {
         self.with(|c| c.hit_for_miss = time)
+    }
+
+    /// How long an error of the origin (a `5xx`, a timeout, a refused connection) answers the
+    /// requests of its key without asking the origin again (a negative entry): 1 s by default.
+    /// The requests that waited for the failing request get its answer in any case, so a
+    /// failing origin is asked once per key and period, not once per request. Zero: shared
+    /// with the waiting requests only.
+    pub fn negative_ttl(self, time: Duration) -> ResponseCacheLayer {
+        self.with(|c| c.negative = time)
     }
 
     /// The response headers whose values are tags of the response (separated by spaces or
@@ -208,7 +220,11 @@ pub(crate) fn install_route_loader(
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Recache;
 
-async fn handle<S: Routes>(ctx: Arc<Ctx>, inner: S, req: Request<Body>) -> Response<Body> {
+async fn handle<S: Routes>(ctx: Arc<Ctx>, inner: S, mut req: Request<Body>) -> Response<Body> {
+    // Hop-by-hop headers, and those `Connection` names, are this hop's: gone before the request
+    // is routed, keyed or varied on (`Connection: accept-language` must not make a French
+    // request fetch the default language's answer).
+    semantics::strip_hop_by_hop(req.headers_mut());
     let method = req.method().clone();
     let Some(routed) = ctx
         .cache
@@ -291,13 +307,23 @@ async fn read<S: Routes>(
     routed: Routed,
     req: Request<Body>,
 ) -> Response<Body> {
+    if semantics::request_no_store(req.headers()) {
+        return pass(inner, req, "fwd=bypass; detail=no-store").await;
+    }
     let plan = match ctx.cache.plan(&routed.op, &routed.args).await {
         Ok(plan) => plan,
         // TTL 0, a rule of `none`, an op or policy that fails: not cached.
         Err(_) => return pass(inner, req, "fwd=bypass; detail=uncached").await,
     };
+    if let Some(why) = super::key::unkeyed_query(&ctx.cache, &routed, &plan.key).await {
+        tracing::debug!(op = routed.op, "passes: {why}");
+        return pass(inner, req, "fwd=bypass; detail=unkeyed-query").await;
+    }
     let head = req.method() == Method::HEAD;
-    let (parts, _) = req.into_parts();
+    let (mut parts, _) = req.into_parts();
+    // A read's answer is keyed without a body: none is forwarded, nor its framing (an upstream
+    // told `Content-Length: 5` would take the next request on the connection for those bytes).
+    parts.headers.remove(header::CONTENT_LENGTH);
     let mut r = ReadReq {
         op: routed.op,
         parts,
@@ -313,6 +339,9 @@ async fn read<S: Routes>(
     let mut plan = plan;
     // A stored response may ask for a background refresh of its own (stale-while-revalidate).
     plan.timed = true;
+    // Identical misses wait for one request to the origin (Varnish's waiting list); `lock`
+    // adds the cross-host lock.
+    plan.coalesce = true;
     let mut detail = "hit";
     for _ in 0..2 {
         let shared = Arc::new(r);
@@ -335,6 +364,7 @@ async fn read<S: Routes>(
                     Ok(mut p) => {
                         p.key.clone_from(&r.key);
                         p.timed = true;
+                        p.coalesce = true;
                         p
                     }
                     Err(_) => break,
@@ -424,10 +454,48 @@ fn replay(stored: &Stored, req: &request::Parts, head: bool, detail: &str) -> Re
             stored.header("etag").as_deref(),
             stored.header("last-modified").as_deref(),
         );
-    let mut r = stored.response(now, head || unchanged);
+    let range = if unchanged || stored.status != 200 {
+        None
+    } else {
+        let body = stored.body();
+        semantics::byte_range(
+            &req.headers,
+            body.len() as u64,
+            stored.header("etag").as_deref(),
+            stored.header("last-modified").as_deref(),
+        )
+        .map(|r| (r, body))
+    };
+    let mut r = stored.response(now, head || unchanged || range.is_some());
     if unchanged {
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    if let Some((range, body)) = range {
+        let len = body.len();
+        let h = r.headers_mut();
+        match range {
+            Ok((first, last)) => {
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")).expect("digits"),
+                );
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
+                if !head {
+                    *r.body_mut() = Body::from(body.slice(first as usize..=last as usize));
+                }
+            }
+            Err(()) => {
+                h.insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
+                );
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            }
+        }
     }
     let h = r.headers_mut();
     h.insert("x-cache", HeaderValue::from_static("HIT"));
@@ -453,8 +521,9 @@ async fn fetch<S: Routes>(
 ) -> Result<HttpEntry, NotStored> {
     // Before anything is asked: tags the answer names are fenced by this.
     let since = ctx.cache.sequence().await;
+    // A remembered error is no stand-in, nor revalidated: the origin is asked afresh.
     let previous = previous.and_then(|e| match e.kind {
-        Kind::Response(s) => Some(s),
+        Kind::Response(s) if s.status < 500 => Some(s),
         _ => None,
     });
     let mut up = Request::builder()
@@ -465,9 +534,12 @@ async fn fetch<S: Routes>(
         .expect("a request from a valid one");
     *up.headers_mut() = r.parts.headers.clone();
     *up.extensions_mut() = r.parts.extensions.clone();
+    // The fill asks for the whole object: a range, or the client's conditions, are answered
+    // from it.
     for h in &semantics::CONDITIONAL {
         up.headers_mut().remove(h);
     }
+    up.headers_mut().remove(header::RANGE);
     if let Some(p) = &previous {
         if let Some(etag) = p
             .header("etag")
@@ -535,17 +607,30 @@ async fn fetch<S: Routes>(
             ));
             return Ok(HttpEntry::unstored(Kind::Response(p)));
         }
+        return failure(&ctx, &r, parts, body, since, now, reply).await;
+    }
+
+    // An answer to a request with Authorization is kept only where RFC 9111 §3.5 allows it
+    // (`public`, `s-maxage`, `must-revalidate`); one that may not be kept is this request's
+    // alone: no hit-for-miss marker switches the route off for its other users.
+    let personal = semantics::personal(&r.parts.headers);
+    if personal && !semantics::shared_despite_authorization(&r.parts.headers, &parts.headers) {
+        if !ctx.forward_surrogate {
+            for n in &ctx.surrogate {
+                parts.headers.remove(n);
+            }
+        }
         let mut answer = Response::from_parts(parts, body);
         answer
             .headers_mut()
             .insert("x-cache", HeaderValue::from_static("MISS"));
-        answer
-            .headers_mut()
-            .insert("cache-status", cache_status("fwd=uri-miss; detail=error"));
+        answer.headers_mut().insert(
+            "cache-status",
+            cache_status("fwd=uri-miss; detail=\"not stored: Authorization\""),
+        );
         let _ = reply.send(answer);
         return Err(NotStored::Answered);
     }
-
     let keep = semantics::assess(&r.parts, &parts, r.options, r.rule_time, now);
     let too_big = parts
         .headers
@@ -576,6 +661,17 @@ async fn fetch<S: Routes>(
             return Ok(pass_marker(&ctx));
         }
     };
+    let mut keep = keep;
+    if r.options.credentials {
+        // Each user's answer is its own: the credentials are a variant of the key (digested,
+        // as every varied value is, so no credential is ever in a key).
+        for name in ["authorization", "cookie"] {
+            if !keep.vary.iter().any(|v| v == name) {
+                keep.vary.push(name.to_string());
+            }
+        }
+        keep.vary.sort();
+    }
 
     // Cacheable: the client gets the answer as it comes, while it is read for the fill.
     let mut client_headers = parts.headers.clone();
@@ -708,6 +804,98 @@ async fn fetch<S: Routes>(
         Bytes::from(buf),
         &keep,
         since,
+    ))
+}
+
+/// An error of the origin: answered to this request, shared with the requests waiting for it,
+/// and kept for the negative TTL (fresh that long, so it answers without asking the origin).
+/// A body past the largest one stored, or an answer to a request with credentials, streams to
+/// this request alone.
+async fn failure(
+    ctx: &Ctx,
+    r: &ReadReq,
+    mut parts: axum::http::response::Parts,
+    body: Body,
+    since: Option<u64>,
+    now: SystemTime,
+    reply: oneshot::Sender<Response<Body>>,
+) -> Result<HttpEntry, NotStored> {
+    let status = format!(
+        "fwd=uri-miss; fwd-status={}; detail=error",
+        parts.status.as_u16()
+    );
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if !ctx.forward_surrogate {
+        for n in &ctx.surrogate {
+            parts.headers.remove(n);
+        }
+    }
+    // A user's error is not shared with other users, nor kept.
+    if declared.is_some_and(|n| n > ctx.max_body as u64) || semantics::personal(&r.parts.headers) {
+        let mut answer = Response::from_parts(parts, body);
+        answer
+            .headers_mut()
+            .insert("x-cache", HeaderValue::from_static("MISS"));
+        answer
+            .headers_mut()
+            .insert("cache-status", cache_status(&status));
+        let _ = reply.send(answer);
+        return Err(NotStored::Answered);
+    }
+    let bytes = match http_body_util::Limited::new(body, ctx.max_body)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            tracing::debug!(op = r.op, "the origin's error answer broke off: {e}");
+            let mut answer = Response::new(Body::from("the upstream's error answer broke off\n"));
+            *answer.status_mut() = StatusCode::BAD_GATEWAY;
+            let _ = reply.send(answer);
+            return Err(NotStored::Answered);
+        }
+    };
+    let now_ms = super::ms_of(now);
+    let freshness = super::entry::Freshness {
+        stored_ms: now_ms,
+        fresh_ms: now_ms + ctx.negative.as_millis() as u64,
+        age0: 0,
+        swr: 0,
+        sie: 0,
+    };
+    semantics::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::AGE);
+    let encoded = Stored::encode(parts.status, &parts.headers, &bytes, freshness);
+    let Ok(HttpEntry {
+        kind: Kind::Response(stored),
+        ..
+    }) = <HttpEntry as crate::read::Codec>::decode(&Arc::from(encoded))
+    else {
+        unreachable!("an entry just encoded decodes");
+    };
+    let mut answer = replay(&stored, &r.parts, r.parts.method == Method::HEAD, &status);
+    answer
+        .headers_mut()
+        .insert("x-cache", HeaderValue::from_static("MISS"));
+    answer
+        .headers_mut()
+        .insert("cache-status", cache_status(&status));
+    let _ = reply.send(answer);
+    let kind = Kind::Response(stored);
+    if ctx.negative.is_zero() {
+        return Ok(HttpEntry::unstored(kind));
+    }
+    Ok(HttpEntry::loaded(
+        kind,
+        Storage {
+            ttl: ctx.negative,
+            early: None,
+            tags: Vec::new(),
+            since,
+        },
     ))
 }
 

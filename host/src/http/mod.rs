@@ -2,6 +2,7 @@
 //! stored form of a response, the HTTP caching rules, and (feature `proxy`) the reverse proxy.
 
 pub(crate) mod entry;
+mod key;
 pub(crate) mod layer;
 #[cfg(feature = "proxy")]
 pub mod proxy;

@@ -17,12 +17,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! As a proxy must: hop-by-hop headers are dropped both ways; `Host` is passed on as the
-//! client sent it; `X-Forwarded-For`, `-Host`, `-Proto` and `Forwarded` say who asked;
+//! As a proxy must: hop-by-hop headers are dropped both ways; `Host` is the upstream's
+//! authority (as nginx sends it), so no client can make the upstream answer for another host;
+//! `X-Forwarded-For`, `-Proto` and `Forwarded` say who asked, written by the proxy (a client's
+//! are kept only from [trusted proxies](ProxyBuilder::trusted_proxies)), and headers that would
+//! tell the upstream another host or path (`X-Forwarded-Host`, `X-Original-URL`, ...) are
+//! never forwarded;
 //! bodies stream both ways; connections to the upstream are pooled; an upstream that does not
-//! answer within the timeout is a `504`, one that cannot be reached a `502` (neither is ever
-//! stored); a request body past the limit is a `413`; a client that sends its headers too
-//! slowly is cut off. HTTP/1.1 (keep-alive) and HTTP/2 (prior knowledge) from clients.
+//! answer within the timeout is a `504`, one that cannot be reached a `502` (remembered, as
+//! the upstream's own errors are, only for the layer's
+//! [negative TTL](crate::axum::ResponseCacheLayer::negative_ttl)); a request body past the
+//! limit is a `413`; a connection that sends nothing, or nothing more, for the header timeout
+//! is cut; the connections served at once are bounded. HTTP/1.1 (keep-alive) and HTTP/2
+//! (prior knowledge) from clients.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -39,7 +46,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceExt};
 
-use super::layer::{Recache, ResponseCacheLayer};
+use super::layer::ResponseCacheLayer;
 use super::semantics::strip_hop_by_hop;
 use crate::backend::glob_escape;
 use crate::cache::Cache;
@@ -61,6 +68,8 @@ pub struct ProxyBuilder {
     metrics: Option<MetricsRender>,
     max_request_body: u64,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
     max_header_bytes: usize,
     shutdown_grace: Duration,
 }
@@ -72,6 +81,8 @@ pub struct Proxy {
     admin: Arc<Admin>,
     max_request_body: u64,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
     max_header_bytes: usize,
     shutdown_grace: Duration,
 }
@@ -90,6 +101,8 @@ impl Proxy {
             metrics: None,
             max_request_body: 16 << 20,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
             max_header_bytes: 64 << 10,
             shutdown_grace: Duration::from_secs(30),
         })
@@ -118,14 +131,34 @@ impl ProxyBuilder {
         self.upstream.timeout = t;
         self
     }
+    /// The peers (addresses or ranges) whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `Forwarded` are kept and extended (a load balancer in front of the proxy); from any
+    /// other client they are replaced by what the proxy sees. None by default.
+    pub fn trusted_proxies(mut self, peers: Vec<IpRange>) -> Self {
+        self.upstream.trusted = peers;
+        self
+    }
     /// The largest request body passed on: 16 MiB; a larger one is a `413`.
     pub fn max_request_body(mut self, bytes: u64) -> Self {
         self.max_request_body = bytes;
         self
     }
-    /// How long a client has to send a request's headers: 10 s.
+    /// How long a client has to send a connection's first bytes and each request's headers
+    /// (an HTTP/1 connection idle between requests included), and an HTTP/2 peer to answer a
+    /// keep-alive ping: 10 s.
     pub fn header_read_timeout(mut self, t: Duration) -> Self {
-        self.header_read_timeout = t;
+        self.header_read_timeout = t.max(Duration::from_millis(1));
+        self
+    }
+    /// How often an HTTP/2 connection is pinged (every half of this), so that one whose peer
+    /// went away is closed: 60 s.
+    pub fn idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = t.max(Duration::from_millis(2));
+        self
+    }
+    /// The most client connections at once: 10,000; past them, new ones wait to be accepted.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
         self
     }
     /// The most bytes of request headers: 64 KiB (HTTP/1.1: the read buffer; HTTP/2: the
@@ -149,11 +182,14 @@ impl ProxyBuilder {
                 cache: self.cache.clone(),
                 token: self.admin_token.map(|t| digest(t.as_bytes())),
                 metrics: self.metrics,
+                pinged: std::sync::Mutex::new(None),
             }),
             cache: self.cache,
             app,
             max_request_body: self.max_request_body,
             header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
             max_header_bytes: self.max_header_bytes,
             shutdown_grace: self.shutdown_grace,
         }
@@ -186,10 +222,20 @@ impl Proxy {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(self.max_header_bytes as u32);
+            .max_header_list_size(self.max_header_bytes as u32)
+            // An HTTP/2 connection whose peer stops answering pings is closed.
+            .keep_alive_interval(self.idle_timeout / 2)
+            .keep_alive_timeout(self.header_read_timeout);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
         let mut signal = std::pin::pin!(signal);
         loop {
+            // At most `max_connections` at once: past them, new ones wait in the listen queue.
+            let permit = tokio::select! {
+                p = connections.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                () = &mut signal => break,
+            };
             let (stream, addr) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -213,14 +259,34 @@ impl Proxy {
                     Ok::<_, Infallible>(dispatch(&admin, app, limit, req).await)
                 }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            let conn = graceful.watch(conn.into_owned());
+            let (builder, watcher, first_bytes) = (
+                builder.clone(),
+                graceful.watcher(),
+                self.header_read_timeout,
+            );
+            let mut stopping = stopping.clone();
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                let _permit = permit;
+                // A connection that sends nothing is cut: the first bytes decide between
+                // HTTP/1 and HTTP/2, before either protocol's own timeouts apply.
+                let mut byte = [0u8; 1];
+                tokio::select! {
+                    biased;
+                    _ = stopping.changed() => return,
+                    first = tokio::time::timeout(first_bytes, stream.peek(&mut byte)) => {
+                        if !matches!(first, Ok(Ok(n)) if n > 0) {
+                            tracing::debug!("connection from {addr}: nothing sent within {first_bytes:?}: closed");
+                            return;
+                        }
+                    }
+                }
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
                     tracing::debug!("connection from {addr}: {e}");
                 }
             });
         }
+        let _ = stop.send(true);
         drop(listener);
         if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
             .await
@@ -299,6 +365,8 @@ struct Upstream {
     /// A path prefix, without its trailing `/`.
     prefix: String,
     timeout: Duration,
+    /// Peers whose forwarding headers are kept.
+    trusted: Vec<IpRange>,
 }
 
 impl Upstream {
@@ -346,14 +414,18 @@ impl Upstream {
             authority,
             prefix: uri.path().trim_end_matches('/').to_string(),
             timeout: Duration::from_secs(30),
+            trusted: Vec::new(),
         })
     }
 
-    /// The request as it goes upstream.
+    /// The request as it goes upstream: to the upstream's authority (its `Host`), with the
+    /// forwarding headers this proxy writes. What a client sends of them is dropped (a client
+    /// could make the upstream build an answer for another host, scheme or path that would then
+    /// be stored under this URL) but from the peers [`ProxyBuilder::trusted_proxies`] names,
+    /// whose `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` are kept and extended.
     fn forward(&self, req: Request<Body>) -> Request<Body> {
         let (mut parts, body) = req.into_parts();
         let client = parts.extensions.get::<ClientAddr>().map(|a| a.0.ip());
-        let recache = parts.extensions.get::<Recache>().is_some();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
@@ -361,49 +433,40 @@ impl Upstream {
             .path_and_query(format!("{}{path}", self.prefix))
             .build()
             .unwrap_or_else(|_| parts.uri.clone());
-        // The host the client asked for: its Host header, else (HTTP/2) the URI's authority.
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            })
-            .unwrap_or_else(|| {
-                HeaderValue::from_str(self.authority.as_str())
-                    .unwrap_or(HeaderValue::from_static("localhost"))
-            });
         strip_hop_by_hop(&mut parts.headers);
         let h = &mut parts.headers;
-        h.insert(header::HOST, host.clone());
-        if !recache {
-            if let Some(ip) = client {
-                let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                    Some(prior) => format!("{prior}, {ip}"),
-                    None => ip.to_string(),
-                };
-                if let Ok(v) = HeaderValue::from_str(&xff) {
-                    h.insert("x-forwarded-for", v);
-                }
-                let node = match ip {
-                    std::net::IpAddr::V4(ip) => ip.to_string(),
-                    std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
-                };
-                let host_text = host.to_str().unwrap_or("");
-                let this = format!("for={node};host=\"{host_text}\";proto=http");
-                let forwarded = match h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-                    Some(prior) => format!("{prior}, {this}"),
-                    None => this,
-                };
-                if let Ok(v) = HeaderValue::from_str(&forwarded) {
-                    h.insert(header::FORWARDED, v);
-                }
+        let trusted = client.is_some_and(|ip| self.trusted.iter().any(|n| n.contains(ip)));
+        if !trusted {
+            for name in FORWARDING {
+                h.remove(name);
             }
-            if !h.contains_key("x-forwarded-host") {
-                h.insert("x-forwarded-host", host);
+        }
+        for name in REWRITING {
+            h.remove(name);
+        }
+        h.insert(
+            header::HOST,
+            HeaderValue::from_str(self.authority.as_str()).expect("an authority is a header"),
+        );
+        if let Some(ip) = client {
+            let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prior) => format!("{prior}, {ip}"),
+                None => ip.to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                h.insert("x-forwarded-for", v);
+            }
+            let node = match ip {
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+                std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
+            };
+            let this = format!("for={node};proto=http");
+            let forwarded = match h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+                Some(prior) => format!("{prior}, {this}"),
+                None => this,
+            };
+            if let Ok(v) = HeaderValue::from_str(&forwarded) {
+                h.insert(header::FORWARDED, v);
             }
             if !h.contains_key("x-forwarded-proto") {
                 h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -413,6 +476,78 @@ impl Upstream {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         Request::from_parts(parts, body)
+    }
+}
+
+/// The forwarding headers a client may not set (kept only from a trusted proxy).
+const FORWARDING: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "forwarded"];
+
+/// Headers that tell an upstream another host, port, scheme or path than the request's:
+/// never forwarded, from anyone, since the cache does not key on them.
+const REWRITING: [&str; 10] = [
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+];
+
+/// An address range (`10.0.0.0/8`, `::1/128`, or one address) of peers whose forwarding
+/// headers are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpRange {
+    base: std::net::IpAddr,
+    bits: u8,
+}
+
+impl IpRange {
+    /// Parses `ADDRESS` or `ADDRESS/BITS`; the error names what is wrong.
+    pub fn parse(s: &str) -> Result<IpRange, Error> {
+        let bad = |problem: &str| Error::Setting {
+            name: "trusted proxies".into(),
+            problem: format!("{s:?}: {problem}"),
+        };
+        let (addr, bits) = match s.trim().split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s.trim(), None),
+        };
+        let base: std::net::IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
+        let max = if base.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| bad(&format!("the prefix length must be 0 to {max}")))?,
+            None => max,
+        };
+        Ok(IpRange { base, bits })
+    }
+
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let prefix = |a: u128, width: u32| -> u128 {
+            let keep = u32::from(self.bits);
+            if keep == 0 {
+                0
+            } else {
+                a >> (width - keep)
+            }
+        };
+        match (self.base, ip) {
+            (std::net::IpAddr::V4(b), std::net::IpAddr::V4(i)) => {
+                prefix(u32::from(b).into(), 32) == prefix(u32::from(i).into(), 32)
+            }
+            (std::net::IpAddr::V6(b), std::net::IpAddr::V6(i)) => {
+                prefix(u128::from(b), 128) == prefix(u128::from(i), 128)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -438,8 +573,15 @@ impl Service<Request<Body>> for Upstream {
                 Ok(Ok(r)) => {
                     let (mut parts, body) = r.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    parts
+                        .headers
+                        .append(header::VIA, HeaderValue::from_static("1.1 cachelet"));
                     Response::from_parts(parts, Body::new(body))
                 }
+                Ok(Err(e)) if past_the_limit(&e) => text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body larger than the limit\n".into(),
+                ),
                 Ok(Err(e)) => {
                     tracing::warn!("upstream: {e}");
                     let mut detail = e.to_string();
@@ -464,6 +606,19 @@ impl Service<Request<Body>> for Upstream {
     }
 }
 
+/// Whether an upstream request failed because the client's body went past the limit (a
+/// chunked body, whose length was not declared).
+fn past_the_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// The SHA-256 of a token: tokens are compared by their digests, in constant time, so that
 /// neither their bytes nor their length leak through timing.
 fn digest(token: &[u8]) -> [u8; 32] {
@@ -480,6 +635,8 @@ struct Admin {
     cache: Cache,
     token: Option<[u8; 32]>,
     metrics: Option<MetricsRender>,
+    /// The last ping of the backend, and its answer.
+    pinged: std::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 /// What `POST /_cachelet/purge` takes (any of the fields).
@@ -503,8 +660,19 @@ impl Admin {
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| digest(t.trim().as_bytes()));
+        let authorized = match (&self.token, &given) {
+            (Some(token), Some(g)) => same(g, token),
+            _ => false,
+        };
         if path == "/_cachelet/health" && method == Method::GET {
-            return self.health().await;
+            return self.health(authorized).await;
         }
         let Some(token) = &self.token else {
             return text(
@@ -513,12 +681,6 @@ impl Admin {
                     .into(),
             );
         };
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| digest(t.trim().as_bytes()));
         if !given.is_some_and(|g| same(&g, token)) {
             let mut r = text(
                 StatusCode::UNAUTHORIZED,
@@ -560,8 +722,36 @@ impl Admin {
         }
     }
 
-    async fn health(&self) -> Response<Body> {
-        let backend = self.cache.ping().await;
+    /// Up (`200`) or down (`503`: the backend does not answer); the details (policies,
+    /// quarantines, the backend's error, held invalidations) only with the token. The
+    /// backend is pinged at most once a second, however often health is asked.
+    async fn health(&self, authorized: bool) -> Response<Body> {
+        let backend = {
+            let recent = self
+                .pinged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .filter(|(at, _)| at.elapsed() < Duration::from_secs(1));
+            match recent {
+                Some((_, answer)) => answer,
+                None => {
+                    let answer = self.cache.ping().await.map_err(|e| e.to_string());
+                    *self.pinged.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((Instant::now(), answer.clone()));
+                    answer
+                }
+            }
+        };
+        let code = if backend.is_ok() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        if !authorized {
+            let up = if backend.is_ok() { "up" } else { "down" };
+            return json(code, &serde_json::json!({ "status": up }));
+        }
         let status = self.cache.policy_status();
         let quarantined: Vec<_> = status
             .policies
@@ -572,16 +762,12 @@ impl Admin {
             })
             .collect();
         let body = serde_json::json!({
-            "backend": match &backend { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
+            "status": if backend.is_ok() { "up" } else { "down" },
+            "backend": match &backend { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
             "policies": self.cache.policies().iter().map(|p| &p.name).collect::<Vec<_>>(),
             "quarantined": quarantined.iter().map(|(n, why)| serde_json::json!({"policy": n, "why": why})).collect::<Vec<_>>(),
             "held_invalidations": self.cache.held_invalidations(),
         });
-        let code = if backend.is_ok() {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
         json(code, &body)
     }
 

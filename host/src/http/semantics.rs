@@ -51,6 +51,79 @@ pub(crate) const CONDITIONAL: [HeaderName; 5] = [
     header::IF_RANGE,
 ];
 
+/// A request whose own `Cache-Control` says `no-store`: its answer is fetched for it alone and
+/// kept by no one (the directive binds this request, not the next client's).
+pub(crate) fn request_no_store(h: &HeaderMap) -> bool {
+    has(h, "no-store")
+}
+
+/// What a request's `Range` asks of a stored body of `len` bytes (RFC 9110 §14): `None` to
+/// answer whole (no range, a unit other than bytes, several ranges, or an `If-Range` that the
+/// stored validators do not match), `Some(Ok((first, last)))` for a `206` of those bytes
+/// (inclusive), `Some(Err(()))` for a `416` (nothing of the body is in the range).
+pub(crate) fn byte_range(
+    req: &HeaderMap,
+    len: u64,
+    etag: Option<&[u8]>,
+    last_modified: Option<&[u8]>,
+) -> Option<Result<(u64, u64), ()>> {
+    let range = req.get(header::RANGE)?.to_str().ok()?.trim();
+    if let Some(cond) = req.get(header::IF_RANGE) {
+        // A strong entity tag, or the exact date: anything else asks for the whole body.
+        let cond = cond.as_bytes();
+        let matches = if cond.starts_with(b"\"") {
+            etag == Some(cond)
+        } else {
+            last_modified == Some(cond)
+        };
+        if !matches {
+            return None;
+        }
+    }
+    let spec = range.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    if first.is_empty() {
+        // The last N bytes.
+        let n = number(last)?;
+        if n == 0 || len == 0 {
+            return Some(Err(()));
+        }
+        return Some(Ok((len.saturating_sub(n), len - 1)));
+    }
+    let first = number(first)?;
+    let last = if last.is_empty() {
+        u64::MAX
+    } else {
+        let l = number(last)?;
+        if l < first {
+            return None;
+        }
+        l
+    };
+    if first >= len {
+        return Some(Err(()));
+    }
+    Some(Ok((first, last.min(len - 1))))
+}
+
+/// Whether an answer to a request with `Authorization` may be stored by a shared cache (RFC
+/// 9111 §3.5: `public`, `s-maxage` or `must-revalidate`); true for a request without it.
+pub(crate) fn shared_despite_authorization(req: &HeaderMap, res: &HeaderMap) -> bool {
+    !req.contains_key(header::AUTHORIZATION)
+        || has(res, "public")
+        || has(res, "s-maxage")
+        || has(res, "must-revalidate")
+}
+
 /// A request that carries credentials: its answer belongs to one user.
 pub(crate) fn personal(h: &HeaderMap) -> bool {
     h.contains_key(header::AUTHORIZATION) || h.contains_key(header::COOKIE)
@@ -138,8 +211,13 @@ pub(crate) fn assess(
     if has(h, "private") {
         return Err("private");
     }
-    // The route opted in to credentials: judge the response as if the request had none.
+    // The route opted in to credentials: judge the response as if the request had none. The
+    // request's own directives (`no-store`, `max-age`, ...) and its range bind that request
+    // only: they never decide what is stored for the next client.
     let mut asked = req.clone();
+    asked.headers.remove(header::CACHE_CONTROL);
+    asked.headers.remove(header::PRAGMA);
+    asked.headers.remove(header::RANGE);
     if options.credentials {
         asked.headers.remove(header::AUTHORIZATION);
     }

@@ -1141,6 +1141,8 @@ pub(crate) struct Routed {
     pub args: Args,
     pub kind: OpKind,
     pub options: crate::route::RouteOptions,
+    /// What the request's query named.
+    pub query: crate::route::QueryNames,
 }
 
 /// The policies in force: swapped as a whole when a policy is loaded, replaced or removed
@@ -1244,7 +1246,7 @@ impl PolicySet {
         if self.http.is_empty() {
             return None;
         }
-        let (route, op, args) = self.http.find_route(method, path, query)?;
+        let (route, op, args, query) = self.http.find_route(method, path, query)?;
         let kind = match self.routes.get(op)? {
             Route::Read { .. } => OpKind::Read,
             Route::Write { .. } => OpKind::Write,
@@ -1254,6 +1256,7 @@ impl PolicySet {
             args,
             kind,
             options: route.options,
+            query,
         })
     }
 

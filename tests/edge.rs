@@ -1,0 +1,493 @@
+//! The proxy on the edge (a module of the proxy tests, over the same scripted upstream): what a
+//! client sends can neither poison the cache for the next client, nor switch caching off for
+//! others, nor desynchronise the upstream's connections, nor hold the proxy's.
+
+use super::*;
+
+/// Requests of distinct paths, one after the other on the proxy's pooled upstream connections:
+/// each answer is its own path's.
+async fn each_answer_is_its_own(p: &Front, paths: &[&str]) {
+    for path in paths {
+        let got = p.get(path).await;
+        assert_eq!(got.status, 200, "{path}: {got:?}");
+        assert!(got.body.starts_with(path), "{path}: {got:?}");
+    }
+}
+
+/// A GET with a body is read without it: the upstream is told of no body (an upstream that
+/// honours `Content-Length` would otherwise take the next pooled request for the body, and
+/// answer the wrong client), and the body changes nothing of the key.
+pub async fn a_get_with_a_body_never_desynchronises_the_upstream(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "seed-rust", &up).await;
+    let got = p.send(Method::GET, "/users/1", &[], "hello").await;
+    assert_eq!((got.status, got.cache.as_str()), (200, "MISS"), "{got:?}");
+    let seen = up.seen("/users/1");
+    assert!(!seen.contains_key("content-length"), "{seen:?}");
+    assert!(!seen.contains_key("transfer-encoding"), "{seen:?}");
+    each_answer_is_its_own(
+        &p,
+        &[
+            "/users/2", "/users/3", "/users/4", "/users/5", "/users/6", "/users/7",
+        ],
+    )
+    .await;
+    // The same on a hit, and with another body: the key holds no body.
+    let again = p.send(Method::GET, "/users/1", &[], "other").await;
+    assert_eq!(
+        (again.cache.as_str(), again.body.as_str()),
+        ("HIT", got.body.as_str())
+    );
+    assert_eq!(up.asked("/users/1"), 1);
+}
+
+/// The upstream is asked for its own authority whatever `Host` the client sends, and never
+/// sees a client's `X-Forwarded-Host` (or the like) nor its forwarding chain: an answer built
+/// from them would be stored for everyone. A trusted peer's chain is kept and extended.
+pub async fn what_a_client_says_of_host_and_forwarding_never_reaches_the_upstream(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "seed-rust", &up).await;
+    let authority = up.url.trim_start_matches("http://").to_string();
+    let forged = [
+        ("host", "evil.example"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=6.6.6.6;host=evil.example"),
+        ("x-original-url", "/admin"),
+        ("x-host", "evil.example"),
+    ];
+    assert_eq!(
+        p.send(Method::GET, "/users/11", &forged, "").await.cache,
+        "MISS"
+    );
+    let seen = up.seen("/users/11");
+    assert_eq!(seen["host"], authority.as_str(), "{seen:?}");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen:?}");
+    assert_eq!(seen["x-forwarded-proto"], "http", "{seen:?}");
+    assert_eq!(seen["forwarded"], "for=127.0.0.1;proto=http", "{seen:?}");
+    for name in ["x-forwarded-host", "x-original-url", "x-host"] {
+        assert!(!seen.contains_key(name), "{name}: {seen:?}");
+    }
+    // A pass too (no route): the same headers, written by the proxy.
+    let _ = p.send(Method::POST, "/unrouted", &forged, "x").await;
+    let seen = up.seen("/unrouted");
+    assert_eq!(seen["host"], authority.as_str(), "{seen:?}");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen:?}");
+    assert!(!seen.contains_key("x-forwarded-host"), "{seen:?}");
+
+    // From a trusted peer, the chain goes on.
+    let trusted = front_with(t.settings(), "seed-rust", &up.url, |b| {
+        b.trusted_proxies(vec![cachelet::proxy::IpRange::parse("127.0.0.0/8").unwrap()])
+    })
+    .await;
+    let _ = trusted.send(Method::GET, "/users/12", &forged, "").await;
+    let seen = up.seen("/users/12");
+    assert_eq!(seen["x-forwarded-for"], "6.6.6.6, 127.0.0.1", "{seen:?}");
+    assert_eq!(seen["x-forwarded-proto"], "https", "{seen:?}");
+    assert_eq!(
+        seen["forwarded"], "for=6.6.6.6;host=evil.example, for=127.0.0.1;proto=http",
+        "{seen:?}"
+    );
+    assert_eq!(seen["host"], authority.as_str(), "{seen:?}");
+    assert!(!seen.contains_key("x-forwarded-host"), "{seen:?}");
+}
+
+/// A query parameter the op's key does not render passes (forwarded, not stored, not served
+/// from the entry), as does one named like a path parameter; parameters the key renders are
+/// keyed; the built-in policy keys every parameter.
+pub async fn a_query_parameter_the_key_does_not_hold_passes(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "seed-rust", &up).await;
+    // get_user's key is user:{user_id}: `anything` is not in it.
+    let odd = p.get("/users/21?anything=evil").await;
+    assert_eq!(odd.cache, "PASS", "{odd:?}");
+    let plain = p.get("/users/21").await;
+    assert_eq!(
+        (plain.cache.as_str(), plain.body.as_str()),
+        ("MISS", "/users/21 v0 #2")
+    );
+    assert_eq!(p.get("/users/21").await.cache, "HIT");
+    let odd = p.get("/users/21?anything=evil").await;
+    assert_eq!(
+        (odd.cache.as_str(), odd.body.as_str()),
+        ("PASS", "/users/21 v0 #3")
+    );
+    // Named like the path's parameter: the path's value is the argument, so the query's may
+    // not reach the upstream from a cached read.
+    assert_eq!(p.get("/users/21?user_id=22").await.cache, "PASS");
+    assert_eq!(p.get("/users/21").await.body, "/users/21 v0 #2");
+
+    // The built-in policy keys the whole query: each query its own entry.
+    let all = front(t, "proxy-default", &up).await;
+    assert_eq!(all.get("/q?a=1").await.cache, "MISS");
+    assert_eq!(all.get("/q?a=1").await.cache, "HIT");
+    assert_eq!(all.get("/q?a=2").await.cache, "MISS");
+    assert_eq!(all.get("/q?a=1&b").await.cache, "MISS");
+}
+
+/// Hop-by-hop headers, and the ones `Connection` names, are removed before the answer's
+/// variant is chosen: a request that hides its `Accept-Language` from the upstream cannot
+/// store the default language's answer under its language.
+pub async fn hop_by_hop_headers_are_gone_before_the_variant_is_chosen(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    up.script(
+        "/lang",
+        Script::new(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+        ),
+    );
+    let hidden = p
+        .send(
+            Method::GET,
+            "/lang",
+            &[("connection", "accept-language"), ("accept-language", "fr")],
+            "",
+        )
+        .await;
+    assert_eq!(hidden.cache, "MISS");
+    assert!(!up.seen("/lang").contains_key("accept-language"));
+    // French is its own variant, asked of the upstream in French.
+    let fr = p
+        .send(Method::GET, "/lang", &[("accept-language", "fr")], "")
+        .await;
+    assert_eq!(
+        (fr.cache.as_str(), fr.body.as_str()),
+        ("MISS", "/lang v0 #2")
+    );
+    assert_eq!(up.seen("/lang")["accept-language"], "fr");
+    // The one without a language is what the hidden request stored.
+    assert_eq!(p.get("/lang").await.body, "/lang v0 #1");
+}
+
+/// A `Range` request is served from the stored complete answer (the fill asks for all of
+/// it), so it neither reaches the upstream again nor keeps the URL from being cached.
+pub async fn a_range_request_is_served_from_the_whole_answer(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    let first = p
+        .send(Method::GET, "/ranged", &[("range", "bytes=0-3")], "")
+        .await;
+    assert!(matches!(first.status, 200 | 206), "{first:?}");
+    assert!(!up.seen("/ranged").contains_key("range"));
+    p.hit_soon("/ranged").await;
+    let whole = p.get("/ranged").await;
+    assert_eq!(
+        (whole.cache.as_str(), whole.body.as_str()),
+        ("HIT", "/ranged v0 #1")
+    );
+    let part = p
+        .send(Method::GET, "/ranged", &[("range", "bytes=1-4")], "")
+        .await;
+    assert_eq!((part.status, part.body.as_str()), (206, "rang"), "{part:?}");
+    assert_eq!(part.headers["content-range"], "bytes 1-4/13");
+    let tail = p
+        .send(Method::GET, "/ranged", &[("range", "bytes=-2")], "")
+        .await;
+    assert_eq!((tail.status, tail.body.as_str()), (206, "#1"));
+    let open = p
+        .send(Method::GET, "/ranged", &[("range", "bytes=10-")], "")
+        .await;
+    assert_eq!((open.status, open.body.as_str()), (206, " #1"));
+    let past = p
+        .send(Method::GET, "/ranged", &[("range", "bytes=99-")], "")
+        .await;
+    assert_eq!(past.status, 416);
+    assert_eq!(past.headers["content-range"], "bytes */13");
+    // An If-Range that does not match the stored validators: the whole answer.
+    let changed = p
+        .send(
+            Method::GET,
+            "/ranged",
+            &[("range", "bytes=1-4"), ("if-range", "\"other\"")],
+            "",
+        )
+        .await;
+    assert_eq!(
+        (changed.status, changed.body.as_str()),
+        (200, "/ranged v0 #1")
+    );
+    assert_eq!(up.asked("/ranged"), 1, "one fill served every range");
+}
+
+/// A request's own `Cache-Control: no-store` binds that request: it passes, and the next
+/// client's request is cached as ever (no hit-for-miss for the URL).
+pub async fn a_request_directive_binds_only_its_request(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    let own = p
+        .send(
+            Method::GET,
+            "/nostore",
+            &[("cache-control", "no-store")],
+            "",
+        )
+        .await;
+    assert_eq!(own.cache, "PASS");
+    assert_eq!(p.get("/nostore").await.cache, "MISS");
+    p.hit_soon("/nostore").await;
+    assert_eq!(up.asked("/nostore"), 2);
+    // Once stored, another no-store request passes and leaves the entry in place.
+    let again = p
+        .send(
+            Method::GET,
+            "/nostore",
+            &[("cache-control", "no-store")],
+            "",
+        )
+        .await;
+    assert_eq!(again.cache, "PASS");
+    assert_eq!(p.get("/nostore").await.cache, "HIT");
+    assert_eq!(up.asked("/nostore"), 3);
+}
+
+/// A connection that sends nothing, or nothing more after an answer, is cut after the
+/// header timeout; and no more connections than the limit are served at once.
+pub async fn idle_connections_are_cut_and_connections_bounded(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front_with(t.settings(), "http-routes", &up.url, |b| {
+        b.header_read_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let addr = p.base.trim_start_matches("http://").to_string();
+    let closed_within = |secs: u64| {
+        let addr = addr.clone();
+        async move {
+            let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let mut buf = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(secs), c.read_to_end(&mut buf));
+            read.await.is_ok()
+        }
+    };
+    assert!(closed_within(3).await, "a silent connection was not cut");
+
+    // One request, then silence: cut too.
+    let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    c.write_all(b"GET /idle HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "an idle keep-alive connection was not cut");
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+
+    // The limit: while one connection is open, a second is not served.
+    let p = front_with(t.settings(), "http-routes", &up.url, |b| {
+        b.header_read_timeout(Duration::from_secs(5))
+            .max_connections(1)
+    })
+    .await;
+    let addr = p.base.trim_start_matches("http://").to_string();
+    let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    first
+        .write_all(b"GET /held HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    second
+        .write_all(b"GET /next HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    let early = tokio::time::timeout(Duration::from_millis(150), second.read_exact(&mut answer));
+    assert!(
+        early.await.is_err(),
+        "a second connection was served past the limit"
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(3), second.read_exact(&mut answer))
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+}
+
+/// Identical misses reach the origin once, without the op asking for `lock`, on every
+/// backend (a caching proxy's waiting list).
+pub async fn identical_misses_reach_the_origin_once(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    up.delay_next("/cold/1", Duration::from_millis(300));
+    let answers = join_all((0..100).map(|_| p.get("/cold/1"))).await;
+    assert!(
+        answers.iter().all(|g| g.body == "/cold/1 v0 #1"),
+        "one load served all"
+    );
+    assert_eq!(up.asked("/cold/1"), 1);
+}
+
+/// A failing origin (an error, a timeout, a refused connection) is asked once by the requests
+/// that arrive together, and not again while its answer is remembered (the negative TTL, 1 s).
+pub async fn a_failing_origin_is_asked_once_per_wave(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    up.script("/failing", Script::new(500, &[]));
+    for _ in 0..200 {
+        up.delay_next("/failing", Duration::from_millis(500));
+    }
+    let wave = || join_all((0..50).map(|_| p.get("/failing")));
+    let first = wave().await;
+    assert!(first.iter().all(|g| g.status == 500), "{:?}", first[0]);
+    assert_eq!(
+        up.asked("/failing"),
+        1,
+        "the waiting requests shared the failure"
+    );
+    let second = wave().await;
+    assert!(second.iter().all(|g| g.status == 500));
+    assert!(second.iter().all(|g| g.cache == "HIT"), "{:?}", second[0]);
+    assert_eq!(up.asked("/failing"), 1, "remembered for the negative TTL");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = wave().await;
+    assert_eq!(
+        up.asked("/failing"),
+        2,
+        "asked again once the negative TTL is over"
+    );
+    // The origin recovers: the next request after the negative TTL gets its answer.
+    up.script(
+        "/failing",
+        Script::new(200, &[("cache-control", "max-age=60")]),
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(p.get("/failing").await.status, 200);
+
+    // A refused connection: one request for the wave too.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let gone = front_with(t.settings(), "http-routes", &closed, |b| b).await;
+    let answers = join_all((0..20).map(|_| gone.get("/users/1"))).await;
+    assert!(answers.iter().all(|g| g.status == 502));
+    assert_eq!(
+        gone.get("/users/1").await.cache,
+        "HIT",
+        "the 502 is remembered"
+    );
+}
+
+/// A chunked request body past the limit is a `413` (its length was not declared, so only
+/// reading it tells), as a declared one is; the proxy says `Via` on its answers.
+pub async fn a_chunked_body_past_the_limit_is_a_413(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front_with(t.settings(), "http-routes", &up.url, |b| {
+        b.max_request_body(1024)
+    })
+    .await;
+    let addr = p.base.trim_start_matches("http://").to_string();
+    let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let chunk = "x".repeat(4096);
+    let req = format!(
+        "POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut head))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+    let declared = p
+        .send(Method::POST, "/upload", &[], &"y".repeat(2048))
+        .await;
+    assert_eq!(declared.status, 413);
+    let miss = p.get("/via").await;
+    assert!(
+        miss.headers["via"].to_str().unwrap().contains("cachelet"),
+        "{miss:?}"
+    );
+    p.hit_soon("/via").await;
+    let hit = p.get("/via").await;
+    assert!(
+        hit.headers["via"].to_str().unwrap().contains("cachelet"),
+        "{hit:?}"
+    );
+}
+
+/// On a `credentials` route each user's answer is its own (the credentials are a digested
+/// variant of the key), an anonymous request gets the anonymous answer, and an answer to a
+/// request with `Authorization` is stored only where RFC 9111 §3.5 allows it, without
+/// switching the route off for its other users.
+pub async fn a_credentials_route_serves_each_user_their_own_answer(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    up.script(
+        "/mine/7",
+        Script::new(200, &[("cache-control", "public, max-age=60")]),
+    );
+    let ann = [("authorization", "Bearer ann")];
+    let bob = [("authorization", "Bearer bob")];
+    let cookie = [("cookie", "session=carol")];
+    let a = p.send(Method::GET, "/mine/7", &ann, "").await;
+    let b = p.send(Method::GET, "/mine/7", &bob, "").await;
+    let c = p.send(Method::GET, "/mine/7", &cookie, "").await;
+    let anon = p.get("/mine/7").await;
+    let bodies = [&a.body, &b.body, &c.body, &anon.body];
+    for (i, x) in bodies.iter().enumerate() {
+        for y in &bodies[i + 1..] {
+            assert_ne!(x, y, "two users shared an answer");
+        }
+    }
+    for (who, first) in [
+        (&ann[..], &a),
+        (&bob[..], &b),
+        (&cookie[..], &c),
+        (&[][..], &anon),
+    ] {
+        let again = p.send(Method::GET, "/mine/7", who, "").await;
+        assert_eq!(
+            (again.cache.as_str(), &again.body),
+            ("HIT", &first.body),
+            "{who:?}"
+        );
+    }
+    assert_eq!(up.asked("/mine/7"), 4);
+
+    // Without public / s-maxage / must-revalidate: not stored for the user with Authorization,
+    // and the others are cached as ever.
+    let got = p.send(Method::GET, "/mine/8", &ann, "").await;
+    assert_eq!(got.cache, "MISS");
+    assert_eq!(p.send(Method::GET, "/mine/8", &ann, "").await.cache, "MISS");
+    assert_eq!(p.get("/mine/8").await.cache, "MISS");
+    assert_eq!(p.get("/mine/8").await.cache, "HIT");
+    assert_eq!(up.asked("/mine/8"), 3);
+}
+
+suite!(
+    memory,
+    Target::memory(),
+    [
+        a_get_with_a_body_never_desynchronises_the_upstream,
+        what_a_client_says_of_host_and_forwarding_never_reaches_the_upstream,
+        a_query_parameter_the_key_does_not_hold_passes,
+        hop_by_hop_headers_are_gone_before_the_variant_is_chosen,
+        a_range_request_is_served_from_the_whole_answer,
+        a_request_directive_binds_only_its_request,
+        idle_connections_are_cut_and_connections_bounded,
+        a_chunked_body_past_the_limit_is_a_413,
+        identical_misses_reach_the_origin_once,
+        a_failing_origin_is_asked_once_per_wave,
+        a_credentials_route_serves_each_user_their_own_answer,
+    ]
+);
+
+suite!(
+    redis,
+    Target::redis(),
+    [
+        a_get_with_a_body_never_desynchronises_the_upstream,
+        a_query_parameter_the_key_does_not_hold_passes,
+        hop_by_hop_headers_are_gone_before_the_variant_is_chosen,
+        a_range_request_is_served_from_the_whole_answer,
+        a_request_directive_binds_only_its_request,
+        identical_misses_reach_the_origin_once,
+        a_failing_origin_is_asked_once_per_wave,
+        a_credentials_route_serves_each_user_their_own_answer,
+    ]
+);
