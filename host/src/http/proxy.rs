@@ -899,28 +899,54 @@ mod tests {
 
     #[test]
     fn hop_by_hop_and_forwarding_headers() {
-        let u = Upstream::new("http://127.0.0.1:9").unwrap();
-        let req = Request::get("/x")
-            .header("host", "example.com")
-            .header("connection", "keep-alive, x-private")
-            .header("x-private", "1")
-            .header("te", "trailers")
-            .header("x-forwarded-for", "10.0.0.1")
-            .extension(ClientAddr("192.0.2.7:5555".parse().unwrap()))
-            .body(Body::empty())
-            .unwrap();
-        let f = u.forward(req);
+        let mut u = Upstream::new("http://127.0.0.1:9").unwrap();
+        let req = || {
+            Request::get("/x")
+                .header("host", "example.com")
+                .header("connection", "keep-alive, x-private")
+                .header("x-private", "1")
+                .header("te", "trailers")
+                .header("x-forwarded-for", "10.0.0.1")
+                .header("x-forwarded-host", "evil.example")
+                .header("forwarded", "for=10.0.0.1")
+                .extension(ClientAddr("192.0.2.7:5555".parse().unwrap()))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let f = u.forward(req());
         let h = f.headers();
         assert!(
             !h.contains_key("connection") && !h.contains_key("x-private") && !h.contains_key("te")
         );
-        assert_eq!(h["host"], "example.com");
+        assert_eq!(h["host"], "127.0.0.1:9");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert!(!h.contains_key("x-forwarded-host"));
+        assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http");
+        // From a trusted peer the chain goes on; X-Forwarded-Host still never does.
+        u.trusted = vec![IpRange::parse("192.0.2.0/24").unwrap()];
+        let f = u.forward(req());
+        let h = f.headers();
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
-        assert_eq!(h["x-forwarded-host"], "example.com");
-        assert_eq!(
-            h["forwarded"],
-            "for=192.0.2.7;host=\"example.com\";proto=http"
-        );
+        assert_eq!(h["forwarded"], "for=10.0.0.1, for=192.0.2.7;proto=http");
+        assert!(!h.contains_key("x-forwarded-host"));
         assert_eq!(f.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn address_ranges_parse_and_match() {
+        let r = IpRange::parse("10.0.0.0/8").unwrap();
+        assert!(r.contains("10.1.2.3".parse().unwrap()));
+        assert!(!r.contains("11.0.0.1".parse().unwrap()));
+        assert!(!r.contains("::1".parse().unwrap()));
+        let one = IpRange::parse("::1").unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
+        assert!(IpRange::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("203.0.113.9".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x"] {
+            let e = IpRange::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 }
