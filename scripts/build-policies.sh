@@ -2,7 +2,9 @@
 # Builds the guest components — Rust (wasm32-wasip2), Python (componentize-py), JavaScript
 # (componentize-js) and C (clang + wit-bindgen + wasm-tools) — into build/policies/NAME.wasm,
 # installing each language's toolchain into build/toolchains first (scripts/guest-toolchains.sh).
-# A component newer than its sources is not rebuilt. With names, builds only those.
+# A component newer than its sources is not rebuilt; one whose sources (with the SDK, the WIT,
+# this script and the toolchains' versions) were built before is copied from GUEST_CACHE_DIR,
+# where every component built is kept by that hash. With names, builds only those.
 #   scripts/build-policies.sh                 # all
 #   scripts/build-policies.sh seed-python     # one
 # Build times land in build/policies/build-times.tsv (when, name, time, size).
@@ -11,6 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT_DIR:-$root/build/policies}
 tc=${TOOLCHAINS_DIR:-$root/build/toolchains}
 export CARGO_TARGET_DIR=${GUEST_TARGET_DIR:-$root/build/guest-target}
+cached=${GUEST_CACHE_DIR:-$root/build/guest-cache}
 stage=$root/build/guest-stage
 
 declare -A rust=(
@@ -68,6 +71,18 @@ stale() {
   shift
   [ -f "$target" ] || return 0
   [ -n "$(find "$@" "$root/wit" "$0" -newer "$target" -not -path '*/__pycache__*' -print -quit 2>/dev/null)" ]
+}
+
+# The hash of what a component is built from: its name and language, its sources, its
+# language's SDK helper, the WIT, this script and the toolchains' pinned versions.
+content_hash() {
+  local name=$1 lang=$2 dir=$3
+  {
+    printf '%s %s\n' "$name" "$lang"
+    (cd "$root" && find "$dir" "guest-sdk/$lang" wit -type f -not -path '*/__pycache__*' \
+      -not -path '*/node_modules/*' -not -path '*/target/*' -print0 | sort -z | xargs -0 sha256sum)
+    sha256sum "$0" "$root/scripts/guest-toolchains.sh"
+  } | sha256sum | cut -c1-32
 }
 
 build_rust() {
@@ -140,8 +155,16 @@ for name in "${names[@]}"; do
     echo "unknown guest $name (known: ${!rust[*]} ${!python[*]} ${!js[*]} ${!c[*]})" >&2
     exit 2
   fi
-  # cargo knows what changed in a Rust guest; the others are rebuilt when a source is newer.
+  # cargo knows what changed in a Rust guest; the others are rebuilt when a source is newer,
+  # or copied from the cache when these very sources were built before.
   [ $lang = rust ] || stale "$name" "$root/$dir" "$root/guest-sdk/$lang" || continue
+  if [ $lang != rust ]; then
+    hash=$(content_hash "$name" "$lang" "$dir")
+    if [ -f "$cached/$hash.wasm" ]; then
+      cp "$cached/$hash.wasm" "$out/$name.wasm.tmp" && mv "$out/$name.wasm.tmp" "$out/$name.wasm"
+      continue
+    fi
+  fi
   # Toolchains first, so that the time below is the build's alone.
   "$root/scripts/guest-toolchains.sh" "$lang"
   t0=$(date +%s%N)
@@ -149,4 +172,8 @@ for name in "${names[@]}"; do
   t1=$(date +%s%N)
   printf '%s\t%s\t%d ms\t%s bytes\n' "$(date -u +%FT%TZ)" "$name" $(((t1 - t0) / 1000000)) \
     "$(stat -c %s "$out/$name.wasm")" >>"$out/build-times.tsv"
+  if [ $lang != rust ]; then
+    mkdir -p "$cached" && cp "$out/$name.wasm" "$cached/$hash.wasm.tmp" &&
+      mv "$cached/$hash.wasm.tmp" "$cached/$hash.wasm"
+  fi
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: installs what the tests need (the wasm32-wasip2 target; the
-# Python, JavaScript and C guest toolchains into build/toolchains;
+# Python, JavaScript and C guest toolchains;
 # redis-server, redis-cli, openssl and faketime from Debian's packages for the Redis tests),
 # checks formatting and lints, builds the guest components from source, runs the workspace's
 # tests (unit, integration against real components, doc tests) and the seed policy's own, and
@@ -9,7 +9,36 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-step() { printf '\n== %s\n' "$*"; }
+# What is downloaded or compiled is kept under the user's cache directory, by version or by
+# content, so that a second run, in this checkout or a fresh clone, reuses it: the guest
+# toolchains (by version), the guest components (by the hash of their sources), the compiled
+# components (by hash), and cargo's target directories. CACHELET_CACHE_DIR moves them all.
+cache=${CACHELET_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cachelet}
+export TOOLCHAINS_DIR=${TOOLCHAINS_DIR:-$cache/toolchains}
+export GUEST_CACHE_DIR=${GUEST_CACHE_DIR:-$cache/guests}
+export GUEST_TARGET_DIR=${GUEST_TARGET_DIR:-$cache/guest-target}
+export CACHELET_COMPILE_CACHE=${CACHELET_COMPILE_CACHE:-$cache/compile-cache}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+
+# Each step says how long the one before it took, and the run its total.
+started=$(date +%s)
+last=$started
+last_name=
+step() {
+  local now
+  now=$(date +%s)
+  [ -z "$last_name" ] || printf '== %s: %ds\n' "$last_name" $((now - last))
+  printf '\n== %s\n' "$*"
+  last=$now
+  last_name=$*
+}
+finish() {
+  local status=$? now
+  now=$(date +%s)
+  [ -z "$last_name" ] || printf '== %s: %ds\n' "$last_name" $((now - last))
+  printf '== total: %ds (%s)\n' $((now - started)) "$([ $status -eq 0 ] && echo passed || echo failed)"
+}
+trap finish EXIT
 
 step "toolchain"
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
@@ -34,11 +63,8 @@ if ((${#missing[@]})); then
 fi
 redis-server --version
 
-step "guest toolchains: componentize-py, componentize-js, clang + wit-bindgen (build/toolchains)"
+step "guest toolchains: componentize-py, componentize-js, clang + wit-bindgen ($TOOLCHAINS_DIR)"
 scripts/guest-toolchains.sh
-# Compiled policies are kept here, so that each test loads a Python or JavaScript component
-# in milliseconds instead of compiling it again (seconds).
-export CACHELET_COMPILE_CACHE=${CACHELET_COMPILE_CACHE:-$root/build/compile-cache}
 
 step "format and lints"
 cargo fmt --all -- --check
@@ -52,7 +78,7 @@ scripts/build-policies.sh
 cargo test --release --manifest-path examples/policies/seed-rust/Cargo.toml
 
 step "tests"
-cargo test --release --workspace
+cargo test --release --workspace --no-fail-fast
 
 step "docs: the language pages' commands are the ones the tests run"
 scripts/check-docs.sh

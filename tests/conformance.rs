@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use cachelet::{Args, Cache, Error, Value};
-use cachelet_tests::{component, repo, rule, Target};
+use cachelet_tests::{compile_cache, component, repo, rule, toolchains, Target};
 use serde_json::{json, Value as Json};
 
 /// The reference first.
@@ -37,7 +37,7 @@ async fn cache_on(target: &Target, lang: &str) -> Cache {
     let build = || {
         Cache::builder()
             .settings(target.settings())
-            .compile_cache(repo().join("build/compile-cache"))
+            .compile_cache(compile_cache())
             .policy_file(&path)
             .build()
     };
@@ -563,7 +563,7 @@ async fn every_language_refuses_the_same_mistakes_at_load_naming_each_op() {
         let path = component(lang);
         let e = match Cache::builder()
             .settings(cachelet::Settings::default())
-            .compile_cache(repo().join("build/compile-cache"))
+            .compile_cache(compile_cache())
             .policy_file(&path)
             .build()
             .await
@@ -624,7 +624,7 @@ fn rust_and_c_refuse_at_build_time_what_python_and_js_refuse_at_load() {
         .join(format!("c-mistakes-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let out = std::process::Command::new(repo().join("build/toolchains/cargo/bin/wit-bindgen"))
+    let out = std::process::Command::new(toolchains().join("cargo/bin/wit-bindgen"))
         .args(["c", "wit", "-w", "cache-policy", "--out-dir"])
         .arg(&dir)
         .current_dir(repo())

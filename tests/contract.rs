@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use cachelet::{Args, Cache, Error};
-use cachelet_tests::{component, repo, rule, Target};
+use cachelet_tests::{compile_cache, component, rule, Target};
 use serde_json::{json, Value as Json};
 
 /// The contract guests: the same ops in every language.
@@ -26,7 +26,7 @@ async fn contract_cache(lang: &str, limits: cachelet::PolicyLimits) -> Cache {
     // The first load of each compiles it into the compile cache; cache_on's lock is for seeds.
     Cache::builder()
         .settings(Target::memory().settings())
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .policy_limits(limits)
         .policy_file(component(lang))
         .build()

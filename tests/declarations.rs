@@ -5,13 +5,13 @@
 //! name.
 
 use cachelet::{Cache, Error, PolicySource, Settings};
-use cachelet_tests::{component, repo};
+use cachelet_tests::{compile_cache, component};
 use serde_json::json;
 
 fn builder() -> cachelet::CacheBuilder {
     Cache::builder()
         .settings(Settings::default())
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
 }
 
 async fn load_err(source: PolicySource) -> Error {

@@ -15,6 +15,30 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where compiled components are kept between runs: `CACHELET_COMPILE_CACHE` (the test command
+/// keeps it under the user's cache directory), else `build/compile-cache`.
+pub fn compile_cache() -> PathBuf {
+    std::env::var_os("CACHELET_COMPILE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("build/compile-cache"))
+}
+
+/// The guest toolchains: where the test command keeps them (`TOOLCHAINS_DIR`), else where
+/// scripts/guest-toolchains.sh puts them by default.
+pub fn toolchains() -> PathBuf {
+    std::env::var_os("TOOLCHAINS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("build/toolchains"))
+}
+
+/// The target directory guest Rust builds share (`GUEST_TARGET_DIR`), else
+/// `build/guest-target`.
+pub fn guest_target() -> PathBuf {
+    std::env::var_os("GUEST_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("build/guest-target"))
+}
+
 /// The path of a compiled guest component, building it first.
 pub fn component(name: &str) -> PathBuf {
     static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);

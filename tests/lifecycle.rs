@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cachelet::{Cache, Error, PolicyLimits, PushOptions, RequestedLimits};
-use cachelet_tests::{component, repo, Captured, Target};
+use cachelet_tests::{compile_cache, component, Captured, Target};
 use serde_json::json;
 
 /// A fresh, empty directory for one test.
@@ -33,7 +33,7 @@ fn install(guest: &str, dir: &Path, name: &str) {
 async fn watching(dir: &Path) -> Cache {
     Cache::builder()
         .settings(Target::memory().settings())
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .policy_dir(dir)
         .build()
         .await
@@ -570,7 +570,7 @@ async fn a_policy_runs_under_the_limits_it_asks_for_within_the_host_maxima() {
     let host = PolicyLimits::default().with_deadline(Duration::from_millis(400));
     let cache = Cache::builder()
         .settings(Target::memory().settings())
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .policy_limits(host)
         .policy_dir(&dir)
         .build()
@@ -657,7 +657,7 @@ async fn told_host(s: &cachelet::Settings) -> Cache {
     s.policy_check = Duration::from_secs(60);
     Cache::builder()
         .settings(s)
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .fleet(true)
         .build()
         .await
@@ -688,7 +688,7 @@ async fn pushes_rollbacks_and_removals_are_announced(target: Target) {
     p.fleet = false;
     let pusher = Cache::builder()
         .settings(p)
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .build()
         .await
         .unwrap();
@@ -751,7 +751,7 @@ async fn the_memory_backend_pushes_rolls_back_and_removes_through_the_library() 
     let (secret, public) = cachelet::policy_keypair().unwrap();
     let cache = Cache::builder()
         .settings(Target::memory().settings())
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .policy_pubkey(&public)
         .build()
         .await
@@ -846,7 +846,7 @@ async fn pushed_components_no_rollback_can_reach_are_deleted() {
     s.prefix = "pile".into();
     let cache = Cache::builder()
         .settings(s)
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .build()
         .await
         .unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cachelet::Cache;
-use cachelet_tests::{component, repo, Target};
+use cachelet_tests::{compile_cache, component, Target};
 
 /// Resident set size of this process, in bytes.
 fn rss() -> u64 {
@@ -60,7 +60,7 @@ async fn a_hundred_reloads_release_every_old_version() {
     install("lifecycle-a", &dir);
     let cache = Cache::builder()
         .settings(Target::memory().settings())
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .policy_dir(&dir)
         .build()
         .await

@@ -6,13 +6,13 @@
 use std::net::TcpListener;
 
 use cachelet::{Cache, Error, Settings};
-use cachelet_tests::{component, repo};
+use cachelet_tests::{compile_cache, component, repo};
 use serde_json::json;
 
 async fn cache(name: &str) -> Cache {
     Cache::builder()
         .settings(Settings::default())
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .policy_file(component(name))
         .build()
         .await

@@ -7,10 +7,7 @@ use cachelet_tests::component;
 fn cachelet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cachelet"))
         // Python and JavaScript components load precompiled, as the suite builds them.
-        .env(
-            "CACHELET_COMPILE_CACHE",
-            cachelet_tests::repo().join("build/compile-cache"),
-        )
+        .env("CACHELET_COMPILE_CACHE", cachelet_tests::compile_cache())
         .args(args)
         .output()
         .expect("run cachelet")

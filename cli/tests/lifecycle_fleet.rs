@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cachelet_tests::redis::RedisServer;
-use cachelet_tests::{component, repo, ChildHost};
+use cachelet_tests::{compile_cache, component, ChildHost};
 
 /// A host in a process of its own (see [`ChildHost`]), following pushes: `rule ID` answers the
 /// version that computes `lc_get` (`A`, `B`) or `none`; `failure` the last refusal of the
@@ -66,7 +66,7 @@ async fn fleet_host_child() {
         .settings(cachelet::Settings::default())
         .url(url)
         .prefix(std::env::var("CACHELET_FLEET_CHILD_PREFIX").unwrap())
-        .compile_cache(repo().join("build/compile-cache"))
+        .compile_cache(compile_cache())
         .fleet(true);
     if let Ok(k) = std::env::var("CACHELET_FLEET_CHILD_PUBKEY") {
         b = b.policy_pubkey(k);
@@ -103,7 +103,7 @@ fn cachelet(url: &str, prefix: &str, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_cachelet"))
         .env("CACHE_URL", url)
         .env("CACHE_PREFIX", prefix)
-        .env("CACHELET_COMPILE_CACHE", repo().join("build/compile-cache"))
+        .env("CACHELET_COMPILE_CACHE", compile_cache())
         .args(args)
         .output()
         .expect("run cachelet");

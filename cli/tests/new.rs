@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cachelet_tests::repo;
+use cachelet_tests::{compile_cache, guest_target, repo, toolchains};
 
 fn cachelet(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cachelet"))
         .current_dir(dir)
-        .env("CACHELET_COMPILE_CACHE", repo().join("build/compile-cache"))
+        .env("CACHELET_COMPILE_CACHE", compile_cache())
         .args(args)
         .output()
         .expect("run cachelet")
@@ -57,9 +57,9 @@ fn new_build_check_call(lang: &str) {
         .arg("-c")
         .arg(&build)
         .current_dir(&dir)
-        .env("CACHELET_TOOLCHAINS", repo().join("build/toolchains"))
+        .env("CACHELET_TOOLCHAINS", toolchains())
         // Rust: reuse the guest builds' dependencies.
-        .env("CARGO_TARGET_DIR", repo().join("build/guest-target"))
+        .env("CARGO_TARGET_DIR", guest_target())
         // Everything the project needs is in it or in the toolchains: no registry is asked.
         .env("CARGO_NET_OFFLINE", "true")
         .output()
@@ -123,8 +123,8 @@ fn new_build_check_call(lang: &str) {
             .arg("-c")
             .arg(cmd)
             .current_dir(&dir)
-            .env("CACHELET_TOOLCHAINS", repo().join("build/toolchains"))
-            .env("CARGO_TARGET_DIR", repo().join("build/guest-target"))
+            .env("CACHELET_TOOLCHAINS", toolchains())
+            .env("CARGO_TARGET_DIR", guest_target())
             .env("CARGO_NET_OFFLINE", "true")
             .output()
             .unwrap();

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cachelet_tests::redis::RedisServer;
-use cachelet_tests::{component, repo};
+use cachelet_tests::{compile_cache, component};
 
 /// A `cachelet serve` process; killed when dropped.
 struct Serve {
@@ -34,7 +34,7 @@ impl Serve {
             .args(args)
             .env_remove("CACHE_URL")
             .env_remove("CACHELET_ADMIN_TOKEN")
-            .env("CACHELET_COMPILE_CACHE", repo().join("build/compile-cache"))
+            .env("CACHELET_COMPILE_CACHE", compile_cache())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
