@@ -12,7 +12,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bin=${CACHELET:-$root/target/release/cachelet}
+bin=${CACHELET:-${CARGO_TARGET_DIR:-$root/target}/release/cachelet}
 [ -x "$bin" ] || cargo build --quiet --release --bin cachelet
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -96,7 +96,7 @@ async fn main() -> ExitCode {
     // `check` and `call` load a policy into a cache of their own that serves nothing and has
     // no loaders: the cache's warning that recaches have no loader would only mislead there.
     let default = match cli.command {
-        Command::Check { .. } | Command::Call { .. } => "warn,cachelet::cache=error",
+        Command::Check { .. } | Command::Call { .. } => "warn,cachelet::recache=error",
         _ => "warn",
     };
     tracing_subscriber::fmt()

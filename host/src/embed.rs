@@ -130,7 +130,9 @@ impl Cache {
     pub(crate) fn warn_unloaded_recaches(&self) {
         let missing = self.recaches_without_loader();
         if !missing.is_empty() {
+            // A target of its own, which hosts that serve nothing (`cachelet check`) turn off.
             tracing::warn!(
+                target: "cachelet::recache",
                 "the policies recache {missing:?}, which no #[cachelet::read] function loads: \
                  those recaches are skipped unless a loader is registered (Cache::register_loader)"
             );
