@@ -7,7 +7,7 @@
 #   - system packages: every Debian package a page installs is one those scripts install.
 # Commands are compared after joining `\` continuations and dropping what only quiets them
 # (--quiet, >/dev/null, ...) and the toolchain folder before a tool's name (the page puts it
-# on the PATH). Needs the `cachelet` binary (CACHELET, default target/release/cachelet).
+# on the PATH). Needs the `cachelet` binary (CACHELET, default $CARGO_TARGET_DIR or target, /release/cachelet).
 #   scripts/check-docs.sh            # every page
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -54,6 +54,8 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # A host whose clock is skewed, for the early-refresh test.
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+# The demo's printed commands are run as printed.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if ((${#missing[@]})); then
   sudo=()
   [[ $(id -u) -eq 0 ]] || sudo=(sudo)
@@ -80,5 +82,6 @@ cargo test --release --manifest-path examples/policies/seed-rust/Cargo.toml
 step "tests"
 cargo test --release --workspace --no-fail-fast
 
-step "docs: the language pages' commands are the ones the tests run"
+step "docs: the language pages' commands are the ones the tests run; the README's tests exist"
 scripts/check-docs.sh
+scripts/check-readme-tests.sh

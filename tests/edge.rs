@@ -459,6 +459,42 @@ pub async fn a_credentials_route_serves_each_user_their_own_answer(t: &Target) {
     assert_eq!(up.asked("/mine/8"), 3);
 }
 
+/// The built-in policy's writes invalidate their target URI (RFC 9111 §4.4): the GETs of that
+/// path, whatever their query, and nothing under it or beside it; a `POST /` the upstream
+/// accepts does not flush the cache.
+pub async fn a_write_of_the_built_in_policy_invalidates_its_own_path_only(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "proxy-default", &up).await;
+    for path in ["/a", "/a?x=1", "/a/b", "/c"] {
+        assert_eq!(p.get(path).await.cache, "MISS", "{path}");
+        p.hit_soon(path).await;
+    }
+    assert_eq!(p.send(Method::POST, "/", &[], "x").await.status, 200);
+    for path in ["/a", "/a?x=1", "/a/b", "/c"] {
+        assert_eq!(p.get(path).await.cache, "HIT", "{path} after POST /");
+    }
+    assert_eq!(p.put("/a", "new").await.status, 200);
+    assert_eq!(p.get("/a").await.cache, "MISS");
+    assert_eq!(
+        p.get("/a?x=1").await.cache,
+        "MISS",
+        "the same path, another query"
+    );
+    assert_eq!(
+        p.get("/a/b").await.cache,
+        "HIT",
+        "under it: another resource"
+    );
+    assert_eq!(p.get("/c").await.cache, "HIT");
+    // A purge by prefix still reaches everything under it.
+    assert_eq!(
+        p.admin("purge", Some(TOKEN), r#"{"tags": ["/a"]}"#).await,
+        200
+    );
+    assert_eq!(p.get("/a/b").await.cache, "MISS");
+    assert_eq!(p.get("/c").await.cache, "HIT");
+}
+
 suite!(
     memory,
     Target::memory(),
@@ -474,6 +510,7 @@ suite!(
         identical_misses_reach_the_origin_once,
         a_failing_origin_is_asked_once_per_wave,
         a_credentials_route_serves_each_user_their_own_answer,
+        a_write_of_the_built_in_policy_invalidates_its_own_path_only,
     ]
 );
 
@@ -489,5 +526,6 @@ suite!(
         identical_misses_reach_the_origin_once,
         a_failing_origin_is_asked_once_per_wave,
         a_credentials_route_serves_each_user_their_own_answer,
+        a_write_of_the_built_in_policy_invalidates_its_own_path_only,
     ]
 );

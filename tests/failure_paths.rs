@@ -66,6 +66,7 @@ pub async fn a_write_dropped_after_its_action_still_invalidates(t: &Target) {
     let c = rules(t).await;
     let loads = Arc::new(AtomicU64::new(0));
     let mut dropped = 0;
+    let detached_before = c.stats().detached_writes;
     for round in 0..20u64 {
         let args = json!({ "id": round });
         assert_eq!(
@@ -93,6 +94,19 @@ pub async fn a_write_dropped_after_its_action_still_invalidates(t: &Target) {
         );
     }
     println!("{dropped} of 20 writes were dropped while invalidating");
+    assert_eq!(
+        c.stats().detached_writes - detached_before,
+        dropped,
+        "each write dropped after its action finished in the background"
+    );
+    // On Redis an invalidation waits for the server, so writes are dropped there; the memory
+    // backend invalidates without waiting, and nothing can be dropped after the action.
+    if !matches!(t.settings().url, cachelet::BackendUrl::Memory) {
+        assert!(
+            dropped > 0,
+            "no write was dropped after its action: nothing was shown"
+        );
+    }
 }
 
 // ---- 3. a namespace flush covers untagged entries ----

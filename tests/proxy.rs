@@ -892,10 +892,24 @@ pub async fn a_reload_while_serving_fails_no_request(t: &Target) {
         }));
     }
     let client = reqwest::Client::new();
+    let serving = || {
+        cache
+            .policy_status()
+            .file(&policy)
+            .and_then(|s| s.serving.as_ref().map(|s| s.hash.clone()))
+    };
+    let mut swaps = 0;
     for i in 0..10 {
-        // Replace the file (a new copy, renamed in place), and ask for a reload too.
+        // Replace the file with the other policy (both route GET /users/{user_id}; a new copy,
+        // renamed in place), and ask for a reload too: each round swaps what serves.
+        let before = serving();
+        let next = if i % 2 == 0 {
+            "seed-rust"
+        } else {
+            "http-routes"
+        };
         let tmp = dir.join(format!(".routes-{i}.tmp"));
-        std::fs::copy(component("http-routes"), &tmp).unwrap();
+        std::fs::copy(component(next), &tmp).unwrap();
         std::fs::rename(&tmp, &policy).unwrap();
         let r = client
             .post(format!("{base}/_cachelet/reload"))
@@ -904,8 +918,16 @@ pub async fn a_reload_while_serving_fails_no_request(t: &Target) {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
+        for _ in 0..100 {
+            if serving() != before {
+                swaps += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(swaps, 10, "every round swapped the serving policy");
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     for c in clients {
@@ -939,6 +961,11 @@ pub async fn a_shutdown_finishes_requests_in_flight_and_loses_no_invalidation(t:
     let get = || client.get(format!("{base}/users/1")).send();
     assert_eq!(get().await.unwrap().headers()["x-cache"], "MISS");
     assert_eq!(get().await.unwrap().headers()["x-cache"], "HIT");
+    // The org user carries the user's tag and no write recaches it: only the invalidation
+    // can make it stale (the recache of /users/1 stores the new data whatever happened).
+    let org = || client.get(format!("{base}/orgs/5/users/1")).send();
+    assert_eq!(org().await.unwrap().headers()["x-cache"], "MISS");
+    assert_eq!(org().await.unwrap().headers()["x-cache"], "HIT");
     // A write and a read, both slow at the upstream, in flight when the signal comes.
     up.delay_next("/users/1", Duration::from_millis(600));
     let put = tokio::spawn(client.put(format!("{base}/users/1")).body("new").send());
@@ -956,6 +983,11 @@ pub async fn a_shutdown_finishes_requests_in_flight_and_loses_no_invalidation(t:
     let after = front_with(settings, "seed-rust", &up.url, |b| b).await;
     let got = after.get("/users/1").await;
     assert!(got.body.contains(" new "), "{got:?}");
+    let org = after.get("/orgs/5/users/1").await;
+    assert_eq!(
+        org.cache, "MISS",
+        "the write's invalidation reached Redis: {org:?}"
+    );
 }
 
 /// HTTP/2 from a client (cleartext, prior knowledge) gets the same cache.

@@ -125,7 +125,11 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
     for f in &args.policy {
         b = b.policy_file(f);
     }
-    let fleet = std::env::var("CACHELET_POLICY_FLEET").is_ok_and(|v| v == "on");
+    // Read as the cache reads it (on, 1, true, yes): a host that follows the fleet serves what
+    // is pushed, not the built-in policy beside it.
+    let fleet = cachelet::Settings::from_env()
+        .context("cannot start the cache")?
+        .fleet;
     let built_in = args.policies.is_none() && args.policy.is_empty() && !fleet;
     if built_in {
         b = b.policy(if args.demo_upstream {

@@ -134,46 +134,107 @@ impl Drop for Serve {
     }
 }
 
-/// The demo of the README: every command it prints does what its comment says.
+/// The demo of the README: every command it prints, run as printed (`sh -c`, with curl), does
+/// what its comment says.
 #[test]
 fn the_demo_does_what_it_prints() {
     let s = Serve::start(&["--demo-upstream"], &[]);
-    let token = s
+    let commands: Vec<(String, String)> = s
         .stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("curl ").map(|_| l.trim()))
+        .map(|l| match l.split_once("  #") {
+            Some((cmd, says)) => (cmd.trim().to_string(), says.trim().to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect();
+    assert_eq!(commands.len(), 7, "{}", s.stdout);
+    let mut outputs = Vec::new();
+    for (cmd, says) in &commands {
+        let out = Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .expect("sh runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        let cache = |v: &str| text.contains(&format!("x-cache: {v}"));
+        match says.split(':').next().unwrap_or("") {
+            "" => {}
+            s if s.starts_with("MISS") => assert!(cache("miss"), "{cmd}: {text}"),
+            s if s.starts_with("HIT with the new name") => {
+                assert!(cache("hit") && text.contains("\"ann\""), "{cmd}: {text}")
+            }
+            s if s.starts_with("HIT") => assert!(cache("hit"), "{cmd}: {text}"),
+            s if s.starts_with("the write") => assert!(text.starts_with("http/1.1 200"), "{text}"),
+            other => panic!("a comment the test does not know: {other:?}"),
+        }
+        outputs.push(text);
+    }
+    // The purge (its token is the demo's) and the health check, uncommented.
+    assert!(
+        commands[4].0.contains("/_cachelet/purge"),
+        "{:?}",
+        commands[4]
+    );
+    assert!(
+        outputs[4].contains("\"tags\""),
+        "the purge was accepted: {}",
+        outputs[4]
+    );
+    assert_eq!(outputs[6], r#"{"status":"up"}"#);
+    let token = commands[4]
+        .0
         .split("Bearer ")
         .nth(1)
         .and_then(|r| r.split('\'').next())
         .expect("the purge command carries the demo's token")
         .to_string();
-    assert!(s.stdout.contains(&format!("curl -si {}/users/42", s.base)));
-    let (c, first) = s.get("/users/42");
-    assert_eq!(c, "MISS");
-    assert_eq!(s.get("/users/42"), ("HIT".to_string(), first));
-    let (status, _, _) = s.request("PUT", "/users/42", r#"{"name": "ann"}"#, None);
-    assert_eq!(status, 200);
-    let (c, body) = s.get("/users/42");
-    assert_eq!(c, "HIT", "warmed by the recache");
-    assert!(body.contains("\"ann\""), "{body}");
     let purge = r#"{"tags": ["user:42"]}"#;
     assert_eq!(s.request("POST", "/_cachelet/purge", purge, None).0, 401);
-    assert_eq!(
-        s.request("POST", "/_cachelet/purge", purge, Some(&token)).0,
-        200
-    );
-    assert_eq!(s.get("/users/42").0, "MISS");
-    let (status, _, health) = s.request("GET", "/_cachelet/health", "", None);
-    assert_eq!((status, health.as_str()), (200, r#"{"status":"up"}"#));
     let (status, _, health) = s.request("GET", "/_cachelet/health", "", Some(&token));
     assert_eq!(status, 200);
     assert!(
         health.contains("seed-rust"),
         "the details with the token: {health}"
     );
+    // The metrics after that traffic: the proxy's and the engine's, by outcome.
+    let (status, _, metrics) = s.request("GET", "/_cachelet/metrics", "", Some(&token));
+    assert_eq!(status, 200);
+    for line in [
+        "cachelet_http_requests_total{outcome=\"hit\"}",
+        "cachelet_http_requests_total{outcome=\"miss\"}",
+        "cachelet_upstream_responses_total{status=\"2xx\"}",
+        "cachelet_reads_total{policy=\"seed-rust\",op=\"get_user\",outcome=\"hit\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert_eq!(s.request("GET", "/_cachelet/metrics", "", None).0, 401);
+    // The policies, their ops and routes.
+    let (status, _, policies) = s.request("GET", "/_cachelet/policies", "", Some(&token));
+    assert_eq!(status, 200);
+    let policies: serde_json::Value = serde_json::from_str(&policies).unwrap();
+    let ops = &policies["policies"][0]["ops"];
+    let get_user = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "get_user")
+        .expect("get_user is listed");
+    assert_eq!(get_user["route"], "GET /users/{user_id}");
+    assert_eq!(get_user["kind"], "read");
+    // A purge by URL: the entry its GET reads.
+    assert_eq!(s.get("/users/43").0, "MISS");
+    assert_eq!(s.get("/users/43").0, "HIT");
+    let purge = r#"{"urls": ["/users/43"]}"#;
+    assert_eq!(
+        s.request("POST", "/_cachelet/purge", purge, Some(&token)).0,
+        200
+    );
+    assert_eq!(s.get("/users/43").0, "MISS", "purged by its URL");
     assert!(s.stop().success(), "a clean exit on SIGTERM");
 }
 
-/// Without policies, the built-in one: every GET cached by its URL; a write invalidates every
-/// GET at or under its path.
+/// Without policies, the built-in one: every GET cached by its URL; a write invalidates the
+/// GETs of its own path (RFC 9111 §4.4), not those under it nor the site.
 #[test]
 fn without_policies_every_get_is_cached_by_url() {
     let demo = Serve::start(&["--demo-upstream"], &[]);
@@ -192,9 +253,9 @@ fn without_policies_every_get_is_cached_by_url() {
     assert_eq!(c, "MISS");
     assert!(body.contains("bob"), "{body}");
     assert_eq!(
-        s.get("/users/1/settings").0,
-        "MISS",
-        "under the written path"
+        s.get("/users/1/settings?x=1").0,
+        "HIT",
+        "under the written path: another resource"
     );
     assert_eq!(s.get("/users/2").0, "HIT", "beside it");
 }
@@ -229,6 +290,16 @@ fn two_proxies_on_one_redis_share_entries_and_invalidations() {
     );
     let (_, after) = b.get("/users/5");
     assert!(after.contains("\"eve\""), "b after a's write: {after}");
+    // What a's write invalidates and nothing recaches: only the invalidation makes it fresh.
+    assert_eq!(a.get("/orgs/3/users/5").0, "MISS");
+    assert_eq!(b.get("/orgs/3/users/5").0, "HIT");
+    assert_eq!(
+        a.request("PUT", "/users/5", r#"{"name": "ivy"}"#, None).0,
+        200
+    );
+    let (c, org) = b.get("/orgs/3/users/5");
+    assert_eq!(c, "MISS", "a's invalidation reached b");
+    assert!(org.contains("\"ivy\""), "{org}");
     assert_eq!(
         b.request("PUT", "/users/5", r#"{"name": "mal"}"#, None).0,
         200
@@ -258,6 +329,27 @@ fn a_bad_upstream_is_refused_naming_it() {
             "credentials stay out of errors: {err}"
         );
     }
+}
+
+/// The proxy's own failures are told apart from the upstream's answers in the metrics: an
+/// upstream that cannot be reached is `unreachable` (the client's 502), an upstream's own 502
+/// is a `5xx`.
+#[test]
+fn the_proxys_own_502_is_told_apart_from_the_upstreams() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let token = "metrics-token";
+    let s = Serve::start(&["--upstream", &closed], &[("CACHELET_ADMIN_TOKEN", token)]);
+    assert_eq!(s.request("GET", "/a", "", None).0, 502);
+    let (_, _, metrics) = s.request("GET", "/_cachelet/metrics", "", Some(token));
+    assert!(
+        metrics.contains("cachelet_upstream_responses_total{status=\"unreachable\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("status=\"5xx\""), "{metrics}");
+    assert!(s.stop().success());
 }
 
 /// The surrogate-key headers are settings: `--surrogate-key-header` names the header whose

@@ -25,7 +25,7 @@
 //! | `cachelet_http_seconds` | histogram | `outcome` (the proxy: until the answer's headers) |
 //! | `cachelet_http_bytes_total` | counter | (the proxy: bytes of bodies whose length was known) |
 //! | `cachelet_upstream_seconds` | histogram | (the proxy: until the upstream's headers) |
-//! | `cachelet_upstream_responses_total` | counter | `status` = `2xx` ... `5xx`, `502`, `504` |
+//! | `cachelet_upstream_responses_total` | counter | `status` = `2xx` ... `5xx` (the upstream's answers), `unreachable`, `timeout`, `body_too_large` (the proxy's own `502`, `504`, `413`) |
 //!
 //! Tracing spans, at `DEBUG` (so that at the usual `INFO` level the hit path pays one level
 //! check): `cachelet.read` and `cachelet.write` (fields `op`, `outcome`), `cachelet.loader`,
@@ -182,19 +182,35 @@ pub(crate) fn http_request(outcome: &'static str, took: std::time::Duration, byt
     m.bytes.increment(bytes);
 }
 
-/// An answer of the proxy's upstream (502 and 504 are the proxy's own).
+/// What came of a request to the proxy's upstream: its answer's status class, or the proxy's
+/// own failure (no answer).
 #[cfg(feature = "proxy")]
-pub(crate) fn upstream(status: u16, took: std::time::Duration) {
+#[derive(Clone, Copy)]
+pub(crate) enum Upstream {
+    /// The upstream answered with this status.
+    Answered(u16),
+    /// It could not be reached (the client's `502`).
+    Unreachable,
+    /// It did not answer in time (the client's `504`).
+    Timeout,
+    /// The client's body went past the limit on its way (the client's `413`).
+    TooLarge,
+}
+
+/// A request to the proxy's upstream.
+#[cfg(feature = "proxy")]
+pub(crate) fn upstream(what: Upstream, took: std::time::Duration) {
     http_metrics().upstream.record(took);
-    let class = match status {
-        502 => "502",
-        504 => "504",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+    let label = match what {
+        Upstream::Answered(200..=299) => "2xx",
+        Upstream::Answered(300..=399) => "3xx",
+        Upstream::Answered(400..=499) => "4xx",
+        Upstream::Answered(_) => "5xx",
+        Upstream::Unreachable => "unreachable",
+        Upstream::Timeout => "timeout",
+        Upstream::TooLarge => "body_too_large",
     };
-    counter!("cachelet_upstream_responses_total", "status" => class).increment(1);
+    counter!("cachelet_upstream_responses_total", "status" => label).increment(1);
 }
 
 /// The store's gauges, as sampled (see `Store::sample`).

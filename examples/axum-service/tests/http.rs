@@ -132,6 +132,12 @@ pub async fn the_resource_write_recaches_profile_and_settings(t: &Target) {
 pub async fn a_write_in_flight_at_shutdown_loses_no_invalidation(t: &Target) {
     let mut s = start(t).await;
     assert_eq!(s.get("/users/1").await, r#"{"id":1,"name":"ann"}"#);
+    // Cached and carrying the user's tag, but warmed by no recache: only the write's
+    // invalidation makes it fresh (get_user is recached with the new data either way).
+    let org = axum_service::get_org_user(&s.cache, &s.db, 4, 1)
+        .await
+        .unwrap();
+    assert_eq!(org.name, "ann (org 4)");
     *s.db.write_delay.lock().unwrap() = Duration::from_millis(300);
     let put = {
         let client = s.client.clone();
@@ -158,6 +164,10 @@ pub async fn a_write_in_flight_at_shutdown_loses_no_invalidation(t: &Target) {
     // Nothing cached before the write is served after it.
     let fresh = axum_service::get_user(&s.cache, &s.db, 1).await.unwrap();
     assert_eq!(fresh.name, "ann v3");
+    let org = axum_service::get_org_user(&s.cache, &s.db, 4, 1)
+        .await
+        .unwrap();
+    assert_eq!(org.name, "ann v3 (org 4)", "the invalidation was not lost");
 }
 
 suite!(

@@ -569,18 +569,25 @@ impl Service<Request<Body>> for Upstream {
         let (client, timeout) = (self.client.clone(), self.timeout);
         Box::pin(async move {
             let started = Instant::now();
-            let answer = match tokio::time::timeout(timeout, client.request(req)).await {
+            use crate::metrics::Upstream as Came;
+            let (came, answer) = match tokio::time::timeout(timeout, client.request(req)).await {
                 Ok(Ok(r)) => {
                     let (mut parts, body) = r.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     parts
                         .headers
                         .append(header::VIA, HeaderValue::from_static("1.1 cachelet"));
-                    Response::from_parts(parts, Body::new(body))
+                    (
+                        Came::Answered(parts.status.as_u16()),
+                        Response::from_parts(parts, Body::new(body)),
+                    )
                 }
-                Ok(Err(e)) if past_the_limit(&e) => text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body larger than the limit\n".into(),
+                Ok(Err(e)) if past_the_limit(&e) => (
+                    Came::TooLarge,
+                    text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body larger than the limit\n".into(),
+                    ),
                 ),
                 Ok(Err(e)) => {
                     tracing::warn!("upstream: {e}");
@@ -590,17 +597,23 @@ impl Service<Request<Body>> for Upstream {
                         detail = format!("{detail}: {s}");
                         source = s.source();
                     }
-                    text(
-                        StatusCode::BAD_GATEWAY,
-                        format!("upstream unreachable: {detail}\n"),
+                    (
+                        Came::Unreachable,
+                        text(
+                            StatusCode::BAD_GATEWAY,
+                            format!("upstream unreachable: {detail}\n"),
+                        ),
                     )
                 }
-                Err(_) => text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("upstream did not answer within {timeout:?}\n"),
+                Err(_) => (
+                    Came::Timeout,
+                    text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("upstream did not answer within {timeout:?}\n"),
+                    ),
                 ),
             };
-            crate::metrics::upstream(answer.status().as_u16(), started.elapsed());
+            crate::metrics::upstream(came, started.elapsed());
             Ok(answer)
         })
     }

@@ -1,19 +1,29 @@
 //! The policy `cachelet serve` uses when it is given none (what Varnish's default VCL gives):
 //! every `GET` cached by its URL, for as long as the upstream's headers allow (the default TTL
-//! bucket when they say nothing), tagged by each prefix of its path; a `POST`, `PUT`, `PATCH`
-//! or `DELETE` that succeeds invalidates every cached `GET` at or under its path.
+//! bucket when they say nothing), tagged by its path and by each prefix of it; a `POST`, `PUT`,
+//! `PATCH` or `DELETE` that succeeds invalidates the cached `GET`s of its own path (its target
+//! URI, as RFC 9111 §4.4 says), whatever their query, and nothing else.
 //!
-//! `GET /users/42?expand=1` is stored under `url:/users/42?expand=1` with the tags `/`,
-//! `/users` and `/users/42`: `PUT /users/42` makes it stale, and so does a purge of the tag
-//! `/users` (everything under `/users`) or `/` (everything). Concurrent misses of one URL make
-//! one upstream request (`lock`).
+//! `GET /users/42?expand=1` is stored under `url:/users/42?expand=1` with the tags `=/users/42`
+//! (its path), `/`, `/users` and `/users/42` (its prefixes): `PUT /users/42` makes it stale,
+//! but not `GET /users/42/settings` nor anything else; a purge of the tag `/users` invalidates
+//! everything under `/users`, of `/` everything. Prefix invalidation on writes is a choice a
+//! policy of your own can make (invalidate the prefix tag instead). Concurrent misses of one
+//! URL make one upstream request across hosts sharing Redis (`lock`).
 //!
 //! Copy it as the start of a policy of your own: `cachelet check` shows what it declares.
 
 use cachelet_guest::prelude::*;
 
-/// Tags a path carries: `/`, then each of its prefixes (at most 16 levels; deeper paths carry
-/// the first 15 and themselves).
+/// The tag of exactly one path, whatever the query: what a write to that path invalidates.
+fn exact(path: &str) -> String {
+    let mut tag = String::from("=/");
+    tag.push_str(path.trim_start_matches('/'));
+    tag
+}
+
+/// Tags a path carries for purges: `/`, then each of its prefixes (at most 16 levels; deeper
+/// paths carry the first 15 and themselves).
 fn prefixes(path: &str) -> Vec<String> {
     let mut tags = vec!["/".to_string()];
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
@@ -84,17 +94,16 @@ fn define(p: &mut Policy) {
         .params(["path"])
         .route("GET /{*path}")
         .rule_with(|a| {
-            let tags = prefixes(&text(a.value("path")?));
+            let path = text(a.value("path")?);
+            let mut tags = vec![exact(&path)];
+            tags.extend(prefixes(&path));
             Ok(Some(ReadRule::new(key(a)?).tags(tags).ttl(Ttl::DEFAULT).lock(true)))
         });
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         p.write(format!("proxy_{}", method.to_lowercase()))
             .params(["path"])
             .route(format!("{method} /{{*path}}"))
-            .tags_with(|a| {
-                let path = text(a.value("path")?);
-                Ok(vec![prefixes(&path).pop().unwrap_or_else(|| "/".into())])
-            });
+            .tags_with(|a| Ok(vec![exact(&text(a.value("path")?))]));
     }
 }
 
@@ -120,17 +129,22 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.key, "url:/users/42?expand=1");
-        assert_eq!(r.tags, ["/", "/users", "/users/42"]);
+        assert_eq!(r.tags, ["=/users/42", "/", "/users", "/users/42"]);
         let w = p
             .write("proxy_put", &args(&[("path", "users/42".into())]), None)
             .unwrap()
             .unwrap();
-        assert_eq!(w.invalidate, ["/users/42"]);
+        assert_eq!(w.invalidate, ["=/users/42"], "its own path only");
         let w = p
-            .write("proxy_delete", &args(&[("path", "".into())]), None)
+            .write("proxy_post", &args(&[("path", "".into())]), None)
             .unwrap()
             .unwrap();
-        assert_eq!(w.invalidate, ["/"]);
+        assert_eq!(w.invalidate, ["=/"], "a POST / is not a flush of the site");
+        let under = p
+            .read("proxy_get", &args(&[("path", "users/42/settings".into())]))
+            .unwrap()
+            .unwrap();
+        assert!(!under.tags.contains(&"=/users/42".to_string()));
     }
 
     #[test]

@@ -360,6 +360,27 @@ fn install_crypto_provider() {
     });
 }
 
+/// Whether the servers that answered `INFO server` (one, or each master of a cluster) all run
+/// [`MIN_VERSION`] or newer; else what the refusal says: the oldest one's version decides.
+fn old_enough(infos: &[String]) -> Result<(), String> {
+    let oldest = infos
+        .iter()
+        .map(|t| server_version(t))
+        .min_by_key(|v| v.unwrap_or((0, 0)))
+        .flatten();
+    match oldest {
+        Some(v) if v >= MIN_VERSION && !infos.is_empty() => Ok(()),
+        found => Err(format!(
+            "Redis {}.{} or newer is needed (EXPIRE GT, PEXPIRE NX); this server runs {}",
+            MIN_VERSION.0,
+            MIN_VERSION.1,
+            found.map_or("an unknown version".to_string(), |(a, b)| format!(
+                "{a}.{b}"
+            ))
+        )),
+    }
+}
+
 /// The `major.minor` of an `INFO server` answer's `redis_version`.
 fn server_version(info: &str) -> Option<(u32, u32)> {
     let v = info
@@ -501,29 +522,11 @@ impl Redis {
                 .collect(),
             other => String::from_redis_value(other).into_iter().collect(),
         };
-        let oldest = texts
-            .iter()
-            .map(|t| server_version(t))
-            .min_by_key(|v| v.unwrap_or((0, 0)))
-            .flatten();
-        match oldest {
-            Some(v) if v >= MIN_VERSION => {}
-            found => {
-                return Err(Error::Backend {
-                    url: shown,
-                    problem: format!(
-                        "Redis {}.{} or newer is needed (EXPIRE GT, PEXPIRE NX); this server \
-                         runs {}",
-                        MIN_VERSION.0,
-                        MIN_VERSION.1,
-                        found.map_or("an unknown version".to_string(), |(a, b)| format!(
-                            "{a}.{b}"
-                        ))
-                    ),
-                    source: None,
-                })
-            }
-        }
+        old_enough(&texts).map_err(|problem| Error::Backend {
+            url: shown,
+            problem,
+            source: None,
+        })?;
         redis.load_scripts().await.map_err(backend_error)?;
         redis.deliver_journal().await;
         Ok(redis)
@@ -827,6 +830,21 @@ mod tests {
         assert!(server_version("redis_version:6.2.14\r\n").unwrap() < MIN_VERSION);
         assert!(server_version("redis_version:7.2.4").unwrap() >= MIN_VERSION);
         assert_eq!(server_version("# Server\r\n"), None);
+    }
+
+    #[test]
+    fn a_server_older_than_7_0_is_refused_naming_its_version() {
+        let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\n");
+        assert_eq!(old_enough(&[info("7.0.15")]), Ok(()));
+        assert_eq!(old_enough(&[info("7.2.4"), info("7.0.0")]), Ok(()));
+        let e = old_enough(&[info("6.2.14")]).unwrap_err();
+        assert!(e.contains("7.0 or newer") && e.contains("runs 6.2"), "{e}");
+        // On a cluster the oldest master decides.
+        let e = old_enough(&[info("7.2.4"), info("6.0.9"), info("7.0.1")]).unwrap_err();
+        assert!(e.contains("runs 6.0"), "{e}");
+        let e = old_enough(&["# Server\r\n".to_string()]).unwrap_err();
+        assert!(e.contains("an unknown version"), "{e}");
+        assert!(old_enough(&[]).is_err(), "no answer is no proof");
     }
 
     #[test]
