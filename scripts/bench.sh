@@ -167,3 +167,9 @@ fi
 if wants proxy; then
   "$root/scripts/bench-proxy.sh"
 fi
+
+# cachelet serve's resident memory under millions of hits and a flood of distinct URLs, with
+# nobody scraping its metrics.
+if wants serve-memory; then
+  "$root/scripts/bench-memory.sh"
+fi

@@ -22,6 +22,8 @@ pub async fn a_get_with_a_body_never_desynchronises_the_upstream(t: &Target) {
     let p = front(t, "seed-rust", &up).await;
     let got = p.send(Method::GET, "/users/1", &[], "hello").await;
     assert_eq!((got.status, got.cache.as_str()), (200, "MISS"), "{got:?}");
+    // A miss does not claim to be stored before its fill was tried.
+    assert_eq!(got.headers["cache-status"], "cachelet; fwd=uri-miss");
     let seen = up.seen("/users/1");
     assert!(!seen.contains_key("content-length"), "{seen:?}");
     assert!(!seen.contains_key("transfer-encoding"), "{seen:?}");
@@ -495,6 +497,148 @@ pub async fn a_write_of_the_built_in_policy_invalidates_its_own_path_only(t: &Ta
     assert_eq!(p.get("/c").await.cache, "HIT");
 }
 
+/// Surrogate keys are held to the limits of a policy's tags (CACHE_MAX_TAG_BYTES, 1,024;
+/// CACHE_MAX_TAGS, 254): an answer past them is not stored (a key cut short would name another
+/// tag, and its purge would miss the answer).
+pub async fn surrogate_keys_past_the_tag_limits_are_not_stored(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    let long = "k".repeat(2000);
+    let many: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    let many = many.join(" ");
+    for (path, keys) in [("/long-key", long.as_str()), ("/many-keys", many.as_str())] {
+        up.script(
+            path,
+            Script::new(
+                200,
+                &[("cache-control", "max-age=60"), ("surrogate-key", keys)],
+            ),
+        );
+        assert_eq!(p.get(path).await.cache, "MISS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_ne!(p.get(path).await.cache, "HIT", "{path}");
+        assert_eq!(up.asked(path), 2, "{path}");
+    }
+    up.script(
+        "/fine-keys",
+        Script::new(
+            200,
+            &[("cache-control", "max-age=60"), ("surrogate-key", "a b")],
+        ),
+    );
+    assert_eq!(p.get("/fine-keys").await.cache, "MISS");
+    p.hit_soon("/fine-keys").await;
+}
+
+/// A request's own freshness directives (RFC 9111 §5.2.1) are answered for it alone: `no-cache`
+/// and a `max-age` the stored answer is older than ask the origin (conditionally, with the
+/// stored validators) without replacing the entry; `only-if-cached` never reaches the origin
+/// (a `504` when nothing is stored).
+pub async fn request_freshness_directives_are_answered_for_that_request(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    up.script(
+        "/fresh",
+        Script::new(200, &[("cache-control", "max-age=60"), ("etag", "\"e1\"")]),
+    );
+    let only = p
+        .send(
+            Method::GET,
+            "/fresh",
+            &[("cache-control", "only-if-cached")],
+            "",
+        )
+        .await;
+    assert_eq!(only.status, 504, "{only:?}");
+    assert_eq!(
+        up.asked("/fresh"),
+        0,
+        "only-if-cached never asks the origin"
+    );
+    assert_eq!(p.get("/fresh").await.cache, "MISS");
+    p.hit_soon("/fresh").await;
+    let only = p
+        .send(
+            Method::GET,
+            "/fresh",
+            &[("cache-control", "only-if-cached")],
+            "",
+        )
+        .await;
+    assert_eq!((only.status, only.cache.as_str()), (200, "HIT"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // no-cache: asked again, with the stored validator; the upstream's 304 serves the entry.
+    let nc = p
+        .send(Method::GET, "/fresh", &[("cache-control", "no-cache")], "")
+        .await;
+    assert_eq!(up.asked("/fresh"), 2, "no-cache asked the origin");
+    assert_eq!(up.seen("/fresh")["if-none-match"], "\"e1\"");
+    assert_eq!((nc.status, nc.body.as_str()), (200, "/fresh v0 #1"));
+    let pragma = p
+        .send(Method::GET, "/fresh", &[("pragma", "no-cache")], "")
+        .await;
+    assert_eq!(pragma.status, 200);
+    assert_eq!(up.asked("/fresh"), 3, "Pragma: no-cache too");
+    // max-age=0 on an answer a second old: asked; max-age=3600: served.
+    let _ = p
+        .send(Method::GET, "/fresh", &[("cache-control", "max-age=0")], "")
+        .await;
+    assert_eq!(up.asked("/fresh"), 4);
+    let ok = p
+        .send(
+            Method::GET,
+            "/fresh",
+            &[("cache-control", "max-age=3600")],
+            "",
+        )
+        .await;
+    assert_eq!(ok.cache, "HIT");
+    // min-fresh past what is left of its 60 s: asked.
+    let _ = p
+        .send(
+            Method::GET,
+            "/fresh",
+            &[("cache-control", "min-fresh=120")],
+            "",
+        )
+        .await;
+    assert_eq!(up.asked("/fresh"), 5);
+    // None of them replaced the entry others get.
+    assert_eq!(p.get("/fresh").await.cache, "HIT");
+    assert_eq!(up.asked("/fresh"), 5);
+}
+
+/// A client that stops reading a miss holds neither the fill nor the requests waiting for it:
+/// the fill reads the upstream at its pace, and a second reader of the same URL gets the whole
+/// answer while the first has read nothing.
+pub async fn a_slow_reader_never_holds_another_reader_of_the_same_miss(t: &Target) {
+    let up = Upstream::start().await;
+    // More than the sockets between the proxy and a client hold (a few MiB on loopback).
+    let p = front_with(t.settings(), "http-routes", &up.url, |b| {
+        b.layer(|l| l.max_body(64 << 20))
+    })
+    .await;
+    let mut big = Script::new(200, &[("cache-control", "max-age=60")]);
+    big.stream = Some((512, 64 << 10)); // 32 MiB in 512 pieces
+    up.script("/big", big);
+    let addr = p.base.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    slow.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The slow client reads nothing more. Another asks for the same URL.
+    let other = tokio::time::timeout(Duration::from_secs(5), p.get("/big"))
+        .await
+        .expect("the second reader was held by the first");
+    assert_eq!((other.status, other.body.len()), (200, 32 << 20));
+    assert_eq!(up.asked("/big"), 1, "one request to the upstream");
+    p.hit_soon("/big").await;
+    drop(slow);
+}
+
 suite!(
     memory,
     Target::memory(),
@@ -511,6 +655,9 @@ suite!(
         a_failing_origin_is_asked_once_per_wave,
         a_credentials_route_serves_each_user_their_own_answer,
         a_write_of_the_built_in_policy_invalidates_its_own_path_only,
+        surrogate_keys_past_the_tag_limits_are_not_stored,
+        request_freshness_directives_are_answered_for_that_request,
+        a_slow_reader_never_holds_another_reader_of_the_same_miss,
     ]
 );
 
@@ -527,5 +674,8 @@ suite!(
         a_failing_origin_is_asked_once_per_wave,
         a_credentials_route_serves_each_user_their_own_answer,
         a_write_of_the_built_in_policy_invalidates_its_own_path_only,
+        surrogate_keys_past_the_tag_limits_are_not_stored,
+        request_freshness_directives_are_answered_for_that_request,
+        a_slow_reader_never_holds_another_reader_of_the_same_miss,
     ]
 );

@@ -16,6 +16,7 @@ use cachelet::proxy::Proxy;
 use cachelet::{Cache, PolicySource, Settings};
 use cachelet_tests::{component, suite, Target};
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod edge;
@@ -27,6 +28,8 @@ struct Script {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: Option<String>,
+    /// A body streamed in this many pieces of this many bytes, instead.
+    stream: Option<(usize, usize)>,
 }
 
 impl Script {
@@ -35,6 +38,7 @@ impl Script {
             status,
             headers: headers.iter().map(|(k, v)| (*k, v.to_string())).collect(),
             body: None,
+            stream: None,
         }
     }
 }
@@ -140,6 +144,14 @@ async fn answer(s: Arc<UpState>, req: Request<Body>) -> Response {
         let mut b = Response::builder().status(if matches { 304 } else { script.status });
         for (k, v) in &script.headers {
             b = b.header(*k, v);
+        }
+        if let (false, Some((pieces, size))) = (matches, script.stream) {
+            let stream = futures_util::stream::iter(0..pieces).then(move |i| async move {
+                tokio::task::yield_now().await;
+                Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'a' + (i % 26) as u8; size]))
+            });
+            s.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return b.body(Body::from_stream(stream)).unwrap();
         }
         let body = if matches {
             String::new()

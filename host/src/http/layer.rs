@@ -350,7 +350,19 @@ async fn read<S: Routes>(
             Read::Entry(HttpEntry {
                 kind: Kind::Response(stored),
                 ..
-            }) => return replay(&stored, &shared.parts, head, detail),
+            }) => {
+                let h = &shared.parts.headers;
+                if !semantics::request_accepts(
+                    h,
+                    &stored.freshness,
+                    &stored.header_map(),
+                    super::now_ms(),
+                ) && !semantics::only_if_cached(h)
+                {
+                    return for_this_request(inner, &stored, &shared.parts).await;
+                }
+                return replay(&stored, &shared.parts, head, detail);
+            }
             Read::Entry(HttpEntry {
                 kind: Kind::Variants(names),
                 ..
@@ -385,6 +397,11 @@ async fn read<S: Routes>(
         }
     }
     // Asked the origin on our own: another request's load stored nothing for us.
+    if semantics::only_if_cached(&r.parts.headers) {
+        let mut answer = Response::new(Body::from("not in the cache (only-if-cached)\n"));
+        *answer.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        return answer;
+    }
     let req = Request::from_parts(r.parts, Body::empty());
     let Ok(mut answer) = inner.oneshot(req).await;
     answer
@@ -441,6 +458,54 @@ async fn through_engine<S: Routes>(ctx: &Arc<Ctx>, inner: S, r: Arc<ReadReq>, pl
             }
         }
     }
+}
+
+/// A stored answer this request's own directives refuse (`no-cache`, `max-age`, `min-fresh`,
+/// `max-stale`): the origin is asked for this request alone, with the stored validators; a
+/// `304` serves the stored answer, anything else is passed on as it came. Nothing is stored
+/// nor replaced: the directives bind this request, not what the next client gets.
+async fn for_this_request<S: Routes>(
+    inner: S,
+    stored: &Stored,
+    parts: &request::Parts,
+) -> Response<Body> {
+    let mut up = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version)
+        .body(Body::empty())
+        .expect("a request from a valid one");
+    *up.headers_mut() = parts.headers.clone();
+    *up.extensions_mut() = parts.extensions.clone();
+    for h in &semantics::CONDITIONAL {
+        up.headers_mut().remove(h);
+    }
+    up.headers_mut().remove(header::RANGE);
+    if let Some(etag) = stored
+        .header("etag")
+        .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
+    {
+        up.headers_mut().insert(header::IF_NONE_MATCH, etag);
+    }
+    if let Some(lm) = stored
+        .header("last-modified")
+        .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
+    {
+        up.headers_mut().insert(header::IF_MODIFIED_SINCE, lm);
+    }
+    let Ok(mut answer) = inner.oneshot(up).await;
+    if answer.status() == StatusCode::NOT_MODIFIED {
+        return replay(
+            stored,
+            parts,
+            parts.method == Method::HEAD,
+            "fwd=request; fwd-status=304",
+        );
+    }
+    let h = answer.headers_mut();
+    h.insert("x-cache", HeaderValue::from_static("MISS"));
+    h.insert("cache-status", cache_status("fwd=request"));
+    answer
 }
 
 /// A stored response for its client: `304` when the client's conditions hold, the headers
@@ -519,6 +584,16 @@ async fn fetch<S: Routes>(
     reply: oneshot::Sender<Response<Body>>,
     hold: oneshot::Sender<Held>,
 ) -> Result<HttpEntry, NotStored> {
+    if semantics::only_if_cached(&r.parts.headers) {
+        let mut answer = Response::new(Body::from("not in the cache (only-if-cached)\n"));
+        *answer.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        answer.headers_mut().insert(
+            "cache-status",
+            cache_status("fwd=miss; detail=only-if-cached"),
+        );
+        let _ = reply.send(answer);
+        return Err(NotStored::Answered);
+    }
     // Before anything is asked: tags the answer names are fenced by this.
     let since = ctx.cache.sequence().await;
     // A remembered error is no stand-in, nor revalidated: the origin is asked afresh.
@@ -681,12 +756,14 @@ async fn fetch<S: Routes>(
         }
     }
     client_headers.insert("x-cache", HeaderValue::from_static("MISS"));
+    // Not `stored`: the answer's head goes out before its body is read and the fill tried (a
+    // body that breaks off, or a write landing meanwhile, stores nothing).
     client_headers.insert(
         "cache-status",
         cache_status(if r.variant {
-            "fwd=vary-miss; stored"
+            "fwd=vary-miss"
         } else {
-            "fwd=uri-miss; stored"
+            "fwd=uri-miss"
         }),
     );
     let unchanged = semantics::not_modified(
@@ -724,17 +801,23 @@ async fn fetch<S: Routes>(
     }
     let mut buf: Vec<u8> = Vec::new();
     let mut last = None;
+    // What the client has not taken yet: the fill reads at the upstream's pace whatever the
+    // client does (a client that stops reading never holds the requests waiting for this
+    // fill). Bounded by the largest body stored: past it the fill is given up.
+    let mut backlog: std::collections::VecDeque<http_body::Frame<Bytes>> = Default::default();
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(op = r.op, "the origin's body broke off: {e}; not stored");
-                if let Some(tx) = &to_client {
-                    if let Some(f) = last.take() {
-                        let _ = tx.send(Ok(f)).await;
-                    }
-                    let _ = tx.send(Err(e)).await;
+                if let Some(tx) = to_client {
+                    backlog.extend(last.take());
+                    tokio::spawn(async move {
+                        if send_all(&tx, backlog).await {
+                            let _ = tx.send(Err(e)).await;
+                        }
+                    });
                 }
                 return Err(NotStored::Answered);
             }
@@ -744,20 +827,23 @@ async fn fetch<S: Routes>(
         }
         // One piece behind: the last one reaches the client once the fill is done, so that a
         // client that has read a whole miss finds it stored.
-        if let (Some(tx), Some(previous)) = (&to_client, last.replace(frame)) {
-            if tx.send(Ok(previous)).await.is_err() {
-                // The client went away: the body is still read, for the fill.
-                to_client = None;
+        if let Some(previous) = last.replace(frame) {
+            if let Some(tx) = &to_client {
+                backlog.push_back(previous);
+                if !offer(tx, &mut backlog) {
+                    // The client went away: the body is still read, for the fill.
+                    to_client = None;
+                    backlog.clear();
+                }
             }
         }
         if buf.len() > ctx.max_body {
             // Too big to store: the rest streams on its own, and the key passes for a while.
             if let Some(tx) = to_client {
+                backlog.extend(last);
                 tokio::spawn(async move {
-                    if let Some(f) = last {
-                        if tx.send(Ok(f)).await.is_err() {
-                            return;
-                        }
+                    if !send_all(&tx, backlog).await {
+                        return;
                     }
                     while let Some(frame) = body.frame().await {
                         if tx.send(frame).await.is_err() {
@@ -770,7 +856,8 @@ async fn fetch<S: Routes>(
         }
     }
     if let Some(tx) = to_client {
-        let _ = hold.send(Held { tx, last });
+        backlog.extend(last);
+        let _ = hold.send(Held { tx, backlog });
     }
     if !keep.vary.is_empty() && !r.variant {
         // Stored as the variant of this request's headers; the key itself says what varies.
@@ -901,18 +988,47 @@ async fn failure(
 
 type Frames = mpsc::Sender<Result<http_body::Frame<Bytes>, axum::Error>>;
 
-/// A client's body held back by its last piece until the fill of its response is done.
+/// A client's body held back by its last piece (and what it has not taken yet) until the fill
+/// of its response is done.
 struct Held {
     tx: Frames,
-    last: Option<http_body::Frame<Bytes>>,
+    backlog: std::collections::VecDeque<http_body::Frame<Bytes>>,
 }
 
 impl Held {
     async fn release(self) {
-        if let Some(f) = self.last {
-            let _ = self.tx.send(Ok(f)).await;
+        send_all(&self.tx, self.backlog).await;
+    }
+}
+
+/// Hands the client what it can take now, without waiting; false if it went away.
+fn offer(tx: &Frames, backlog: &mut std::collections::VecDeque<http_body::Frame<Bytes>>) -> bool {
+    use tokio::sync::mpsc::error::TrySendError;
+    while let Some(f) = backlog.pop_front() {
+        match tx.try_send(Ok(f)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Ok(f))) => {
+                backlog.push_front(f);
+                return true;
+            }
+            Err(TrySendError::Full(Err(_))) => return true,
+            Err(TrySendError::Closed(_)) => return false,
         }
     }
+    true
+}
+
+/// Sends the client every frame of `backlog`, at its pace; false if it went away.
+async fn send_all(
+    tx: &Frames,
+    backlog: std::collections::VecDeque<http_body::Frame<Bytes>>,
+) -> bool {
+    for f in backlog {
+        if tx.send(Ok(f)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// A stream of a channel's items.
@@ -949,7 +1065,20 @@ fn stored_entry(
     semantics::strip_hop_by_hop(&mut headers);
     headers.remove(header::AGE);
     let mut tags = semantics::surrogate_keys(&headers, &ctx.surrogate);
-    let room = crate::tags::MAX_TAGS.saturating_sub(r.tags.len());
+    // Held to the limits a policy's tags are held to: a tag past them is never truncated (it
+    // would name another tag), the answer is not stored.
+    let limits = &ctx.cache.inner.settings.guest;
+    if let Some(long) = tags.iter().find(|t| t.len() > limits.max_tag_bytes) {
+        tracing::warn!(
+            op = r.op,
+            "the response names a surrogate key of {} bytes, past the limit of {} \
+             (CACHE_MAX_TAG_BYTES): not stored",
+            long.len(),
+            limits.max_tag_bytes
+        );
+        return HttpEntry::unstored(Kind::Pass);
+    }
+    let room = limits.max_tags.saturating_sub(r.tags.len());
     if tags.len() > room {
         tracing::warn!(
             op = r.op,

@@ -124,6 +124,56 @@ pub(crate) fn shared_despite_authorization(req: &HeaderMap, res: &HeaderMap) -> 
         || has(res, "must-revalidate")
 }
 
+/// Whether a request's own directives (RFC 9111 §5.2.1) accept a stored response of this
+/// freshness now: `no-cache` never (it asks the origin), `max-age=N` while its age is at most
+/// N, `min-fresh=N` while it stays fresh N seconds more, and a stale one only within
+/// `max-stale` (any staleness without a value). `must-revalidate`, `proxy-revalidate` and
+/// `s-maxage` answers are never served stale on a client's say.
+pub(crate) fn request_accepts(
+    req: &HeaderMap,
+    f: &Freshness,
+    stored: &HeaderMap,
+    now_ms: u64,
+) -> bool {
+    if !req.contains_key(header::CACHE_CONTROL) && !req.contains_key(header::PRAGMA) {
+        return true;
+    }
+    if has(req, "no-cache")
+        || (!req.contains_key(header::CACHE_CONTROL)
+            && req
+                .get_all(header::PRAGMA)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache")))
+    {
+        return false;
+    }
+    if seconds(req, "max-age").is_some_and(|max| f.age(now_ms) > u64::from(max)) {
+        return false;
+    }
+    if seconds(req, "min-fresh").is_some_and(|min| f.ttl(now_ms) < i64::from(min)) {
+        return false;
+    }
+    if !f.fresh(now_ms) {
+        let strict = has(stored, "must-revalidate")
+            || has(stored, "proxy-revalidate")
+            || has(stored, "s-maxage");
+        let stale_for = now_ms.saturating_sub(f.fresh_ms) / 1000;
+        let allowed = directives(req)
+            .find(|(k, _)| k == "max-stale")
+            .map(|(_, v)| {
+                v.and_then(|v| v.parse::<u64>().ok())
+                    .is_none_or(|max| stale_for <= max)
+            });
+        return (!strict && allowed == Some(true)) || (f.servable(now_ms) && allowed.is_none());
+    }
+    true
+}
+
+/// `only-if-cached` (RFC 9111 §5.2.1.7): answer from the cache or `504`, never the origin.
+pub(crate) fn only_if_cached(req: &HeaderMap) -> bool {
+    has(req, "only-if-cached")
+}
+
 /// A request that carries credentials: its answer belongs to one user.
 pub(crate) fn personal(h: &HeaderMap) -> bool {
     h.contains_key(header::AUTHORIZATION) || h.contains_key(header::COOKIE)
@@ -305,16 +355,27 @@ fn vary(h: &HeaderMap) -> Result<Vec<String>, NotStorable> {
 
 /// What a request's values of the `vary` headers add to the key: a digest of each name with
 /// its values (absent, or present and empty, are told apart), so that every combination has
-/// a key of its own.
+/// a key of its own. A header's lines are one comma-separated list (RFC 9110 §5.3), so its
+/// values are taken as the list of its members with the spaces around them trimmed: `fr, en`
+/// and `fr,en`, or two lines `fr` and `en`, are one variant. Nothing else is folded (a value's
+/// case may matter to the upstream).
 pub(crate) fn vary_suffix(names: &[String], req: &HeaderMap) -> String {
     use sha2::Digest;
     let mut d = sha2::Sha256::new();
     for n in names {
         d.update(n.as_bytes());
         d.update([0]);
+        let mut present = false;
         for v in req.get_all(n.as_str()) {
-            d.update([1]);
-            d.update(v.as_bytes());
+            for member in v.as_bytes().split(|b| *b == b',') {
+                if present {
+                    d.update([b',']);
+                } else {
+                    d.update([1]);
+                    present = true;
+                }
+                d.update(member.trim_ascii());
+            }
         }
         d.update([2]);
     }
@@ -388,6 +449,73 @@ pub(crate) fn cache_status(detail: &str) -> HeaderValue {
 mod tests {
     use super::*;
     use axum::http::{Request, Response, StatusCode};
+
+    #[test]
+    fn varied_lists_are_one_variant_however_they_are_spaced_or_split() {
+        let names = vec!["accept-language".to_string()];
+        let with = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append("accept-language", HeaderValue::from_str(l).unwrap());
+            }
+            vary_suffix(&names, &h)
+        };
+        let one = with(&["fr,en"]);
+        assert_eq!(with(&["fr, en"]), one);
+        assert_eq!(with(&[" fr ,  en "]), one);
+        assert_eq!(with(&["fr", "en"]), one);
+        assert_ne!(
+            with(&["en,fr"]),
+            one,
+            "the order is the client's preference"
+        );
+        assert_ne!(with(&["FR,en"]), one, "a value's case is not folded");
+        assert_ne!(with(&[""]), with(&[]), "present and empty is not absent");
+        assert_ne!(with(&["fr"]), one);
+    }
+
+    #[test]
+    fn byte_ranges_are_read_as_rfc_9110_says() {
+        let h = |range: &str, if_range: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+            if let Some(v) = if_range {
+                h.insert(header::IF_RANGE, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let r = |range: &str| byte_range(&h(range, None), 10, None, None);
+        assert_eq!(r("bytes=0-3"), Some(Ok((0, 3))));
+        assert_eq!(r("bytes=5-"), Some(Ok((5, 9))));
+        assert_eq!(r("bytes=-3"), Some(Ok((7, 9))));
+        assert_eq!(r("bytes=-30"), Some(Ok((0, 9))));
+        assert_eq!(r("bytes=8-100"), Some(Ok((8, 9))));
+        assert_eq!(r("bytes=10-"), Some(Err(())));
+        assert_eq!(r("bytes=-0"), Some(Err(())));
+        assert_eq!(r("bytes=4-2"), None, "invalid: ignored");
+        assert_eq!(r("bytes=0-1,4-5"), None, "several: the whole");
+        assert_eq!(r("items=0-1"), None);
+        assert_eq!(r("bytes=x-1"), None);
+        let etag = Some(&b"\"v1\""[..]);
+        assert_eq!(
+            byte_range(&h("bytes=0-1", Some("\"v1\"")), 10, etag, None),
+            Some(Ok((0, 1)))
+        );
+        assert_eq!(
+            byte_range(&h("bytes=0-1", Some("\"v2\"")), 10, etag, None),
+            None
+        );
+        assert_eq!(
+            byte_range(
+                &h("bytes=0-1", Some("W/\"v1\"")),
+                10,
+                Some(&b"W/\"v1\""[..]),
+                None
+            ),
+            None,
+            "a weak tag never matches If-Range"
+        );
+    }
 
     fn parts(headers: &[(&str, &str)]) -> (request::Parts, response::Parts) {
         let req = Request::get("/users/1").body(()).unwrap().into_parts().0;

@@ -523,7 +523,7 @@ impl Redis {
             other => String::from_redis_value(other).into_iter().collect(),
         };
         old_enough(&texts).map_err(|problem| Error::Backend {
-            url: shown,
+            url: shown.clone(),
             problem,
             source: None,
         })?;
