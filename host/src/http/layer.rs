@@ -460,6 +460,39 @@ async fn through_engine<S: Routes>(ctx: &Arc<Ctx>, inner: S, r: Arc<ReadReq>, pl
     }
 }
 
+/// The request to the origin for a client's `parts`: its headers and extensions, without its
+/// conditions and range (the cache answers those from the whole object), with the validators
+/// of the stored answer at hand, if any.
+fn to_origin(parts: &request::Parts, method: Method, stored: Option<&Stored>) -> Request<Body> {
+    let mut up = Request::builder()
+        .method(method)
+        .uri(parts.uri.clone())
+        .version(parts.version)
+        .body(Body::empty())
+        .expect("a request from a valid one");
+    *up.headers_mut() = parts.headers.clone();
+    *up.extensions_mut() = parts.extensions.clone();
+    let h = up.headers_mut();
+    for name in &semantics::CONDITIONAL {
+        h.remove(name);
+    }
+    h.remove(header::RANGE);
+    if let Some(s) = stored {
+        for (from, to) in [
+            ("etag", header::IF_NONE_MATCH),
+            ("last-modified", header::IF_MODIFIED_SINCE),
+        ] {
+            if let Some(v) = s
+                .header(from)
+                .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
+            {
+                h.insert(to, v);
+            }
+        }
+    }
+    up
+}
+
 /// A stored answer this request's own directives refuse (`no-cache`, `max-age`, `min-fresh`,
 /// `max-stale`): the origin is asked for this request alone, with the stored validators; a
 /// `304` serves the stored answer, anything else is passed on as it came. Nothing is stored
@@ -469,30 +502,7 @@ async fn for_this_request<S: Routes>(
     stored: &Stored,
     parts: &request::Parts,
 ) -> Response<Body> {
-    let mut up = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version)
-        .body(Body::empty())
-        .expect("a request from a valid one");
-    *up.headers_mut() = parts.headers.clone();
-    *up.extensions_mut() = parts.extensions.clone();
-    for h in &semantics::CONDITIONAL {
-        up.headers_mut().remove(h);
-    }
-    up.headers_mut().remove(header::RANGE);
-    if let Some(etag) = stored
-        .header("etag")
-        .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
-    {
-        up.headers_mut().insert(header::IF_NONE_MATCH, etag);
-    }
-    if let Some(lm) = stored
-        .header("last-modified")
-        .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
-    {
-        up.headers_mut().insert(header::IF_MODIFIED_SINCE, lm);
-    }
+    let up = to_origin(parts, parts.method.clone(), Some(stored));
     let Ok(mut answer) = inner.oneshot(up).await;
     if answer.status() == StatusCode::NOT_MODIFIED {
         return replay(
@@ -601,34 +611,9 @@ async fn fetch<S: Routes>(
         Kind::Response(s) if s.status < 500 => Some(s),
         _ => None,
     });
-    let mut up = Request::builder()
-        .method(Method::GET)
-        .uri(r.parts.uri.clone())
-        .version(r.parts.version)
-        .body(Body::empty())
-        .expect("a request from a valid one");
-    *up.headers_mut() = r.parts.headers.clone();
-    *up.extensions_mut() = r.parts.extensions.clone();
     // The fill asks for the whole object: a range, or the client's conditions, are answered
     // from it.
-    for h in &semantics::CONDITIONAL {
-        up.headers_mut().remove(h);
-    }
-    up.headers_mut().remove(header::RANGE);
-    if let Some(p) = &previous {
-        if let Some(etag) = p
-            .header("etag")
-            .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
-        {
-            up.headers_mut().insert(header::IF_NONE_MATCH, etag);
-        }
-        if let Some(lm) = p
-            .header("last-modified")
-            .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
-        {
-            up.headers_mut().insert(header::IF_MODIFIED_SINCE, lm);
-        }
-    }
+    let up = to_origin(&r.parts, Method::GET, previous.as_ref());
     let Ok(answer) = inner.oneshot(up).await;
     let now = SystemTime::now();
     let (mut parts, body) = answer.into_parts();
