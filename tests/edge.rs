@@ -322,6 +322,23 @@ pub async fn identical_misses_reach_the_origin_once(t: &Target) {
     assert_eq!(up.asked("/cold/1"), 1);
 }
 
+/// Requests waiting for another's request of the same URL wait as long as the upstream may take
+/// to answer (its timeout), not the cache's shorter lock wait: a slow origin is asked once.
+pub async fn waiters_wait_as_long_as_the_upstream_may_take(t: &Target) {
+    let up = Upstream::start().await;
+    let mut settings = t.settings();
+    settings.lock_wait = Duration::from_millis(200);
+    let p = front_with(settings, "http-routes", &up.url, |b| b).await;
+    up.delay_next("/slow-origin", Duration::from_millis(1000));
+    let answers = join_all((0..20).map(|_| p.get("/slow-origin"))).await;
+    assert!(answers.iter().all(|g| g.status == 200), "{:?}", answers[0]);
+    assert_eq!(
+        up.asked("/slow-origin"),
+        1,
+        "the waiters gave up on the slow origin"
+    );
+}
+
 /// A failing origin (an error, a timeout, a refused connection) is asked once by the requests
 /// that arrive together, and not again while its answer is remembered (the negative TTL, 1 s).
 pub async fn a_failing_origin_is_asked_once_per_wave(t: &Target) {
@@ -652,6 +669,7 @@ suite!(
         idle_connections_are_cut_and_connections_bounded,
         a_chunked_body_past_the_limit_is_a_413,
         identical_misses_reach_the_origin_once,
+        waiters_wait_as_long_as_the_upstream_may_take,
         a_failing_origin_is_asked_once_per_wave,
         a_credentials_route_serves_each_user_their_own_answer,
         a_write_of_the_built_in_policy_invalidates_its_own_path_only,
@@ -671,6 +689,7 @@ suite!(
         a_range_request_is_served_from_the_whole_answer,
         a_request_directive_binds_only_its_request,
         identical_misses_reach_the_origin_once,
+        waiters_wait_as_long_as_the_upstream_may_take,
         a_failing_origin_is_asked_once_per_wave,
         a_credentials_route_serves_each_user_their_own_answer,
         a_write_of_the_built_in_policy_invalidates_its_own_path_only,

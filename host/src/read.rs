@@ -42,6 +42,10 @@ pub(crate) struct Plan {
     /// In this process, identical misses wait for one load (the HTTP layer's waiting list),
     /// without `lock`'s cross-host lock.
     pub coalesce: bool,
+    /// How long a waiter waits for another's load at least (the cache's `lock_wait` if
+    /// longer): the HTTP layer's is the upstream's timeout, so that waiters never give up on a
+    /// slow origin before the request they wait for does.
+    pub wait_at_least: Duration,
     /// Look the key up with the backend's clock even when the rule has no early refresh: a
     /// stored value may have asked for its own ([`Codec::storage`], e.g. an HTTP response's
     /// `stale-while-revalidate`).
@@ -442,6 +446,7 @@ impl Cache {
             refresh,
             lock,
             coalesce: false,
+            wait_at_least: Duration::ZERO,
             timed: false,
             metrics,
         })
@@ -602,7 +607,7 @@ impl Cache {
         F: FnOnce(Option<C>) -> Fut,
         Fut: Future<Output = Result<C, E>>,
     {
-        let wait = self.inner.settings.lock_wait;
+        let wait = self.inner.settings.lock_wait.max(plan.wait_at_least);
         let deadline = tokio::time::Instant::now() + wait;
         let mut loader = Some(loader);
         'rounds: for _ in 0..MAX_FLIGHT_ROUNDS {

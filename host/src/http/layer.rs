@@ -44,6 +44,7 @@ struct Ctx {
     max_body: usize,
     hit_for_miss: Duration,
     negative: Duration,
+    origin_timeout: Duration,
     surrogate: Vec<HeaderName>,
     forward_surrogate: bool,
 }
@@ -60,6 +61,7 @@ impl ResponseCacheLayer {
                 max_body: 8 << 20,
                 hit_for_miss: Duration::from_secs(10),
                 negative: Duration::from_secs(1),
+                origin_timeout: Duration::ZERO,
                 surrogate: vec![
                     HeaderName::from_static("surrogate-key"),
                     HeaderName::from_static("cache-tag"),
@@ -79,6 +81,7 @@ impl ResponseCacheLayer {
                 max_body: c.max_body,
                 hit_for_miss: c.hit_for_miss,
                 negative: c.negative,
+                origin_timeout: c.origin_timeout,
                 surrogate: c.surrogate.clone(),
                 forward_surrogate: c.forward_surrogate,
             };
@@ -107,6 +110,13 @@ impl ResponseCacheLayer {
     /// with the waiting requests only.
     pub fn negative_ttl(self, time: Duration) -> ResponseCacheLayer {
         self.with(|c| c.negative = time)
+    }
+
+    /// How long the origin may take to answer (the proxy's upstream timeout): requests waiting
+    /// for another's request of the same key wait at least this long before they ask on their
+    /// own (else the cache's `lock_wait`), so a slow origin is not stampeded by the waiters.
+    pub fn origin_timeout(self, time: Duration) -> ResponseCacheLayer {
+        self.with(|c| c.origin_timeout = time)
     }
 
     /// The response headers whose values are tags of the response (separated by spaces or
@@ -342,6 +352,7 @@ async fn read<S: Routes>(
     // Identical misses wait for one request to the origin (Varnish's waiting list); `lock`
     // adds the cross-host lock.
     plan.coalesce = true;
+    plan.wait_at_least = ctx.origin_timeout;
     let mut detail = "hit";
     for _ in 0..2 {
         let shared = Arc::new(r);
@@ -377,6 +388,7 @@ async fn read<S: Routes>(
                         p.key.clone_from(&r.key);
                         p.timed = true;
                         p.coalesce = true;
+                        p.wait_at_least = ctx.origin_timeout;
                         p
                     }
                     Err(_) => break,

@@ -175,7 +175,12 @@ impl ProxyBuilder {
 
     /// The proxy; recaches of routed ops go through it (a `GET` to the upstream).
     pub fn build(self) -> Proxy {
-        let app = BoxCloneService::new(self.layer.layer(self.upstream));
+        // Waiters wait as long as the request they wait for may take (plus a margin for its
+        // body), never giving up on a slow origin first.
+        let layer = self
+            .layer
+            .origin_timeout(self.upstream.timeout + Duration::from_secs(1));
+        let app = BoxCloneService::new(layer.layer(self.upstream));
         super::layer::install_route_loader(&self.cache, app.clone());
         Proxy {
             admin: Arc::new(Admin {
