@@ -258,9 +258,14 @@ async fn handle<S: Routes>(ctx: Arc<Ctx>, inner: S, mut req: Request<Body>) -> R
 
 /// Passes a request through untouched but for `X-Cache: PASS` on its answer.
 async fn pass<S: Routes>(inner: S, req: Request<Body>, status: &str) -> Response<Body> {
-    let Ok(mut answer) = inner.oneshot(req).await;
+    let Ok(answer) = inner.oneshot(req).await;
+    marked(answer, "PASS", status)
+}
+
+/// Says on an answer how the cache came to it: `X-Cache` and `Cache-Status` (RFC 9211).
+fn marked(mut answer: Response<Body>, x_cache: &'static str, status: &str) -> Response<Body> {
     let h = answer.headers_mut();
-    h.insert("x-cache", HeaderValue::from_static("PASS"));
+    h.insert("x-cache", HeaderValue::from_static(x_cache));
     h.insert("cache-status", cache_status(status));
     answer
 }
@@ -415,14 +420,8 @@ async fn read<S: Routes>(
         return answer;
     }
     let req = Request::from_parts(r.parts, Body::empty());
-    let Ok(mut answer) = inner.oneshot(req).await;
-    answer
-        .headers_mut()
-        .insert("x-cache", HeaderValue::from_static("MISS"));
-    answer
-        .headers_mut()
-        .insert("cache-status", cache_status("fwd=miss; detail=collapsed"));
-    answer
+    let Ok(answer) = inner.oneshot(req).await;
+    marked(answer, "MISS", "fwd=miss; detail=collapsed")
 }
 
 /// One read through the engine: a hit, a wait for another request's load, or a load by this
@@ -515,7 +514,7 @@ async fn for_this_request<S: Routes>(
     parts: &request::Parts,
 ) -> Response<Body> {
     let up = to_origin(parts, parts.method.clone(), Some(stored));
-    let Ok(mut answer) = inner.oneshot(up).await;
+    let Ok(answer) = inner.oneshot(up).await;
     if answer.status() == StatusCode::NOT_MODIFIED {
         return replay(
             stored,
@@ -524,10 +523,7 @@ async fn for_this_request<S: Routes>(
             "fwd=request; fwd-status=304",
         );
     }
-    let h = answer.headers_mut();
-    h.insert("x-cache", HeaderValue::from_static("MISS"));
-    h.insert("cache-status", cache_status("fwd=request"));
-    answer
+    marked(answer, "MISS", "fwd=request")
 }
 
 /// A stored response for its client: `304` when the client's conditions hold, the headers
@@ -692,15 +688,12 @@ async fn fetch<S: Routes>(
                 parts.headers.remove(n);
             }
         }
-        let mut answer = Response::from_parts(parts, body);
-        answer
-            .headers_mut()
-            .insert("x-cache", HeaderValue::from_static("MISS"));
-        answer.headers_mut().insert(
-            "cache-status",
-            cache_status("fwd=uri-miss; detail=\"not stored: Authorization\""),
-        );
-        let _ = reply.send(answer);
+        let answer = Response::from_parts(parts, body);
+        let _ = reply.send(marked(
+            answer,
+            "MISS",
+            "fwd=uri-miss; detail=\"not stored: Authorization\"",
+        ));
         return Err(NotStored::Answered);
     }
     let keep = semantics::assess(&r.parts, &parts, r.options, r.rule_time, now);
@@ -721,15 +714,9 @@ async fn fetch<S: Routes>(
                     parts.headers.remove(n);
                 }
             }
-            let mut answer = Response::from_parts(parts, body);
-            answer
-                .headers_mut()
-                .insert("x-cache", HeaderValue::from_static("MISS"));
+            let answer = Response::from_parts(parts, body);
             let status = format!("fwd=uri-miss; detail=\"not stored: {why}\"");
-            answer
-                .headers_mut()
-                .insert("cache-status", cache_status(&status));
-            let _ = reply.send(answer);
+            let _ = reply.send(marked(answer, "MISS", &status));
             return Ok(pass_marker(&ctx));
         }
     };
@@ -919,14 +906,7 @@ async fn failure(
     }
     // A user's error is not shared with other users, nor kept.
     if declared.is_some_and(|n| n > ctx.max_body as u64) || semantics::personal(&r.parts.headers) {
-        let mut answer = Response::from_parts(parts, body);
-        answer
-            .headers_mut()
-            .insert("x-cache", HeaderValue::from_static("MISS"));
-        answer
-            .headers_mut()
-            .insert("cache-status", cache_status(&status));
-        let _ = reply.send(answer);
+        let _ = reply.send(marked(Response::from_parts(parts, body), "MISS", &status));
         return Err(NotStored::Answered);
     }
     let bytes = match http_body_util::Limited::new(body, ctx.max_body)
@@ -960,14 +940,8 @@ async fn failure(
     else {
         unreachable!("an entry just encoded decodes");
     };
-    let mut answer = replay(&stored, &r.parts, r.parts.method == Method::HEAD, &status);
-    answer
-        .headers_mut()
-        .insert("x-cache", HeaderValue::from_static("MISS"));
-    answer
-        .headers_mut()
-        .insert("cache-status", cache_status(&status));
-    let _ = reply.send(answer);
+    let answer = replay(&stored, &r.parts, r.parts.method == Method::HEAD, &status);
+    let _ = reply.send(marked(answer, "MISS", &status));
     let kind = Kind::Response(stored);
     if ctx.negative.is_zero() {
         return Ok(HttpEntry::unstored(kind));
