@@ -105,6 +105,10 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed, as `2>&1 | head` leaves it) is
+        // dropped: the subscriber's own report of it went to stderr with eprintln!, which
+        // panics there, and took the request being served with it.
+        .log_internal_errors(false)
         .init();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,12 @@ struct Serve {
 
 impl Serve {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        Serve::start_with(args, env, true)
+    }
+
+    /// [`Serve::start`]; without `keep_output`, its stdout and stderr are closed once it said
+    /// where it serves, as a pipe whose reader went away would.
+    fn start_with(args: &[&str], env: &[(&str, &str)], keep_output: bool) -> Serve {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -52,6 +58,16 @@ impl Serve {
             .and_then(|r| r.split([' ', ';']).next())
             .unwrap()
             .to_string();
+        if !keep_output {
+            drop(err);
+            drop(child.stdout.take());
+            return Serve {
+                child,
+                base: format!("http://{listen}"),
+                upstream,
+                stdout: String::new(),
+            };
+        }
         // The rest of its log, shown with a failing test's output.
         let at = listen.clone();
         std::thread::spawn(move || {
@@ -350,6 +366,22 @@ fn the_proxys_own_502_is_told_apart_from_the_upstreams() {
     );
     assert!(!metrics.contains("status=\"5xx\""), "{metrics}");
     assert!(s.stop().success());
+}
+
+/// Closed outputs do not stop the server: with its stdout and stderr closed (their reader gone),
+/// each request to an unreachable upstream logs a warning into the closed stderr, and the
+/// server answers every one and exits cleanly.
+#[test]
+fn a_closed_output_does_not_stop_the_server() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let s = Serve::start_with(&["--upstream", &closed, "--negative-ttl", "0"], &[], false);
+    for _ in 0..5 {
+        assert_eq!(s.request("GET", "/a", "", None).0, 502);
+    }
+    assert!(s.stop().success(), "a clean exit on SIGTERM");
 }
 
 /// The surrogate-key headers are settings: `--surrogate-key-header` names the header whose
