@@ -368,12 +368,18 @@ async fn read<S: Routes>(
                 ..
             }) => {
                 let h = &shared.parts.headers;
-                if !semantics::request_accepts(
-                    h,
-                    &stored.freshness,
-                    &stored.header_map(),
-                    super::now_ms(),
-                ) && !semantics::only_if_cached(h)
+                // Only a request with directives of its own pays for reading them (and the
+                // stored headers): a plain hit stays a plain hit.
+                let directives =
+                    h.contains_key(header::CACHE_CONTROL) || h.contains_key(header::PRAGMA);
+                if directives
+                    && !semantics::request_accepts(
+                        h,
+                        &stored.freshness,
+                        &stored.header_map(),
+                        super::now_ms(),
+                    )
+                    && !semantics::only_if_cached(h)
                 {
                     return for_this_request(inner, &stored, &shared.parts).await;
                 }

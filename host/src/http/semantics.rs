@@ -135,9 +135,6 @@ pub(crate) fn request_accepts(
     stored: &HeaderMap,
     now_ms: u64,
 ) -> bool {
-    if !req.contains_key(header::CACHE_CONTROL) && !req.contains_key(header::PRAGMA) {
-        return true;
-    }
     if has(req, "no-cache")
         || (!req.contains_key(header::CACHE_CONTROL)
             && req
