@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cachelet_tests::repo;
+use cachelet_tests::{repo, toolchains};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run the test command");
@@ -47,7 +47,7 @@ fn the_python_seed_is_tested_in_cpython_without_a_component() {
     // The bindings componentize-py generates from the WIT: plain Python.
     let bindings = scratch("py-bindings");
     run(
-        Command::new(repo().join("build/toolchains/venv/bin/componentize-py"))
+        Command::new(toolchains().join("venv/bin/componentize-py"))
             .args(["-d", "wit", "-w", "cache-policy", "bindings"])
             .arg(&bindings)
             .current_dir(repo()),

@@ -1,7 +1,7 @@
 //! `cachelet new` for every language, then the build command it prints: the component that
 //! comes out is one `cachelet check` accepts and `cachelet call` answers. The toolchains are
-//! the ones scripts/guest-toolchains.sh installs into build/toolchains (reused, not installed
-//! again per project).
+//! the ones scripts/guest-toolchains.sh installs (`cachelet_tests::toolchains`: reused, not
+//! installed again per project).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
