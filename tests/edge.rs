@@ -656,6 +656,242 @@ pub async fn a_slow_reader_never_holds_another_reader_of_the_same_miss(t: &Targe
     drop(slow);
 }
 
+/// An upstream that answers with what it was asked, as a framework does: from the URI as it
+/// came, from `Host` and the forwarding headers (which a framework builds absolute links and
+/// redirects from, without saying so in `Vary`), and from `Accept-Language`, the one header it
+/// declares in `Vary` (read as the list of its members).
+async fn echo_upstream() -> String {
+    let app = Router::new().fallback(|req: Request<Body>| async move {
+        let h = req.headers();
+        let all = |n: &str| {
+            h.get_all(n)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        let languages: Vec<String> = h
+            .get_all("accept-language")
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii))
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect();
+        let mut body = format!("{} {}\n", req.method(), req.uri());
+        for name in [
+            "host",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-forwarded-for",
+            "x-forwarded-prefix",
+            "forwarded",
+            "x-original-url",
+            "x-host",
+        ] {
+            body.push_str(&format!("{name}={}\n", all(name)));
+        }
+        body.push_str(&format!(
+            "language={}\n",
+            if h.contains_key("accept-language") {
+                languages.join(",")
+            } else {
+                "-".into()
+            }
+        ));
+        Response::builder()
+            .header("cache-control", "max-age=300")
+            .header("vary", "accept-language")
+            .body(Body::from(body))
+            .unwrap()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// One request as written, on a connection of its own: the request target is sent as it is
+/// (no client library normalising dot segments or percent-encodings on the way).
+async fn raw_get(base: &str, target: &str, headers: &[(String, String)]) -> (u16, String, String) {
+    let stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder().uri(target);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let answer = send
+        .send_request(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let cache = answer
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(Body::new(answer.into_body()), 1 << 20)
+        .await
+        .unwrap();
+    (status, cache, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A small deterministic generator (xorshift), so that a failing case is found again by its
+/// seed.
+struct Gen(u64);
+
+impl Gen {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+    fn maybe(&mut self) -> bool {
+        self.below(2) == 0
+    }
+}
+
+/// A request an attacker might write: dot segments, encoded separators and spellings of one
+/// character, repeated and unknown query parameters, forged `Host` and forwarding headers,
+/// `Accept-Language` spelled several ways, `Connection` naming headers to drop.
+fn generated(g: &mut Gen, paths: &[&str], authority: &str) -> (String, Vec<(String, String)>) {
+    const SEGMENTS: [&str; 16] = [
+        "1", "01", "%31", "1%2F2", "1%2f2", "..", "%2e%2e", ".", "%2E", "a%20b", "a+b", "%C3%A9",
+        "%c3%a9", "1;x", "~1", "%7E1",
+    ];
+    const QUERY: [&str; 10] = [
+        "a=1",
+        "a=%31",
+        "a=",
+        "a",
+        "b=x+y",
+        "b=x%20y",
+        "A=1",
+        "expand=true",
+        "user_id=9",
+        "a=2",
+    ];
+    let mut target = g.pick(paths).to_string();
+    while let Some(at) = target.find('#') {
+        let seg = g.pick(&SEGMENTS);
+        target.replace_range(at..at + 1, seg);
+    }
+    if g.below(3) == 0 {
+        for i in 0..1 + g.below(3) {
+            target.push(if i == 0 { '?' } else { '&' });
+            target.push_str(g.pick(&QUERY));
+        }
+    }
+    let mut headers = vec![(
+        "host".to_string(),
+        g.pick(&[authority, authority, "evil.example", "EVIL.example:80"])
+            .to_string(),
+    )];
+    let mut add = |g: &mut Gen, name: &str, values: &[&str]| {
+        if g.maybe() {
+            headers.push((name.to_string(), g.pick(values).to_string()));
+        }
+    };
+    add(g, "x-forwarded-host", &["evil.example"]);
+    add(g, "x-forwarded-proto", &["https"]);
+    add(g, "x-forwarded-prefix", &["/evil"]);
+    add(
+        g,
+        "forwarded",
+        &["host=evil.example;proto=https", "for=6.6.6.6"],
+    );
+    add(g, "x-original-url", &["/admin"]);
+    add(g, "x-forwarded-for", &["6.6.6.6"]);
+    add(
+        g,
+        "accept-language",
+        &["fr", "en", "fr, en", "fr,en", "en,fr", "FR", ""],
+    );
+    add(
+        g,
+        "connection",
+        &["accept-language", "x-forwarded-host", "keep-alive", "host"],
+    );
+    (target, headers)
+}
+
+/// Generated requests through the proxy: every answer served from the cache is what the
+/// upstream answers that very request (asked again with `Cache-Control: no-store`, which
+/// passes). Two requests the upstream answers differently never share an entry, and nothing
+/// one client sends changes what another receives.
+async fn generated_requests_never_share_an_entry_the_upstream_tells_apart(
+    t: &Target,
+    policy: &str,
+    paths: &[&str],
+) {
+    let upstream = echo_upstream().await;
+    for seed in [0x9e37_79b9_7f4a_7c15_u64, 7, 1_000_003] {
+        let p = front_with(t.settings(), policy, &upstream, |b| b).await;
+        let authority = p.base.trim_start_matches("http://").to_string();
+        let mut g = Gen(seed);
+        let mut hits = 0;
+        for i in 0..250 {
+            let (target, headers) = generated(&mut g, paths, &authority);
+            let (status, cache, body) = raw_get(&p.base, &target, &headers).await;
+            assert_eq!(
+                status, 200,
+                "seed {seed}, request {i}: {target} {headers:?}"
+            );
+            if cache != "HIT" {
+                continue;
+            }
+            hits += 1;
+            let mut asked = headers.clone();
+            asked.push(("cache-control".into(), "no-store".into()));
+            let (_, how, now) = raw_get(&p.base, &target, &asked).await;
+            assert_eq!(how, "PASS");
+            assert_eq!(
+                body, now,
+                "seed {seed}, request {i}: GET {target} {headers:?} was answered from an entry \
+                 the upstream answered for another request"
+            );
+        }
+        assert!(
+            hits > 40,
+            "seed {seed}: only {hits} hits: the requests share too little"
+        );
+        p.cache.shutdown().await;
+    }
+}
+
+pub async fn generated_requests_never_share_an_entry_the_upstream_tells_apart_seed(t: &Target) {
+    generated_requests_never_share_an_entry_the_upstream_tells_apart(
+        t,
+        "seed-rust",
+        &[
+            "/users/#",
+            "/users/#/profile",
+            "/orgs/#/users/#",
+            "/users/#/settings",
+        ],
+    )
+    .await;
+}
+
+pub async fn generated_requests_never_share_an_entry_the_upstream_tells_apart_default(t: &Target) {
+    generated_requests_never_share_an_entry_the_upstream_tells_apart(
+        t,
+        "proxy-default",
+        &[
+            "/a/#", "/#", "/a/./#", "/a/../#", "/a%2F#", "//a/#", "/a/#/", "/#/#",
+        ],
+    )
+    .await;
+}
+
 suite!(
     memory,
     Target::memory(),
@@ -676,6 +912,8 @@ suite!(
         surrogate_keys_past_the_tag_limits_are_not_stored,
         request_freshness_directives_are_answered_for_that_request,
         a_slow_reader_never_holds_another_reader_of_the_same_miss,
+        generated_requests_never_share_an_entry_the_upstream_tells_apart_seed,
+        generated_requests_never_share_an_entry_the_upstream_tells_apart_default,
     ]
 );
 
@@ -696,5 +934,7 @@ suite!(
         surrogate_keys_past_the_tag_limits_are_not_stored,
         request_freshness_directives_are_answered_for_that_request,
         a_slow_reader_never_holds_another_reader_of_the_same_miss,
+        generated_requests_never_share_an_entry_the_upstream_tells_apart_seed,
+        generated_requests_never_share_an_entry_the_upstream_tells_apart_default,
     ]
 );

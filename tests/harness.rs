@@ -46,12 +46,10 @@ fn the_python_seed_is_tested_in_cpython_without_a_component() {
     assert!(status.success());
     // The bindings componentize-py generates from the WIT: plain Python.
     let bindings = scratch("py-bindings");
-    run(
-        Command::new(toolchains().join("venv/bin/componentize-py"))
-            .args(["-d", "wit", "-w", "cache-policy", "bindings"])
-            .arg(&bindings)
-            .current_dir(repo()),
-    );
+    run(Command::new(toolchains().join("venv/bin/componentize-py"))
+        .args(["-d", "wit", "-w", "cache-policy", "bindings"])
+        .arg(&bindings)
+        .current_dir(repo()));
     let path = format!(
         "{}:{}",
         bindings.display(),

@@ -1,7 +1,9 @@
 //! The key phase: what of a request its entry's key holds. A part of a request that reaches the
 //! upstream and can change its answer is in the key, is rewritten by the proxy (the forwarding
-//! headers, `Host`), or makes the request pass: here, the query parameters that the op's key
-//! does not render.
+//! headers, `Host`), or makes the request pass: here, the URI a routed read asks the upstream
+//! for, and the query parameters that the op's key does not render.
+
+use axum::http::uri::{PathAndQuery, Uri};
 
 use crate::args::Args;
 use crate::cache::Cache;
@@ -39,4 +41,19 @@ pub(super) async fn unkeyed_query(cache: &Cache, routed: &Routed, key: &str) -> 
         }
     }
     None
+}
+
+/// The URI a routed read asks the upstream for: rebuilt from its arguments (the route's
+/// parameters percent-encoded one way, every query parameter after them), so that spellings
+/// of one request the key does not tell apart (`/users/%31`, `/users/1`; `?q=a+b`, `?q=a%20b`)
+/// reach the upstream as one URI, the one whose answer the entry holds. `None`: the request's
+/// own URI is that one already.
+pub(super) fn upstream_uri(cache: &Cache, routed: &Routed, uri: &Uri) -> Option<Uri> {
+    let path = cache.route_path(&routed.op, &routed.args)?;
+    if uri.path_and_query().map(PathAndQuery::as_str) == Some(path.as_str()) {
+        return None;
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path).ok()?);
+    Uri::from_parts(parts).ok()
 }

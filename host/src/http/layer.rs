@@ -320,8 +320,13 @@ async fn read<S: Routes>(
     ctx: &Arc<Ctx>,
     inner: S,
     routed: Routed,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Response<Body> {
+    // Whatever happens to it next (a pass included), the request asks the upstream for the URI
+    // its arguments rebuild: no spelling of a URI the key does not hold reaches the upstream.
+    if let Some(uri) = super::key::upstream_uri(&ctx.cache, &routed, req.uri()) {
+        *req.uri_mut() = uri;
+    }
     if semantics::request_no_store(req.headers()) {
         return pass(inner, req, "fwd=bypass; detail=no-store").await;
     }
