@@ -656,6 +656,49 @@ pub async fn a_slow_reader_never_holds_another_reader_of_the_same_miss(t: &Targe
     drop(slow);
 }
 
+/// An upstream that sends its answer's head and part of its body, then nothing more: past the
+/// upstream timeout the body breaks off, for its client and for the fill (nothing is stored),
+/// and the next request asks the upstream afresh.
+pub async fn a_stalled_upstream_body_times_out_and_stores_nothing(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front_with(t.settings(), "seed-rust", &up.url, |b| {
+        b.upstream_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let mut stalled = Script::new(200, &[("cache-control", "max-age=300")]);
+    stalled.stream = Some((4, 1024));
+    stalled.stall_after = Some(2);
+    up.script("/users/31", stalled);
+    let started = std::time::Instant::now();
+    let answer = p
+        .client
+        .get(format!("{}/users/31", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(5), answer.bytes())
+        .await
+        .expect("a stalled upstream body holds its client");
+    assert!(
+        body.is_err(),
+        "a body that broke off ends as an error: {body:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    up.script(
+        "/users/31",
+        Script::new(200, &[("cache-control", "max-age=300")]),
+    );
+    let next = p.get("/users/31").await;
+    assert_eq!(
+        (next.cache.as_str(), next.status),
+        ("MISS", 200),
+        "{next:?}"
+    );
+    assert_eq!(up.asked("/users/31"), 2);
+    p.hit_soon("/users/31").await;
+}
+
 /// An upstream that answers with what it was asked, as a framework does: from the URI as it
 /// came, from `Host` and the forwarding headers (which a framework builds absolute links and
 /// redirects from, without saying so in `Vary`), and from `Accept-Language`, the one header it
@@ -914,6 +957,7 @@ suite!(
         a_slow_reader_never_holds_another_reader_of_the_same_miss,
         generated_requests_never_share_an_entry_the_upstream_tells_apart_seed,
         generated_requests_never_share_an_entry_the_upstream_tells_apart_default,
+        a_stalled_upstream_body_times_out_and_stores_nothing,
     ]
 );
 
@@ -936,5 +980,6 @@ suite!(
         a_slow_reader_never_holds_another_reader_of_the_same_miss,
         generated_requests_never_share_an_entry_the_upstream_tells_apart_seed,
         generated_requests_never_share_an_entry_the_upstream_tells_apart_default,
+        a_stalled_upstream_body_times_out_and_stores_nothing,
     ]
 );

@@ -30,6 +30,9 @@ struct Script {
     body: Option<String>,
     /// A body streamed in this many pieces of this many bytes, instead.
     stream: Option<(usize, usize)>,
+    /// The streamed body stops after this many pieces, and sends nothing more (the
+    /// connection stays open).
+    stall_after: Option<usize>,
 }
 
 impl Script {
@@ -39,6 +42,7 @@ impl Script {
             headers: headers.iter().map(|(k, v)| (*k, v.to_string())).collect(),
             body: None,
             stream: None,
+            stall_after: None,
         }
     }
 }
@@ -146,7 +150,11 @@ async fn answer(s: Arc<UpState>, req: Request<Body>) -> Response {
             b = b.header(*k, v);
         }
         if let (false, Some((pieces, size))) = (matches, script.stream) {
+            let stall = script.stall_after;
             let stream = futures_util::stream::iter(0..pieces).then(move |i| async move {
+                if stall.is_some_and(|k| i >= k) {
+                    std::future::pending::<()>().await;
+                }
                 tokio::task::yield_now().await;
                 Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'a' + (i % 26) as u8; size]))
             });

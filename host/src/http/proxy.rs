@@ -24,7 +24,8 @@
 //! tell the upstream another host or path (`X-Forwarded-Host`, `X-Original-URL`, ...) are
 //! never forwarded;
 //! bodies stream both ways; connections to the upstream are pooled; an upstream that does not
-//! answer within the timeout is a `504`, one that cannot be reached a `502` (remembered, as
+//! answer within the timeout is a `504`, one whose body stalls that long breaks off (and is not
+//! stored), one that cannot be reached a `502` (remembered, as
 //! the upstream's own errors are, only for the layer's
 //! [negative TTL](crate::axum::ResponseCacheLayer::negative_ttl)); a request body past the
 //! limit is a `413`; a connection that sends nothing, or nothing more, for the header timeout
@@ -126,7 +127,9 @@ impl ProxyBuilder {
         self.layer = f(self.layer);
         self
     }
-    /// How long the upstream has to answer (its headers): 30 s; past it, `504`.
+    /// How long the upstream has to answer (its headers): 30 s; past it, `504`. The same bounds
+    /// each wait for the next piece of its body: past it the body breaks off (nothing of it is
+    /// stored).
     pub fn upstream_timeout(mut self, t: Duration) -> Self {
         self.upstream.timeout = t;
         self
@@ -584,7 +587,7 @@ impl Service<Request<Body>> for Upstream {
                         .append(header::VIA, HeaderValue::from_static("1.1 cachelet"));
                     (
                         Came::Answered(parts.status.as_u16()),
-                        Response::from_parts(parts, Body::new(body)),
+                        Response::from_parts(parts, Body::new(Stalls::new(body, timeout))),
                     )
                 }
                 Ok(Err(e)) if past_the_limit(&e) => (
@@ -621,6 +624,61 @@ impl Service<Request<Body>> for Upstream {
             crate::metrics::upstream(came, started.elapsed());
             Ok(answer)
         })
+    }
+}
+
+/// An upstream's body that fails once no piece of it has come for the upstream timeout: a
+/// stalled upstream holds neither its client nor the requests waiting for the fill (which
+/// stores nothing of a body that broke off).
+struct Stalls {
+    body: hyper::body::Incoming,
+    timeout: Duration,
+    quiet: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Stalls {
+    fn new(body: hyper::body::Incoming, timeout: Duration) -> Stalls {
+        Stalls {
+            body,
+            timeout,
+            quiet: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl http_body::Body for Stalls {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.timeout;
+                this.quiet.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.quiet.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                    "the upstream sent nothing more of its body for {:?}",
+                    this.timeout
+                )
+                .into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
