@@ -699,6 +699,50 @@ pub async fn a_stalled_upstream_body_times_out_and_stores_nothing(t: &Target) {
     p.hit_soon("/users/31").await;
 }
 
+/// An answer that may not be stored (`no-store`, `private`) arriving while a stale answer may
+/// still stand in for a failing upstream (`stale-if-error`, the route's grace) passes on
+/// without evicting it: the upstream's next failure is still answered by the stale answer.
+pub async fn an_answer_that_may_not_be_stored_keeps_the_stale_stand_in(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    up.script(
+        "/sie",
+        Script::new(200, &[("cache-control", "max-age=1, stale-if-error=60")]),
+    );
+    up.script(
+        "/graced/2",
+        Script::new(200, &[("cache-control", "max-age=1")]),
+    );
+    let sie = p.get("/sie").await.body;
+    let graced = p.get("/graced/2").await.body;
+    p.hit_soon("/sie").await;
+    p.hit_soon("/graced/2").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (path, refusal) in [("/sie", "no-store"), ("/graced/2", "private")] {
+        up.script(path, Script::new(200, &[("cache-control", refusal)]));
+        let got = p.get(path).await;
+        assert_eq!(
+            (got.status, got.cache.as_str()),
+            (200, "MISS"),
+            "{path}: {got:?}"
+        );
+        assert_ne!(got.body, sie);
+        up.script(path, Script::new(503, &[]));
+    }
+    let got = p.get("/sie").await;
+    assert_eq!(
+        (got.status, got.body),
+        (200, sie),
+        "the stale answer stood in"
+    );
+    let got = p.get("/graced/2").await;
+    assert_eq!(
+        (got.status, got.body),
+        (200, graced),
+        "the graced answer stood in"
+    );
+}
+
 /// An upstream that answers with what it was asked, as a framework does: from the URI as it
 /// came, from `Host` and the forwarding headers (which a framework builds absolute links and
 /// redirects from, without saying so in `Vary`), and from `Accept-Language`, the one header it
@@ -958,6 +1002,7 @@ suite!(
         generated_requests_never_share_an_entry_the_upstream_tells_apart_seed,
         generated_requests_never_share_an_entry_the_upstream_tells_apart_default,
         a_stalled_upstream_body_times_out_and_stores_nothing,
+        an_answer_that_may_not_be_stored_keeps_the_stale_stand_in,
     ]
 );
 
@@ -981,5 +1026,6 @@ suite!(
         generated_requests_never_share_an_entry_the_upstream_tells_apart_seed,
         generated_requests_never_share_an_entry_the_upstream_tells_apart_default,
         a_stalled_upstream_body_times_out_and_stores_nothing,
+        an_answer_that_may_not_be_stored_keeps_the_stale_stand_in,
     ]
 );

@@ -636,6 +636,12 @@ async fn fetch<S: Routes>(
     let Ok(answer) = inner.oneshot(up).await;
     let now = SystemTime::now();
     let (mut parts, body) = answer.into_parts();
+    // A stale answer that may still stand in for a failing upstream (`stale-if-error`, the
+    // route's grace) is not replaced by a hit-for-miss marker: an answer that may not be
+    // stored passes, and the stale one stays for the upstream's next failure.
+    let stand_in = previous
+        .as_ref()
+        .is_some_and(|p| p.freshness.within_stale_if_error(super::ms_of(now)));
 
     // Revalidated: the stored body with the new headers.
     if parts.status == StatusCode::NOT_MODIFIED {
@@ -728,7 +734,7 @@ async fn fetch<S: Routes>(
             let answer = Response::from_parts(parts, body);
             let status = format!("fwd=uri-miss; detail=\"not stored: {why}\"");
             let _ = reply.send(marked(answer, "MISS", &status));
-            return Ok(pass_marker(&ctx));
+            return Ok(pass_marker(&ctx, stand_in));
         }
     };
     let mut keep = keep;
@@ -847,7 +853,7 @@ async fn fetch<S: Routes>(
                     }
                 });
             }
-            return Ok(pass_marker(&ctx));
+            return Ok(pass_marker(&ctx, stand_in));
         }
     }
     if let Some(tx) = to_client {
@@ -1020,8 +1026,13 @@ fn tokio_stream_from<T: Send + 'static>(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }
 
-/// The marker that lets a key's requests through for the hit-for-miss time.
-fn pass_marker(ctx: &Ctx) -> HttpEntry {
+/// The marker that lets a key's requests through for the hit-for-miss time; not stored when
+/// it would replace a stale answer that may still stand in for a failing upstream (the
+/// requests that waited for this one pass all the same).
+fn pass_marker(ctx: &Ctx, stand_in: bool) -> HttpEntry {
+    if stand_in {
+        return HttpEntry::unstored(Kind::Pass);
+    }
     HttpEntry::loaded(
         Kind::Pass,
         Storage {
