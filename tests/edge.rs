@@ -743,6 +743,120 @@ pub async fn an_answer_that_may_not_be_stored_keeps_the_stale_stand_in(t: &Targe
     );
 }
 
+/// A write that succeeds invalidates, beside what its rule names, the `GET` of its target URI
+/// and of the `Location` and `Content-Location` its answer names on the same origin (RFC 9111
+/// §4.4), so does an unsafe request no route names; another origin's are left alone.
+pub async fn a_write_invalidates_its_target_and_the_locations_its_answer_names(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    let authority = p.base.trim_start_matches("http://").to_string();
+    let paths = [
+        "/users/3",
+        "/page/new",
+        "/page/moved",
+        "/page/far",
+        "/page/here",
+        "/page/form",
+        "/page/done",
+    ];
+    for path in paths {
+        p.get(path).await;
+        p.hit_soon(path).await;
+    }
+    // A routed write whose rule names no tag of the read (`update_user` invalidates
+    // `user:{user_id}`, which `get_user` does not carry): its target URI's entry goes.
+    up.script_write(
+        "/users/3",
+        200,
+        &[
+            ("location", "/page/new"),
+            ("content-location", "/page/moved"),
+        ],
+    );
+    assert_eq!(p.put("/users/3", "v1").await.status, 200);
+    // Unrouted unsafe requests: a 303 to another page, another origin's Location, a
+    // same-origin absolute URI.
+    up.script_write("/page/form", 303, &[("location", "/page/done")]);
+    up.script_write(
+        "/page/elsewhere",
+        201,
+        &[("location", "http://evil.example/page/far")],
+    );
+    let here = format!("http://{authority}/page/here");
+    up.script_write("/page/other", 201, &[("content-location", here.as_str())]);
+    for path in ["/page/form", "/page/elsewhere", "/page/other"] {
+        let got = p.send(Method::POST, path, &[], "x").await;
+        assert_eq!(got.cache, "PASS", "{path}: {got:?}");
+    }
+    for (path, then) in [
+        ("/users/3", "MISS"),
+        ("/page/new", "MISS"),
+        ("/page/moved", "MISS"),
+        ("/page/form", "MISS"),
+        ("/page/done", "MISS"),
+        ("/page/here", "MISS"),
+        ("/page/far", "HIT"),
+    ] {
+        assert_eq!(p.get(path).await.cache, then, "{path}");
+    }
+    // An error answer invalidates nothing.
+    p.hit_soon("/page/done").await;
+    up.script_write("/page/broken", 500, &[("location", "/page/done")]);
+    p.send(Method::POST, "/page/broken", &[], "x").await;
+    assert_eq!(p.get("/page/done").await.cache, "HIT");
+}
+
+/// A purge by URL (or key) reaches every variant of its entry and is fenced: a fill that was
+/// in flight when the purge landed does not put the purged answer back.
+pub async fn a_purge_by_url_reaches_every_variant_and_is_fenced(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "seed-rust", &up).await;
+    up.script(
+        "/users/51",
+        Script::new(
+            200,
+            &[
+                ("cache-control", "max-age=300"),
+                ("vary", "accept-language"),
+            ],
+        ),
+    );
+    for lang in ["fr", "en"] {
+        p.send(Method::GET, "/users/51", &[("accept-language", lang)], "")
+            .await;
+    }
+    for lang in ["fr", "en"] {
+        let got = p
+            .send(Method::GET, "/users/51", &[("accept-language", lang)], "")
+            .await;
+        assert_eq!(got.cache, "HIT", "{lang}");
+    }
+    let purge = r#"{"urls": ["/users/51"]}"#;
+    assert_eq!(p.admin("purge", Some(TOKEN), purge).await, 200);
+    for lang in ["fr", "en"] {
+        let got = p
+            .send(Method::GET, "/users/51", &[("accept-language", lang)], "")
+            .await;
+        assert_eq!(got.cache, "MISS", "{lang}: the variant was purged");
+    }
+    // A slow fill, the purge while it is in flight: nothing of it is stored.
+    up.delay_next("/users/52", Duration::from_millis(600));
+    let slow = {
+        let (client, url) = (p.client.clone(), format!("{}/users/52", p.base));
+        tokio::spawn(async move { client.get(url).send().await.unwrap().text().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let purge = r#"{"keys": ["user:52"]}"#;
+    assert_eq!(p.admin("purge", Some(TOKEN), purge).await, 200);
+    slow.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        p.get("/users/52").await.cache,
+        "MISS",
+        "the purged fill was stored"
+    );
+}
+
 /// An upstream that answers with what it was asked, as a framework does: from the URI as it
 /// came, from `Host` and the forwarding headers (which a framework builds absolute links and
 /// redirects from, without saying so in `Vary`), and from `Accept-Language`, the one header it
@@ -1003,6 +1117,8 @@ suite!(
         generated_requests_never_share_an_entry_the_upstream_tells_apart_default,
         a_stalled_upstream_body_times_out_and_stores_nothing,
         an_answer_that_may_not_be_stored_keeps_the_stale_stand_in,
+        a_write_invalidates_its_target_and_the_locations_its_answer_names,
+        a_purge_by_url_reaches_every_variant_and_is_fenced,
     ]
 );
 
@@ -1027,5 +1143,7 @@ suite!(
         generated_requests_never_share_an_entry_the_upstream_tells_apart_default,
         a_stalled_upstream_body_times_out_and_stores_nothing,
         an_answer_that_may_not_be_stored_keeps_the_stale_stand_in,
+        a_write_invalidates_its_target_and_the_locations_its_answer_names,
+        a_purge_by_url_reaches_every_variant_and_is_fenced,
     ]
 );

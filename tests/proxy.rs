@@ -47,6 +47,9 @@ impl Script {
     }
 }
 
+/// A write's scripted answer: its status and headers.
+type WriteAnswer = (u16, Vec<(&'static str, String)>);
+
 #[derive(Default)]
 struct UpState {
     scripts: Mutex<HashMap<String, Script>>,
@@ -57,6 +60,9 @@ struct UpState {
     asked: Mutex<HashMap<String, u64>>,
     /// The last request's headers, per path.
     seen: Mutex<HashMap<String, HeaderMap>>,
+    /// What a write (any method but GET and HEAD) of a path answers instead of `200 saved`:
+    /// a status and headers.
+    writes: Mutex<HashMap<String, WriteAnswer>>,
     in_flight: AtomicU64,
     peak: AtomicU64,
 }
@@ -90,6 +96,15 @@ impl Upstream {
             .entry(path.into())
             .or_default()
             .push_back(d);
+    }
+
+    fn script_write(&self, path: &str, status: u16, headers: &[(&'static str, &str)]) {
+        let headers = headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        self.state
+            .writes
+            .lock()
+            .unwrap()
+            .insert(path.into(), (status, headers));
     }
 
     fn asked(&self, path: &str) -> u64 {
@@ -184,7 +199,13 @@ async fn answer(s: Arc<UpState>, req: Request<Body>) -> Response {
                 .unwrap()
         } else {
             s.versions.lock().unwrap().insert(path.clone(), body);
-            Response::new(Body::from("saved"))
+            let scripted = s.writes.lock().unwrap().get(&path).cloned();
+            let (status, headers) = scripted.unwrap_or((200, Vec::new()));
+            let mut b = Response::builder().status(status);
+            for (k, v) in headers {
+                b = b.header(k, v);
+            }
+            b.body(Body::from("saved")).unwrap()
         }
     };
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -225,7 +246,11 @@ async fn front_with(
     Front {
         base,
         cache,
-        client: reqwest::Client::new(),
+        // What the proxy answers, as it answers it: redirects are not followed.
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
     }
 }
 

@@ -276,7 +276,6 @@ impl Cache {
     }
 
     /// A full key without the namespace.
-    #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
     pub(crate) fn relative_key<'k>(&self, full: &'k str) -> &'k str {
         self.inner.store.relative(full)
     }

@@ -21,6 +21,24 @@ pub(crate) const MAX_TAGS: usize = 254;
 /// Longest tag name an entry records, in bytes.
 pub(crate) const MAX_TAG_LEN: usize = u16::MAX as usize;
 
+/// The tag every entry the HTTP layer stores under `key` (relative to the namespace) carries,
+/// its variants included: a purge by key or URL, and a write's invalidation of a URI, is the
+/// invalidation of one tag, O(1) and fenced like every other (a fill in flight does not put
+/// the purged answer back). A key past 512 bytes is named by its digest (a tag's name is
+/// bounded; a digest never makes two keys one tag).
+pub(crate) fn of_key(key: &str) -> String {
+    if key.len() <= 512 {
+        return format!("#key {key}");
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut tag = String::from("#key sha256:");
+    for b in digest {
+        tag.push_str(&format!("{b:02x}"));
+    }
+    tag
+}
+
 /// One tag's version.
 #[derive(Debug, Default)]
 pub(crate) struct TagCell {

@@ -31,9 +31,14 @@ pub struct Written<R> {
 
 /// What a write must still do once its action succeeded.
 struct WriteJob {
-    op: String,
+    /// The write op whose rule applies (none: an unsafe request no route names, which
+    /// invalidates only `reads`).
+    op: Option<String>,
     args: Result<Args, Error>,
     result: Option<Value>,
+    /// Reads whose entries the write invalidates beside the rule's tags (the HTTP layer's
+    /// target URI, `Location`, `Content-Location`: RFC 9111 §4.4), by their key's tag.
+    reads: Vec<(String, Args)>,
 }
 
 /// Finishes a write's job even if the caller's future is dropped on the way: then the job
@@ -70,7 +75,7 @@ impl Drop for Finishing {
             // than lose this write's invalidation; the backend holds it if it must.
             Err(_) => {
                 tracing::error!(
-                    op = job.op,
+                    op = job.op.as_deref().unwrap_or("unrouted"),
                     "write dropped outside a runtime after its action: flushing the namespace"
                 );
                 let store = cache.inner.store.clone();
@@ -175,15 +180,42 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
-        let span = tracing::debug_span!("cachelet.write", op, outcome = tracing::field::Empty);
-        self.write_in(op, args, action).instrument(span).await
+        self.write_invalidating(Some(op), args, action, |_| Vec::new())
+            .await
+    }
+
+    /// [`Cache::write_converted`], invalidating also the entries of the reads `reads` names
+    /// from the action's value (each by its key's tag, [`crate::tags::of_key`]): in the same
+    /// invalidation as the rule's tags, before its recaches, and as surely (the caller's future
+    /// dropped, the rule failing). Without an op, only those entries.
+    pub(crate) async fn write_invalidating<R, E, F, Fut>(
+        &self,
+        op: Option<&str>,
+        args: Result<Args, Error>,
+        action: F,
+        reads: impl FnOnce(&R) -> Vec<(String, Args)>,
+    ) -> Result<Written<R>, E>
+    where
+        R: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        let span = tracing::debug_span!(
+            "cachelet.write",
+            op = op.unwrap_or("unrouted"),
+            outcome = tracing::field::Empty
+        );
+        self.write_in(op, args, action, reads)
+            .instrument(span)
+            .await
     }
 
     async fn write_in<R, E, F, Fut>(
         &self,
-        op: &str,
+        op: Option<&str>,
         args: Result<Args, Error>,
         action: F,
+        reads: impl FnOnce(&R) -> Vec<(String, Args)>,
     ) -> Result<Written<R>, E>
     where
         R: Serialize,
@@ -201,11 +233,12 @@ impl Cache {
         let mut finishing = Finishing {
             cache: self.clone(),
             job: Some(WriteJob {
-                op: op.to_string(),
+                op: op.map(str::to_string),
                 args,
                 result: serde_json::to_value(&value)
                     .ok()
                     .map(|v| Value::from_json(&v)),
+                reads: reads(&value),
             }),
         };
         let invalidation = finishing.run().await;
@@ -217,21 +250,39 @@ impl Cache {
 
     /// The rule of a write that succeeded, applied.
     async fn apply_job(&self, job: &WriteJob) -> Invalidation {
-        let op = job.op.as_str();
-        let rule = match &job.args {
-            Ok(args) => {
+        let op = job.op.as_deref().unwrap_or("unrouted");
+        let rule = match (&job.op, &job.args) {
+            (None, _) => Ok(None),
+            (Some(_), Ok(args)) => {
                 let set = self.inner.policies.load();
                 set.write_rule(op, args, || job.result.clone()).await
             }
-            Err(e) => Err(Error::Args(e.to_string())),
+            (Some(_), Err(e)) => Err(Error::Args(e.to_string())),
         };
         let (label, flushed) = match &rule {
             Err(Error::UnknownOp(_)) => ("undeclared", false),
             Err(_) => (op, true),
             Ok(_) => (op, false),
         };
+        let mut entries = Vec::new();
+        for (read, args) in &job.reads {
+            // A read that is not cached has no entry to invalidate.
+            if let Ok(plan) = self.plan(read, args).await {
+                entries.push(crate::tags::of_key(self.relative_key(&plan.key)));
+            }
+        }
         let outcome = match rule {
-            Ok(Some(rule)) => self.apply(rule).await,
+            Ok(Some(mut rule)) => {
+                rule.invalidate.extend(entries);
+                self.apply(rule).await
+            }
+            Ok(None) if !entries.is_empty() => {
+                self.apply(WriteRule {
+                    invalidate: entries,
+                    ..WriteRule::default()
+                })
+                .await
+            }
             Ok(None) => Invalidation::Nothing,
             Err(Error::UnknownOp(_)) => {
                 self.warn_once(

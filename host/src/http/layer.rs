@@ -240,6 +240,10 @@ async fn handle<S: Routes>(ctx: Arc<Ctx>, inner: S, mut req: Request<Body>) -> R
         .cache
         .route(method.as_str(), req.uri().path(), req.uri().query())
     else {
+        if unsafe_method(&method) {
+            let answer = write(&ctx.cache, None, Args::new(), inner, req).await;
+            return marked(answer, "PASS", "fwd=bypass; detail=no-route");
+        }
         return pass(inner, req, "fwd=bypass; detail=no-route").await;
     };
     match routed.kind {
@@ -249,11 +253,24 @@ async fn handle<S: Routes>(ctx: Arc<Ctx>, inner: S, mut req: Request<Body>) -> R
             }
             read(&ctx, inner, routed, req).await
         }
-        OpKind::Write if method != Method::GET && method != Method::HEAD => {
-            write(&ctx.cache, &routed.op, routed.args, inner, req).await
+        OpKind::Write if unsafe_method(&method) => {
+            write(&ctx.cache, Some(&routed.op), routed.args, inner, req).await
+        }
+        _ if unsafe_method(&method) => {
+            let answer = write(&ctx.cache, None, Args::new(), inner, req).await;
+            marked(answer, "PASS", "fwd=bypass")
         }
         _ => pass(inner, req, "fwd=bypass").await,
     }
+}
+
+/// A method that may change what the origin holds (RFC 9110 §9.2.1: not `GET`, `HEAD`,
+/// `OPTIONS` or `TRACE`).
+fn unsafe_method(m: &Method) -> bool {
+    !matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// Passes a request through untouched but for `X-Cache: PASS` on its answer.
@@ -339,6 +356,11 @@ async fn read<S: Routes>(
         tracing::debug!(op = routed.op, "passes: {why}");
         return pass(inner, req, "fwd=bypass; detail=unkeyed-query").await;
     }
+    let mut plan = plan;
+    // The entry, and each of its variants, carries its key as a tag: a purge by key or URL is
+    // one tag's invalidation, fenced like the rule's own.
+    plan.tags
+        .push(crate::tags::of_key(ctx.cache.relative_key(&plan.key)));
     let head = req.method() == Method::HEAD;
     let (mut parts, _) = req.into_parts();
     // A read's answer is keyed without a body: none is forwarded, nor its framing (an upstream
@@ -356,7 +378,6 @@ async fn read<S: Routes>(
         },
         variant: false,
     };
-    let mut plan = plan;
     // A stored response may ask for a background refresh of its own (stale-while-revalidate).
     plan.timed = true;
     // Identical misses wait for one request to the origin (Varnish's waiting list); `lock`
@@ -402,6 +423,7 @@ async fn read<S: Routes>(
                 plan = match ctx.cache.plan(&r.op, &routed.args).await {
                     Ok(mut p) => {
                         p.key.clone_from(&r.key);
+                        p.tags.clone_from(&r.tags);
                         p.timed = true;
                         p.coalesce = true;
                         p.wait_at_least = ctx.origin_timeout;
@@ -1112,27 +1134,71 @@ impl serde::Serialize for Answered {
     }
 }
 
-/// A write route: the request goes through as the write's action; a `2xx` answer applies the
-/// op's write rule before the client sees it, any other invalidates nothing.
+/// An unsafe request: it goes through as a write's action. On a write route, a `2xx` answer
+/// applies the op's write rule before the client sees it, any other invalidates nothing; with
+/// the rule's tags go the entries RFC 9111 §4.4 names: the `GET` of the target URI, and of the
+/// `Location` and `Content-Location` the answer names on the same origin. Without a route
+/// (`op` none), those entries alone, on any answer but an error (`1xx` to `3xx`).
 async fn write<S: Routes>(
     cache: &Cache,
-    op: &str,
+    op: Option<&str>,
     args: Args,
     inner: S,
     req: Request<Body>,
 ) -> Response<Body> {
+    let target = req.uri().clone();
+    let host = req.headers().get(header::HOST).cloned();
+    let reads = |answer: &Answered| {
+        let h = answer.0.headers();
+        let named = [header::LOCATION, header::CONTENT_LOCATION]
+            .into_iter()
+            .filter_map(|n| h.get(n))
+            .filter_map(|v| same_origin(v, host.as_ref()));
+        std::iter::once(target)
+            .chain(named)
+            .filter_map(|uri| cache.route("GET", uri.path(), uri.query()))
+            .filter(|r| r.kind == OpKind::Read)
+            .map(|r| (r.op, r.args))
+            .collect()
+    };
     let out = cache
-        .write_converted(op, Ok(args), || async move {
-            let Ok(answer) = inner.oneshot(req).await;
-            if answer.status().is_success() {
-                Ok(Answered(answer))
-            } else {
-                Err(answer)
-            }
-        })
+        .write_invalidating(
+            op,
+            Ok(args),
+            || async move {
+                let Ok(answer) = inner.oneshot(req).await;
+                let done = if op.is_some() {
+                    answer.status().is_success()
+                } else {
+                    !answer.status().is_client_error() && !answer.status().is_server_error()
+                };
+                if done {
+                    Ok(Answered(answer))
+                } else {
+                    Err(answer)
+                }
+            },
+            reads,
+        )
         .await;
     match out {
         Ok(w) => w.value.0,
         Err(answer) => answer,
+    }
+}
+
+/// A `Location` or `Content-Location` on the origin of the request (a path, or an absolute URI
+/// whose authority is the request's `Host`): another origin's URI is never invalidated, or
+/// one site could empty another's entries.
+fn same_origin(value: &HeaderValue, host: Option<&HeaderValue>) -> Option<axum::http::Uri> {
+    let uri: axum::http::Uri = value.to_str().ok()?.trim().parse().ok()?;
+    match uri.authority() {
+        None if uri.path().starts_with('/') && !uri.path().starts_with("//") => Some(uri),
+        Some(a)
+            if host.is_some_and(|h| a.as_str().eq_ignore_ascii_case(h.to_str().unwrap_or(""))) =>
+        {
+            Some(uri)
+        }
+        _ => None,
     }
 }

@@ -49,7 +49,6 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::layer::ResponseCacheLayer;
 use super::semantics::strip_hop_by_hop;
-use crate::backend::glob_escape;
 use crate::cache::Cache;
 use crate::error::Error;
 
@@ -864,6 +863,17 @@ impl Admin {
         json(StatusCode::OK, &body)
     }
 
+    /// Invalidates `tags`: whether it was delivered, held (the backend could not take it now;
+    /// this host delivers it as soon as it can) or had nothing to do.
+    async fn invalidate(&self, tags: &[String]) -> Result<&'static str, Response<Body>> {
+        match self.cache.invalidate(tags).await {
+            Ok(crate::backend::Invalidation::Held { .. }) => Ok("held"),
+            Ok(crate::backend::Invalidation::Nothing) => Ok("nothing"),
+            Ok(_) => Ok("delivered"),
+            Err(e) => Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))),
+        }
+    }
+
     async fn purge(&self, req: Request<Body>) -> Response<Body> {
         let bytes = match http_body_util::Limited::new(req.into_body(), 1 << 20)
             .collect()
@@ -886,13 +896,10 @@ impl Admin {
         };
         let mut out = serde_json::Map::new();
         if !purge.tags.is_empty() {
-            let how = match self.cache.invalidate(&purge.tags).await {
-                Ok(crate::backend::Invalidation::Held { .. }) => "held",
-                Ok(crate::backend::Invalidation::Nothing) => "nothing",
-                Ok(_) => "delivered",
-                Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+            match self.invalidate(&purge.tags).await {
+                Ok(how) => out.insert("tags".into(), how.into()),
+                Err(e) => return e,
             };
-            out.insert("tags".into(), how.into());
         }
         let mut keys = purge.keys;
         let mut unrouted = Vec::new();
@@ -914,15 +921,19 @@ impl Admin {
             }
         }
         let mut deleted = 0u64;
+        if !keys.is_empty() {
+            // Each entry and its variants carry their key as a tag: one invalidation, fenced
+            // (a fill in flight does not put a purged answer back), no scan of the namespace.
+            let tags: Vec<String> = keys.iter().map(|k| crate::tags::of_key(k)).collect();
+            match self.invalidate(&tags).await {
+                Ok(how) => out.insert("keys".into(), how.into()),
+                Err(e) => return e,
+            };
+        }
         for key in &keys {
-            // The entry, and the variants of a response that varies by request headers.
+            // The entry itself too, whoever stored it (a direct write carries no such tag).
             match self.cache.delete(key).await {
                 Ok(d) => deleted += u64::from(d),
-                Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-            }
-            let variants = format!("{}|vary|*", glob_escape(key));
-            match self.cache.delete_match(&variants).await {
-                Ok(n) => deleted += n,
                 Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
             }
         }
