@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Read when the script runs, not when it was compiled: a build script compiled for a
+    // checkout at another path (a shared target directory) must build this checkout's.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest).join("..");
     for watched in [
         root.join("guest-sdk/src"),
         root.join("guest-sdk/Cargo.toml"),

@@ -79,6 +79,16 @@ pub struct ServeArgs {
         value_parser = ip_range
     )]
     trusted_proxies: Vec<cachelet::proxy::IpRange>,
+    /// What the upstream is told in `Host`: `upstream` (its own authority, whatever the client
+    /// says: one site) or `client` (the client's, lowercased, which is then part of every
+    /// entry's key: one proxy in front of several sites).
+    #[arg(long, env = "CACHELET_HOST", default_value = "upstream", value_parser = host_header)]
+    host: cachelet::proxy::HostHeader,
+}
+
+/// `upstream` or `client`, or why it is neither.
+fn host_header(s: &str) -> Result<cachelet::proxy::HostHeader, String> {
+    s.parse().map_err(|e: cachelet::Error| e.to_string())
 }
 
 /// An address range as a flag gives it, or why it is not one.
@@ -159,6 +169,7 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
         .upstream_timeout(Duration::from_secs(args.upstream_timeout))
         .max_request_body(args.max_request_body)
         .trusted_proxies(args.trusted_proxies.clone())
+        .host(args.host)
         .layer(|l| {
             let l = l
                 .max_body(args.max_body)

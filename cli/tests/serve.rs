@@ -345,6 +345,22 @@ fn a_bad_upstream_is_refused_naming_it() {
             "credentials stay out of errors: {err}"
         );
     }
+    let out = Command::new(env!("CARGO_BIN_EXE_cachelet"))
+        .args([
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--host",
+            "site",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("\"site\": expected upstream or client"),
+        "{err}"
+    );
 }
 
 /// The proxy's own failures are told apart from the upstream's answers in the metrics: an

@@ -57,3 +57,22 @@ pub(super) fn upstream_uri(cache: &Cache, routed: &Routed, uri: &Uri) -> Option<
     parts.path_and_query = Some(PathAndQuery::try_from(path).ok()?);
     Uri::from_parts(parts).ok()
 }
+
+/// Adds the request's `Host` to an entry's key (a layer that keys hosts): as it is when short,
+/// by its digest past 255 bytes; a request without one is keyed apart from every host.
+pub(super) fn push_host(key: &mut String, host: Option<&axum::http::HeaderValue>) {
+    let Some(host) = host else {
+        key.push_str("|nohost");
+        return;
+    };
+    key.push_str("|host=");
+    let bytes = host.as_bytes();
+    if bytes.len() <= 255 && bytes.iter().all(|b| b.is_ascii_graphic() && *b != b'|') {
+        key.push_str(std::str::from_utf8(bytes).expect("ASCII"));
+    } else {
+        use sha2::Digest;
+        for b in &sha2::Sha256::digest(bytes)[..16] {
+            key.push_str(&format!("{b:02x}"));
+        }
+    }
+}

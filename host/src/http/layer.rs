@@ -47,6 +47,7 @@ struct Ctx {
     origin_timeout: Duration,
     surrogate: Vec<HeaderName>,
     forward_surrogate: bool,
+    key_host: bool,
 }
 
 impl ResponseCacheLayer {
@@ -67,6 +68,7 @@ impl ResponseCacheLayer {
                     HeaderName::from_static("cache-tag"),
                 ],
                 forward_surrogate: false,
+                key_host: false,
             }),
         }
     }
@@ -84,6 +86,7 @@ impl ResponseCacheLayer {
                 origin_timeout: c.origin_timeout,
                 surrogate: c.surrogate.clone(),
                 forward_surrogate: c.forward_surrogate,
+                key_host: c.key_host,
             };
             f(&mut ctx);
             self.ctx = Arc::new(ctx);
@@ -124,6 +127,13 @@ impl ResponseCacheLayer {
     /// of such a tag, or a write that invalidates it, makes those responses stale.
     pub fn surrogate_key_headers(self, names: Vec<HeaderName>) -> ResponseCacheLayer {
         self.with(|c| c.surrogate = names)
+    }
+
+    /// Whether the request's `Host` is part of every entry's key (not by default: one site).
+    /// Each host's entries are then its own; the key tag (purges and invalidations by URL)
+    /// is the same for all hosts.
+    pub fn key_host(self, keyed: bool) -> ResponseCacheLayer {
+        self.with(|c| c.key_host = keyed)
     }
 
     /// Whether the surrogate-key headers are passed on to the client (not by default).
@@ -361,6 +371,9 @@ async fn read<S: Routes>(
     // one tag's invalidation, fenced like the rule's own.
     plan.tags
         .push(crate::tags::of_key(ctx.cache.relative_key(&plan.key)));
+    if ctx.key_host {
+        super::key::push_host(&mut plan.key, req.headers().get(header::HOST));
+    }
     let head = req.method() == Method::HEAD;
     let (mut parts, _) = req.into_parts();
     // A read's answer is keyed without a body: none is forwarded, nor its framing (an upstream

@@ -64,6 +64,7 @@ pub struct ProxyBuilder {
     cache: Cache,
     upstream: Upstream,
     layer: ResponseCacheLayer,
+    host: HostHeader,
     admin_token: Option<String>,
     metrics: Option<MetricsRender>,
     max_request_body: u64,
@@ -79,6 +80,7 @@ pub struct Proxy {
     cache: Cache,
     app: BoxCloneService<Request<Body>, Response<Body>, Infallible>,
     admin: Arc<Admin>,
+    host: HostHeader,
     max_request_body: u64,
     header_read_timeout: Duration,
     idle_timeout: Duration,
@@ -97,6 +99,7 @@ impl Proxy {
             layer: ResponseCacheLayer::new(cache.clone()),
             cache,
             upstream,
+            host: HostHeader::Upstream,
             admin_token: None,
             metrics: None,
             max_request_body: 16 << 20,
@@ -140,6 +143,13 @@ impl ProxyBuilder {
         self.upstream.trusted = peers;
         self
     }
+    /// What the upstream is told in `Host`: its own authority (the default, as nginx does), or
+    /// the client's, which is then part of every entry's key (as Varnish does).
+    pub fn host(mut self, host: HostHeader) -> Self {
+        self.host = host;
+        self.upstream.client_host = host == HostHeader::Client;
+        self
+    }
     /// The largest request body passed on: 16 MiB; a larger one is a `413`.
     pub fn max_request_body(mut self, bytes: u64) -> Self {
         self.max_request_body = bytes;
@@ -181,7 +191,8 @@ impl ProxyBuilder {
         // body), never giving up on a slow origin first.
         let layer = self
             .layer
-            .origin_timeout(self.upstream.timeout + Duration::from_secs(1));
+            .origin_timeout(self.upstream.timeout + Duration::from_secs(1))
+            .key_host(self.host == HostHeader::Client);
         let app = BoxCloneService::new(layer.layer(self.upstream));
         super::layer::install_route_loader(&self.cache, app.clone());
         Proxy {
@@ -193,6 +204,7 @@ impl ProxyBuilder {
             }),
             cache: self.cache,
             app,
+            host: self.host,
             max_request_body: self.max_request_body,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
@@ -207,7 +219,14 @@ impl Proxy {
     /// Answers one request as the server does (admin API, or the cache in front of the
     /// upstream), without a connection: for tests and embedding.
     pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
-        dispatch(&self.admin, self.app.clone(), self.max_request_body, req).await
+        dispatch(
+            &self.admin,
+            self.app.clone(),
+            self.host,
+            self.max_request_body,
+            req,
+        )
+        .await
     }
 
     /// Serves clients on `listener` until `signal` completes; then stops accepting, lets
@@ -256,14 +275,19 @@ impl Proxy {
                 () = &mut signal => break,
             };
             let _ = stream.set_nodelay(true);
-            let (admin, app, limit) = (self.admin.clone(), self.app.clone(), self.max_request_body);
+            let (admin, app, limit, host) = (
+                self.admin.clone(),
+                self.app.clone(),
+                self.max_request_body,
+                self.host,
+            );
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (admin, app) = (admin.clone(), app.clone());
                 async move {
                     let mut req =
                         req.map(|b| Body::new(http_body_util::Limited::new(b, limit as usize)));
                     req.extensions_mut().insert(ClientAddr(addr));
-                    Ok::<_, Infallible>(dispatch(&admin, app, limit, req).await)
+                    Ok::<_, Infallible>(dispatch(&admin, app, host, limit, req).await)
                 }
             });
             let (builder, watcher, first_bytes) = (
@@ -312,11 +336,21 @@ impl Proxy {
 async fn dispatch(
     admin: &Admin,
     app: BoxCloneService<Request<Body>, Response<Body>, Infallible>,
+    host: HostHeader,
     limit: u64,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Response<Body> {
     if req.uri().path().starts_with("/_cachelet/") {
         return admin.handle(req).await;
+    }
+    if host == HostHeader::Client {
+        // One spelling of each host, in `Host`: what is keyed is what the upstream is told.
+        match client_host(&req) {
+            Ok(h) => {
+                req.headers_mut().insert(header::HOST, h);
+            }
+            Err(why) => return text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        }
     }
     let declared = req
         .headers()
@@ -363,6 +397,63 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     r
 }
 
+/// What the upstream is told in `Host` ([`ProxyBuilder::host`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The upstream's own authority, whatever the client says (as nginx sends it): one site.
+    #[default]
+    Upstream,
+    /// The client's (HTTP/2: the `:authority`), lowercased and without the default port; it
+    /// is part of every entry's key (as Varnish keys it), so each host has its own entries. A
+    /// request without one, or with one that is not an authority, is a `400`. Purges and
+    /// invalidations by URL reach every host's entry of that URL; a recache warms the
+    /// upstream authority's.
+    Client,
+}
+
+impl std::str::FromStr for HostHeader {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<HostHeader, Error> {
+        match s.trim() {
+            "upstream" => Ok(HostHeader::Upstream),
+            "client" => Ok(HostHeader::Client),
+            other => Err(Error::Setting {
+                name: "host".into(),
+                problem: format!("{other:?}: expected upstream or client"),
+            }),
+        }
+    }
+}
+
+/// A request's host, normalised: lowercase, no default port (`:80`), no trailing dot.
+fn client_host(req: &Request<Body>) -> Result<HeaderValue, &'static str> {
+    let given = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .ok_or("the request names no host (Host)")?
+            .to_str()
+            .map_err(|_| "the request's Host is not text")?
+            .to_string(),
+    };
+    let authority: Authority = given
+        .parse()
+        .map_err(|_| "the request's Host is not a host[:port]")?;
+    if authority.as_str().contains('@') {
+        return Err("the request's Host is not a host[:port]");
+    }
+    let name = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return Err("the request's Host is not a host[:port]");
+    }
+    let host = match authority.port_u16() {
+        Some(80) | None => name,
+        Some(port) => format!("{name}:{port}"),
+    };
+    HeaderValue::from_str(&host).map_err(|_| "the request's Host is not a host[:port]")
+}
+
 /// The upstream: a pooled HTTP client that forwards a request as a proxy does.
 #[derive(Clone)]
 struct Upstream {
@@ -374,6 +465,8 @@ struct Upstream {
     timeout: Duration,
     /// Peers whose forwarding headers are kept.
     trusted: Vec<IpRange>,
+    /// The client's `Host` is forwarded (normalised), not the upstream's authority.
+    client_host: bool,
 }
 
 impl Upstream {
@@ -422,6 +515,7 @@ impl Upstream {
             prefix: uri.path().trim_end_matches('/').to_string(),
             timeout: Duration::from_secs(30),
             trusted: Vec::new(),
+            client_host: false,
         })
     }
 
@@ -451,10 +545,12 @@ impl Upstream {
         for name in REWRITING {
             h.remove(name);
         }
-        h.insert(
-            header::HOST,
-            HeaderValue::from_str(self.authority.as_str()).expect("an authority is a header"),
-        );
+        if !(self.client_host && h.contains_key(header::HOST)) {
+            h.insert(
+                header::HOST,
+                HeaderValue::from_str(self.authority.as_str()).expect("an authority is a header"),
+            );
+        }
         if let Some(ip) = client {
             let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prior) => format!("{prior}, {ip}"),
