@@ -903,6 +903,41 @@ pub async fn a_keyed_host_is_the_one_the_upstream_is_told(t: &Target) {
     }
 }
 
+/// Bodies being read for fills are held against a budget: past it, an answer streams whole
+/// to its client without being stored, and leaves no hit-for-miss marker; once the budget is
+/// free again, answers are stored.
+pub async fn fills_past_the_budget_stream_through_unstored(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front_with(t.settings(), "seed-rust", &up.url, |b| {
+        b.layer(|l| l.fill_budget(16 << 10))
+    })
+    .await;
+    let mut declared = Script::new(200, &[("cache-control", "max-age=300")]);
+    declared.body = Some("d".repeat(32 << 10));
+    up.script("/users/61", declared);
+    let mut chunked = Script::new(200, &[("cache-control", "max-age=300")]);
+    chunked.stream = Some((8, 4 << 10));
+    up.script("/users/62", chunked);
+    for path in ["/users/61", "/users/62"] {
+        for _ in 0..2 {
+            let got = p.get(path).await;
+            assert_eq!((got.status, got.cache.as_str()), (200, "MISS"), "{path}");
+            assert_eq!(got.body.len(), 32 << 10, "{path}: the whole body");
+        }
+        assert_eq!(
+            up.asked(path),
+            2,
+            "{path}: not stored, no hit-for-miss either"
+        );
+    }
+    // Within the budget: stored.
+    let mut small = Script::new(200, &[("cache-control", "max-age=300")]);
+    small.stream = Some((2, 4 << 10));
+    up.script("/users/63", small);
+    p.get("/users/63").await;
+    p.hit_soon("/users/63").await;
+}
+
 /// An upstream that answers with what it was asked, as a framework does: from the URI as it
 /// came, from `Host` and the forwarding headers (which a framework builds absolute links and
 /// redirects from, without saying so in `Vary`), and from `Accept-Language`, the one header it
@@ -1171,6 +1206,7 @@ suite!(
         a_write_invalidates_its_target_and_the_locations_its_answer_names,
         a_purge_by_url_reaches_every_variant_and_is_fenced,
         a_keyed_host_is_the_one_the_upstream_is_told,
+        fills_past_the_budget_stream_through_unstored,
     ]
 );
 
@@ -1198,5 +1234,6 @@ suite!(
         a_write_invalidates_its_target_and_the_locations_its_answer_names,
         a_purge_by_url_reaches_every_variant_and_is_fenced,
         a_keyed_host_is_the_one_the_upstream_is_told,
+        fills_past_the_budget_stream_through_unstored,
     ]
 );

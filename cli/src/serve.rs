@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// The largest response body stored, in bytes (larger ones stream through).
     #[arg(long, env = "CACHELET_MAX_BODY", default_value_t = 8 << 20)]
     max_body: usize,
+    /// Most bytes of answers being read into the cache at once (concurrent misses); past
+    /// them, answers stream through without being stored.
+    #[arg(long, env = "CACHELET_FILL_BUDGET", default_value_t = 512 << 20)]
+    fill_budget: usize,
     /// Seconds an error of the upstream (5xx, a timeout, a refused connection) answers the
     /// requests of its URL before the upstream is asked again (0: only the requests waiting
     /// for it share it).
@@ -173,6 +177,7 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
         .layer(|l| {
             let l = l
                 .max_body(args.max_body)
+                .fill_budget(args.fill_budget)
                 .negative_ttl(Duration::from_secs(args.negative_ttl))
                 .forward_surrogate_keys(args.forward_surrogate_keys);
             if args.surrogate_key_headers.is_empty() {

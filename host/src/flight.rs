@@ -15,7 +15,7 @@ pub(crate) enum Landing {
     /// The loader's value (serialized); `filled`: it is also in the backend, fenced, so a
     /// waiter that can reach the backend looks it up there (and sees a write that came in
     /// meanwhile).
-    Value { value: Arc<[u8]>, filled: bool },
+    Value { value: bytes::Bytes, filled: bool },
     /// The loader's error, as its message: each waiter gets it as a [`crate::error::LoadError`].
     Failed(Arc<str>),
     /// The leader was cancelled, or could not serialize its value: waiters go again.

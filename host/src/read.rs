@@ -73,8 +73,8 @@ impl Plan {
 /// How a read's value is kept in the backend: JSON for the typed API ([`Json`]); the HTTP
 /// layer keeps whole responses in a form of its own, whose body it serves without a copy.
 pub(crate) trait Codec: Sized {
-    fn encode(&self) -> Result<Vec<u8>, String>;
-    fn decode(bytes: &Arc<[u8]>) -> Result<Self, String>;
+    fn encode(&self) -> Result<bytes::Bytes, String>;
+    fn decode(bytes: &bytes::Bytes) -> Result<Self, String>;
     /// Whether a stored value may still be served. One that may not (a stored HTTP response
     /// past its freshness) is a miss, and the loader gets it as the previous value (to
     /// revalidate it, or to serve it if the origin fails).
@@ -104,10 +104,12 @@ pub(crate) struct Storage {
 pub(crate) struct Json<T>(pub T);
 
 impl<T: Serialize + DeserializeOwned> Codec for Json<T> {
-    fn encode(&self) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(&self.0).map_err(|e| format!("it does not serialize: {e}"))
+    fn encode(&self) -> Result<bytes::Bytes, String> {
+        serde_json::to_vec(&self.0)
+            .map(bytes::Bytes::from)
+            .map_err(|e| format!("it does not serialize: {e}"))
     }
-    fn decode(bytes: &Arc<[u8]>) -> Result<Self, String> {
+    fn decode(bytes: &bytes::Bytes) -> Result<Self, String> {
         serde_json::from_slice(bytes)
             .map(Json)
             .map_err(|e| format!("stored value does not deserialize into the requested type: {e}"))
@@ -115,7 +117,7 @@ impl<T: Serialize + DeserializeOwned> Codec for Json<T> {
 }
 
 /// A stored value, decoded if it may be served; the reason otherwise.
-fn served<C: Codec>(key: &str, bytes: &Arc<[u8]>) -> Result<C, Option<C>> {
+fn served<C: Codec>(key: &str, bytes: &bytes::Bytes) -> Result<C, Option<C>> {
     match C::decode(bytes) {
         Ok(v) if v.usable() => Ok(v),
         Ok(v) => Err(Some(v)),
@@ -143,7 +145,7 @@ struct EarlyDue<T, S, F> {
 /// A loader's value, and whether it went into the backend.
 struct Loaded<T> {
     value: T,
-    bytes: Option<Arc<[u8]>>,
+    bytes: Option<bytes::Bytes>,
     filled: bool,
 }
 
@@ -517,7 +519,7 @@ impl Cache {
                 });
             }
         };
-        let shared: Arc<[u8]> = bytes.as_slice().into();
+        let shared = bytes.clone();
         let filled = match value.storage() {
             None => match fence {
                 Ok(fence) => match b
@@ -669,7 +671,7 @@ impl Cache {
                         .uncached(&plan.metrics, || f(previous))
                         .await
                         .map(|value| {
-                            let bytes = value.encode().ok().map(Arc::from);
+                            let bytes = value.encode().ok();
                             Loaded {
                                 value,
                                 bytes,
@@ -774,7 +776,7 @@ impl Cache {
         &self,
         key: &str,
         tags: &[String],
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
         since: Option<u64>,
         ttl: Duration,
         early: Option<Duration>,
@@ -794,7 +796,7 @@ impl Cache {
 async fn fill_as<B: Backend>(
     b: &B,
     plan: &Plan,
-    bytes: Vec<u8>,
+    bytes: bytes::Bytes,
     fence: Result<B::Fence, Error>,
     storage: Storage,
 ) -> bool {
@@ -831,7 +833,7 @@ async fn fill_learned<B: Backend>(
     b: &B,
     key: &str,
     tags: &[String],
-    bytes: Vec<u8>,
+    bytes: bytes::Bytes,
     since: Option<u64>,
     fill: Fill,
 ) -> bool {

@@ -69,7 +69,7 @@ impl Store {
 
     // ---- direct operations (relative keys) ----
 
-    pub async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, Error> {
+    pub async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, Error> {
         let key = self.key(key);
         with_backend!(&self.backend, b => b.get(&key).await)
     }
@@ -98,7 +98,7 @@ impl Store {
         Ok(self.get(key).await?.is_some())
     }
 
-    pub async fn get_delete(&self, key: &str) -> Result<Option<Arc<[u8]>>, Error> {
+    pub async fn get_delete(&self, key: &str) -> Result<Option<bytes::Bytes>, Error> {
         let key = self.key(key);
         with_backend!(&self.backend, b => b.get_delete(&key).await)
     }

@@ -15,7 +15,7 @@ use crate::tags::{Fence, TagIndex};
 /// One cached value with what decides its freshness.
 pub(crate) struct Entry {
     /// The serialized value (JSON by default).
-    pub value: Arc<[u8]>,
+    pub value: bytes::Bytes,
     /// Tag versions read before the value was loaded.
     pub fence: Fence,
     /// When the value was stored (for `early_ttl`).
@@ -33,7 +33,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// An entry of a direct operation.
-    pub fn direct(value: Arc<[u8]>, ttl: Duration) -> Entry {
+    pub fn direct(value: bytes::Bytes, ttl: Duration) -> Entry {
         Entry {
             value,
             fence: Fence::default(),
@@ -273,14 +273,14 @@ impl Backend for Memory {
         &self,
         key: &str,
         _tags: &[String],
-        value: Vec<u8>,
+        value: bytes::Bytes,
         fence: Fence,
         fill: Fill,
     ) -> Result<(), crate::error::Error> {
         self.insert(
             key,
             Entry {
-                value: value.into(),
+                value,
                 fence,
                 born: Instant::now(),
                 ttl: fill.ttl,
@@ -337,7 +337,7 @@ impl Backend for Memory {
         Invalidation::Delivered
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, crate::error::Error> {
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, crate::error::Error> {
         Ok(self.get_fresh(key).map(|e| e.value.clone()))
     }
 
@@ -361,7 +361,7 @@ impl Backend for Memory {
         Ok(self.remove(key).is_some())
     }
 
-    async fn get_delete(&self, key: &str) -> Result<Option<Arc<[u8]>>, crate::error::Error> {
+    async fn get_delete(&self, key: &str) -> Result<Option<bytes::Bytes>, crate::error::Error> {
         Ok(self.remove(key).map(|e| e.value.clone()))
     }
 

@@ -47,7 +47,7 @@ pub enum Invalidation {
 
 /// A fresh entry found by a lookup.
 pub(crate) struct Hit {
-    pub value: Arc<[u8]>,
+    pub value: bytes::Bytes,
     /// This host must refresh the entry in the background (`early_ttl`): the claim is its.
     pub early_due: bool,
 }
@@ -110,7 +110,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
         &self,
         key: &str,
         tags: &[String],
-        value: Vec<u8>,
+        value: bytes::Bytes,
         fence: Self::Fence,
         fill: Fill,
     ) -> impl Future<Output = Result<(), Error>> + Send;
@@ -140,7 +140,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     // ---- direct operations (full keys) ----
 
     /// The value under `key` if fresh (a read-path entry only while its tags are current).
-    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Arc<[u8]>>, Error>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<bytes::Bytes>, Error>> + Send;
     /// Stores `value` for `ttl` (non-zero); with `if_absent`, only if no fresh entry is there.
     fn set(
         &self,
@@ -153,7 +153,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn get_delete(
         &self,
         key: &str,
-    ) -> impl Future<Output = Result<Option<Arc<[u8]>>, Error>> + Send;
+    ) -> impl Future<Output = Result<Option<bytes::Bytes>, Error>> + Send;
     /// Adds `by` to the integer under `key`; a new counter lives `ttl`. `name` (the key as
     /// the caller gave it) is for errors.
     fn incr(

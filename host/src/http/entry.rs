@@ -13,7 +13,6 @@
 //! variants: names u16, per name: u16 + bytes
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -107,7 +106,16 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 impl Stored {
     /// The entry's bytes for a response.
     pub fn encode(status: StatusCode, headers: &HeaderMap, body: &[u8], f: Freshness) -> Vec<u8> {
-        let mut out = Vec::with_capacity(FIXED + 32 * headers.len() + body.len());
+        let mut out = Stored::head(status, headers, f, body.len());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// The encoding of a stored response up to its body, with room for `body` more bytes: the
+    /// body is appended to it as it arrives, so that it is never copied on its way to the
+    /// backend ([`Bytes::from`] the whole takes no copy).
+    pub fn head(status: StatusCode, headers: &HeaderMap, f: Freshness, body: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED + 32 * headers.len() + body);
         out.extend_from_slice(MAGIC);
         out.push(0);
         out.extend_from_slice(&f.stored_ms.to_le_bytes());
@@ -131,7 +139,6 @@ impl Stored {
             n += 1;
         }
         out[count_at..count_at + 2].copy_from_slice(&n.to_le_bytes());
-        out.extend_from_slice(body);
         out
     }
 
@@ -237,9 +244,9 @@ impl HttpEntry {
 }
 
 impl Codec for HttpEntry {
-    fn encode(&self) -> Result<Vec<u8>, String> {
+    fn encode(&self) -> Result<Bytes, String> {
         Ok(match &self.kind {
-            Kind::Response(s) => s.bytes.to_vec(),
+            Kind::Response(s) => s.bytes.clone(),
             Kind::Variants(names) => {
                 let mut out = MAGIC.to_vec();
                 out.push(1);
@@ -248,25 +255,23 @@ impl Codec for HttpEntry {
                     out.extend_from_slice(&(n.len() as u16).to_le_bytes());
                     out.extend_from_slice(n.as_bytes());
                 }
-                out
+                Bytes::from(out)
             }
             Kind::Pass => {
                 let mut out = MAGIC.to_vec();
                 out.push(2);
-                out
+                Bytes::from(out)
             }
         })
     }
 
-    fn decode(bytes: &Arc<[u8]>) -> Result<Self, String> {
+    fn decode(bytes: &bytes::Bytes) -> Result<Self, String> {
         let bad = || "not an HTTP entry".to_string();
         if bytes.get(..4) != Some(&MAGIC[..]) {
             return Err(bad());
         }
         let kind = match bytes.get(4) {
-            Some(0) => {
-                Kind::Response(Stored::decode(Bytes::from_owner(bytes.clone())).ok_or_else(bad)?)
-            }
+            Some(0) => Kind::Response(Stored::decode(bytes.clone()).ok_or_else(bad)?),
             Some(1) => {
                 let n = u16_at(bytes, 5).ok_or_else(bad)?;
                 let mut at = 7;
@@ -322,7 +327,8 @@ mod tests {
             swr: 10,
             sie: 20,
         };
-        let bytes: Arc<[u8]> = Stored::encode(StatusCode::NOT_FOUND, &h, b"{\"id\":1}", f).into();
+        let bytes: bytes::Bytes =
+            Stored::encode(StatusCode::NOT_FOUND, &h, b"{\"id\":1}", f).into();
         let e = HttpEntry::decode(&bytes).unwrap();
         let Kind::Response(s) = &e.kind else {
             panic!("not a response")
@@ -349,7 +355,7 @@ mod tests {
                 kind,
                 storage: None,
             };
-            let bytes: Arc<[u8]> = e.encode().unwrap().into();
+            let bytes = e.encode().unwrap();
             let back = HttpEntry::decode(&bytes).unwrap();
             assert_eq!(back.encode().unwrap(), bytes.to_vec());
         }
@@ -360,7 +366,10 @@ mod tests {
             b"{\"a\":1}",
             b"CLH1\x07",
         ] {
-            assert!(HttpEntry::decode(&Arc::from(junk)).is_err(), "{junk:?}");
+            assert!(
+                HttpEntry::decode(&Bytes::copy_from_slice(junk)).is_err(),
+                "{junk:?}"
+            );
         }
         // A header count that runs past the end.
         let mut b = Stored::encode(
@@ -376,6 +385,6 @@ mod tests {
             },
         );
         b[35] = 9;
-        assert!(HttpEntry::decode(&Arc::from(b)).is_err());
+        assert!(HttpEntry::decode(&Bytes::from(b)).is_err());
     }
 }

@@ -48,6 +48,9 @@ struct Ctx {
     surrogate: Vec<HeaderName>,
     forward_surrogate: bool,
     key_host: bool,
+    /// Most bytes of bodies read for fills at once, and how many are.
+    fill_budget: usize,
+    filling: std::sync::atomic::AtomicUsize,
 }
 
 impl ResponseCacheLayer {
@@ -69,6 +72,8 @@ impl ResponseCacheLayer {
                 ],
                 forward_surrogate: false,
                 key_host: false,
+                fill_budget: 512 << 20,
+                filling: Default::default(),
             }),
         }
     }
@@ -87,6 +92,8 @@ impl ResponseCacheLayer {
                 surrogate: c.surrogate.clone(),
                 forward_surrogate: c.forward_surrogate,
                 key_host: c.key_host,
+                fill_budget: c.fill_budget,
+                filling: Default::default(),
             };
             f(&mut ctx);
             self.ctx = Arc::new(ctx);
@@ -98,6 +105,13 @@ impl ResponseCacheLayer {
     /// stored (requests of its key then pass for the hit-for-miss time).
     pub fn max_body(self, bytes: usize) -> ResponseCacheLayer {
         self.with(|c| c.max_body = bytes)
+    }
+
+    /// Most bytes of bodies being read for fills at once (512 MiB): past them, an answer
+    /// streams to its client without being stored (and leaves no hit-for-miss marker), so that
+    /// many concurrent misses of large answers cannot exhaust the memory.
+    pub fn fill_budget(self, bytes: usize) -> ResponseCacheLayer {
+        self.with(|c| c.fill_budget = bytes)
     }
 
     /// How long an answer that may not be stored lets the requests of its key straight
@@ -835,7 +849,32 @@ async fn fetch<S: Routes>(
         }
         let _ = reply.send(answer);
     }
-    let mut buf: Vec<u8> = Vec::new();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    // The body goes straight into the entry's encoding (room made for it when its length is
+    // declared): never copied again on its way to the backend. Held against the budget of
+    // bytes being read for fills: past it, the answer streams through unstored.
+    let mut keeping = keeping(
+        &ctx,
+        &r,
+        &parts,
+        &keep,
+        declared.unwrap_or(0).min(ctx.max_body),
+    );
+    let mut reserved = Reserved {
+        ctx: ctx.clone(),
+        bytes: 0,
+    };
+    if keeping.is_some() && !reserved.more(declared.unwrap_or(0).min(ctx.max_body)) {
+        tracing::debug!(
+            op = r.op,
+            "the fills in flight hold their budget: not stored"
+        );
+        keeping = None;
+    }
+    let mut read = 0usize;
     let mut last = None;
     // What the client has not taken yet: the fill reads at the upstream's pace whatever the
     // client does (a client that stops reading never holds the requests waiting for this
@@ -859,7 +898,19 @@ async fn fetch<S: Routes>(
             }
         };
         if let Some(data) = frame.data_ref() {
-            buf.extend_from_slice(data);
+            read += data.len();
+            if let Some(k) = &mut keeping {
+                let past = (k.encoded.len() - k.head + data.len()).saturating_sub(reserved.bytes);
+                if past > 0 && !reserved.more(past) {
+                    tracing::debug!(
+                        op = r.op,
+                        "the fills in flight hold their budget: not stored"
+                    );
+                    keeping = None;
+                } else {
+                    k.encoded.extend_from_slice(data);
+                }
+            }
         }
         // One piece behind: the last one reaches the client once the fill is done, so that a
         // client that has read a whole miss finds it stored.
@@ -873,7 +924,7 @@ async fn fetch<S: Routes>(
                 }
             }
         }
-        if buf.len() > ctx.max_body {
+        if read > ctx.max_body {
             // Too big to store: the rest streams on its own, and the key passes for a while.
             if let Some(tx) = to_client {
                 backlog.extend(last);
@@ -890,11 +941,22 @@ async fn fetch<S: Routes>(
             }
             return Ok(pass_marker(&ctx, stand_in));
         }
+        if keeping.is_none() && to_client.is_none() {
+            // Nothing to store and nobody to answer: the rest is not read.
+            return Ok(HttpEntry::unstored(Kind::Pass));
+        }
     }
     if let Some(tx) = to_client {
         backlog.extend(last);
         let _ = hold.send(Held { tx, backlog });
     }
+    let Some(keeping) = keeping else {
+        // Not stored (the budget, a surrogate key past the limits); the requests that waited
+        // pass, and no marker is left: the next request may store it.
+        return Ok(HttpEntry::unstored(Kind::Pass));
+    };
+    let entry = keeping.entry(&keep, since);
+    drop(reserved);
     if !keep.vary.is_empty() && !r.variant {
         // Stored as the variant of this request's headers; the key itself says what varies.
         let key = format!(
@@ -902,7 +964,6 @@ async fn fetch<S: Routes>(
             r.key,
             semantics::vary_suffix(&keep.vary, &r.parts.headers)
         );
-        let entry = stored_entry(&ctx, &r, &parts, Bytes::from(buf), &keep, since);
         let bytes = crate::read::Codec::encode(&entry).unwrap_or_default();
         let storage = entry.storage.expect("a loaded entry");
         let mut tags = r.tags.clone();
@@ -920,14 +981,7 @@ async fn fetch<S: Routes>(
             },
         ));
     }
-    Ok(stored_entry(
-        &ctx,
-        &r,
-        &parts,
-        Bytes::from(buf),
-        &keep,
-        since,
-    ))
+    Ok(entry)
 }
 
 /// An error of the origin: answered to this request, shared with the requests waiting for it,
@@ -988,7 +1042,7 @@ async fn failure(
     let Ok(HttpEntry {
         kind: Kind::Response(stored),
         ..
-    }) = <HttpEntry as crate::read::Codec>::decode(&Arc::from(encoded))
+    }) = <HttpEntry as crate::read::Codec>::decode(&Bytes::from(encoded))
     else {
         unreachable!("an entry just encoded decodes");
     };
@@ -1079,16 +1133,23 @@ fn pass_marker(ctx: &Ctx, stand_in: bool) -> HttpEntry {
     )
 }
 
-/// The entry of a response to keep: the headers worth replaying, and its tags from the
-/// surrogate-key headers (as many as an entry records beside the rule's).
-fn stored_entry(
+/// What of a response to keep is known from its head, before its body is read: the encoding
+/// up to the body (the headers worth replaying), and its tags from the surrogate-key headers
+/// (as many as an entry records beside the rule's). `None`: it is not stored (a surrogate key
+/// past the tag limits).
+struct Keeping {
+    encoded: Vec<u8>,
+    head: usize,
+    tags: Vec<String>,
+}
+
+fn keeping(
     ctx: &Ctx,
     r: &ReadReq,
     parts: &axum::http::response::Parts,
-    body: Bytes,
     keep: &Keep,
-    since: Option<u64>,
-) -> HttpEntry {
+    body: usize,
+) -> Option<Keeping> {
     let mut headers = parts.headers.clone();
     semantics::strip_hop_by_hop(&mut headers);
     headers.remove(header::AGE);
@@ -1104,7 +1165,7 @@ fn stored_entry(
             long.len(),
             limits.max_tag_bytes
         );
-        return HttpEntry::unstored(Kind::Pass);
+        return None;
     }
     let room = limits.max_tags.saturating_sub(r.tags.len());
     if tags.len() > room {
@@ -1113,7 +1174,7 @@ fn stored_entry(
             "the response names {} surrogate keys; an entry records {room} more: not stored",
             tags.len()
         );
-        return HttpEntry::unstored(Kind::Pass);
+        return None;
     }
     if !ctx.forward_surrogate {
         for n in &ctx.surrogate {
@@ -1121,17 +1182,83 @@ fn stored_entry(
         }
     }
     tags.retain(|t| !r.tags.contains(t));
-    let bytes = Stored::encode(parts.status, &headers, &body, keep.freshness);
-    let stored = <HttpEntry as crate::read::Codec>::decode(&Arc::from(bytes))
-        .expect("an entry just encoded decodes");
-    HttpEntry {
-        kind: stored.kind,
-        storage: Some(Storage {
-            ttl: keep.ttl,
-            early: keep.early,
-            tags,
-            since,
-        }),
+    let encoded = Stored::head(parts.status, &headers, keep.freshness, body);
+    Some(Keeping {
+        head: encoded.len(),
+        encoded,
+        tags,
+    })
+}
+
+impl Keeping {
+    /// The entry, once the whole body is appended to `encoded`.
+    fn entry(mut self, keep: &Keep, since: Option<u64>) -> HttpEntry {
+        // A body of undeclared length grew its buffer by doubling: give back the room left.
+        if self.encoded.capacity() - self.encoded.len() > self.encoded.len() / 8 {
+            self.encoded.shrink_to_fit();
+        }
+        let stored = <HttpEntry as crate::read::Codec>::decode(&Bytes::from(self.encoded))
+            .expect("an entry just encoded decodes");
+        HttpEntry {
+            kind: stored.kind,
+            storage: Some(Storage {
+                ttl: keep.ttl,
+                early: keep.early,
+                tags: self.tags,
+                since,
+            }),
+        }
+    }
+}
+
+/// The entry of a response to keep whose body is at hand (a revalidated one).
+fn stored_entry(
+    ctx: &Ctx,
+    r: &ReadReq,
+    parts: &axum::http::response::Parts,
+    body: Bytes,
+    keep: &Keep,
+    since: Option<u64>,
+) -> HttpEntry {
+    match keeping(ctx, r, parts, keep, body.len()) {
+        Some(mut k) => {
+            k.encoded.extend_from_slice(&body);
+            k.entry(keep, since)
+        }
+        None => HttpEntry::unstored(Kind::Pass),
+    }
+}
+
+/// Bytes of bodies being read for fills, held against the layer's budget while they are.
+struct Reserved {
+    ctx: Arc<Ctx>,
+    bytes: usize,
+}
+
+impl Reserved {
+    /// Holds `more` bytes too; false (holding nothing more) past the budget.
+    fn more(&mut self, more: usize) -> bool {
+        let total = self
+            .ctx
+            .filling
+            .fetch_add(more, std::sync::atomic::Ordering::AcqRel)
+            + more;
+        if total > self.ctx.fill_budget {
+            self.ctx
+                .filling
+                .fetch_sub(more, std::sync::atomic::Ordering::AcqRel);
+            return false;
+        }
+        self.bytes += more;
+        true
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.ctx
+            .filling
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -3,7 +3,6 @@
 //! A read-path entry met by a direct operation answers as on the memory backend: its value
 //! while its tags are current, nothing once they are not.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use redis::cluster_async::ClusterConnection;
@@ -21,16 +20,17 @@ fn ms(d: Duration) -> u64 {
 impl Redis {
     /// A raw value as a direct operation sees it: a read-path entry gives its value while
     /// fresh, nothing once stale.
-    async fn unwrap_direct(&self, raw: Option<Vec<u8>>) -> Result<Option<Arc<[u8]>>, Error> {
+    async fn unwrap_direct(&self, raw: Option<Vec<u8>>) -> Result<Option<bytes::Bytes>, Error> {
         let Some(raw) = raw else { return Ok(None) };
+        let raw = bytes::Bytes::from(raw);
         match Envelope::parse(&raw) {
-            None => Ok(Some(raw.into())),
-            Some(env) if self.envelope_is_fresh(&env).await? => Ok(Some(Arc::from(env.value))),
+            None => Ok(Some(raw.clone())),
+            Some(env) if self.envelope_is_fresh(&env).await? => Ok(Some(raw.slice_ref(env.value))),
             Some(_) => Ok(None),
         }
     }
 
-    pub(super) async fn get_direct(&self, key: &str) -> Result<Option<Arc<[u8]>>, Error> {
+    pub(super) async fn get_direct(&self, key: &str) -> Result<Option<bytes::Bytes>, Error> {
         let mut c = redis::cmd("GET");
         c.arg(key);
         let v: Option<Vec<u8>> = self.run(c).await?;
@@ -68,7 +68,7 @@ impl Redis {
         }
     }
 
-    pub(super) async fn get_delete_direct(&self, key: &str) -> Result<Option<Arc<[u8]>>, Error> {
+    pub(super) async fn get_delete_direct(&self, key: &str) -> Result<Option<bytes::Bytes>, Error> {
         let mut c = redis::cmd("GETDEL");
         c.arg(key);
         let v: Option<Vec<u8>> = self.run(c).await?;

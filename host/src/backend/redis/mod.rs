@@ -723,7 +723,7 @@ impl Backend for Redis {
         &self,
         key: &str,
         tags: &[String],
-        value: Vec<u8>,
+        value: bytes::Bytes,
         fence: Vec<String>,
         fill: Fill,
     ) -> Result<(), Error> {
@@ -765,7 +765,7 @@ impl Backend for Redis {
         self.invalidate_keys(vec![self.keys.epoch.clone()]).await
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Arc<[u8]>>, Error> {
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, Error> {
         self.get_direct(key).await
     }
 
@@ -783,7 +783,7 @@ impl Backend for Redis {
         Ok(self.get_delete_direct(key).await?.is_some())
     }
 
-    async fn get_delete(&self, key: &str) -> Result<Option<Arc<[u8]>>, Error> {
+    async fn get_delete(&self, key: &str) -> Result<Option<bytes::Bytes>, Error> {
         self.get_delete_direct(key).await
     }
 

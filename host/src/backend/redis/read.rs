@@ -1,6 +1,5 @@
 //! The read path on Redis: fenced lookups and fills, early-refresh claims, locks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Cmd, FromRedisValue};
@@ -101,6 +100,8 @@ impl Redis {
                 .collect();
             (entry, now, current)
         };
+        // The value is served as a slice of the answer's buffer, not copied out of it.
+        let entry = entry.map(bytes::Bytes::from);
         let env = entry.as_deref().and_then(Envelope::parse);
         let mut current = current;
         if let Some(env) = env.as_ref().filter(|e| {
@@ -147,7 +148,7 @@ impl Redis {
         };
         Ok(Lookup {
             hit: Some(Hit {
-                value: Arc::from(env.value),
+                value: entry.as_ref().expect("parsed from it").slice_ref(env.value),
                 early_due: claim.is_some(),
             }),
             seen: Seen {
