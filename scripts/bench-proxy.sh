@@ -29,7 +29,7 @@ fi
 
 "$root/scripts/build-policies.sh" seed-rust
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p cachelet-cli
-cachelet=$root/target/release/cachelet
+cachelet=${CARGO_TARGET_DIR:-$root/target}/release/cachelet
 policy=$root/build/policies/seed-rust.wasm
 
 RUN=$(mktemp -d)

@@ -169,7 +169,13 @@ if wants proxy; then
 fi
 
 # cachelet serve's resident memory under millions of hits and a flood of distinct URLs, with
-# nobody scraping its metrics.
+# nobody scraping its metrics, and for 40 concurrent misses of 8 MiB answers.
 if wants serve-memory; then
   "$root/scripts/bench-memory.sh"
+fi
+
+# cachelet serve protecting its upstream: a failing origin under waves of requests, a slow
+# reader beside another reader of the same miss.
+if wants serve-edge; then
+  "$root/scripts/bench-edge.sh"
 fi

@@ -938,6 +938,89 @@ pub async fn fills_past_the_budget_stream_through_unstored(t: &Target) {
     p.hit_soon("/users/63").await;
 }
 
+/// An answer whose tags are learned from it (a surrogate key, a variant) is stored even when
+/// invalidations of other tags land while it is loaded; one of its own tags landing meanwhile
+/// keeps it out.
+pub async fn learned_tags_are_fenced_each_by_their_own_invalidations(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "seed-rust", &up).await;
+    up.script(
+        "/users/71",
+        Script::new(
+            200,
+            &[
+                ("cache-control", "max-age=300"),
+                ("surrogate-key", "item-71"),
+            ],
+        ),
+    );
+    up.script(
+        "/users/72",
+        Script::new(
+            200,
+            &[
+                ("cache-control", "max-age=300"),
+                ("vary", "accept-language"),
+            ],
+        ),
+    );
+    up.script(
+        "/users/73",
+        Script::new(
+            200,
+            &[
+                ("cache-control", "max-age=300"),
+                ("surrogate-key", "item-73"),
+            ],
+        ),
+    );
+    let slow = |path: &'static str| {
+        up.delay_next(path, Duration::from_millis(500));
+        let (client, url) = (p.client.clone(), format!("{}{path}", p.base));
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .header("accept-language", "fr")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+        })
+    };
+    let loads = [slow("/users/71"), slow("/users/72"), slow("/users/73")];
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Other tags: a purge, a write of another user.
+    assert_eq!(
+        p.admin("purge", Some(TOKEN), r#"{"tags": ["item-999"]}"#)
+            .await,
+        200
+    );
+    assert_eq!(p.put("/users/98", "x").await.status, 200);
+    // One of its own.
+    assert_eq!(
+        p.admin("purge", Some(TOKEN), r#"{"tags": ["item-73"]}"#)
+            .await,
+        200
+    );
+    for l in loads {
+        l.await.unwrap().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = |path: &'static str| p.send(Method::GET, path, &[("accept-language", "fr")], "");
+    assert_eq!(
+        got("/users/71").await.cache,
+        "HIT",
+        "a surrogate key's answer"
+    );
+    assert_eq!(got("/users/72").await.cache, "HIT", "a variant");
+    assert_eq!(
+        got("/users/73").await.cache,
+        "MISS",
+        "its own tag was purged while loading"
+    );
+}
+
 /// An upstream that answers with what it was asked, as a framework does: from the URI as it
 /// came, from `Host` and the forwarding headers (which a framework builds absolute links and
 /// redirects from, without saying so in `Vary`), and from `Accept-Language`, the one header it
@@ -1207,6 +1290,7 @@ suite!(
         a_purge_by_url_reaches_every_variant_and_is_fenced,
         a_keyed_host_is_the_one_the_upstream_is_told,
         fills_past_the_budget_stream_through_unstored,
+        learned_tags_are_fenced_each_by_their_own_invalidations,
     ]
 );
 
@@ -1235,5 +1319,6 @@ suite!(
         a_purge_by_url_reaches_every_variant_and_is_fenced,
         a_keyed_host_is_the_one_the_upstream_is_told,
         fills_past_the_budget_stream_through_unstored,
+        learned_tags_are_fenced_each_by_their_own_invalidations,
     ]
 );

@@ -94,8 +94,8 @@ pub(crate) struct Storage {
     pub ttl: Duration,
     pub early: Option<Duration>,
     /// Tags learned with the value (beside the rule's): the fill is fenced by their versions
-    /// read after the load, and happens only if no invalidation landed since `since` (the
-    /// backend's invalidation sequence read before the load began).
+    /// read after the load, and happens only if no invalidation of its tags landed since
+    /// `since` (the backend's invalidation sequence read before the load began).
     pub tags: Vec<String>,
     pub since: Option<u64>,
 }
@@ -825,10 +825,11 @@ async fn fill_as<B: Backend>(
 }
 
 /// A fill fenced by tags learned during the load: their versions are read now, and the fill
-/// happens only if the invalidation sequence has not moved since `since` (read before the
-/// load began). An invalidation moves the sequence before it touches a tag, so one that
-/// landed during the load is seen here (nothing is stored), and one that lands after the
-/// versions were read makes the entry stale.
+/// happens only if no invalidation that may cover its tags landed since the sequence was
+/// `since` (read before the load began; `Backend::invalidated_since`). An invalidation moves
+/// the sequence, recording its tags, before it touches a tag, so one of these tags that landed
+/// during the load is seen here (nothing is stored), one of other tags does not keep the value
+/// out, and one that lands after the versions were read makes the entry stale.
 async fn fill_learned<B: Backend>(
     b: &B,
     key: &str,
@@ -841,12 +842,12 @@ async fn fill_learned<B: Backend>(
     let Ok(fence) = b.fence(tags, None, fill.ttl).await else {
         return false;
     };
-    match b.sequence().await {
-        Ok(now) if now == since => {}
+    match b.invalidated_since(since, tags).await {
+        Ok(false) => {}
         _ => {
             tracing::debug!(
                 key,
-                "an invalidation landed while loading: the value is not stored"
+                "an invalidation of its tags landed while loading: the value is not stored"
             );
             return false;
         }

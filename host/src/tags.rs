@@ -10,7 +10,7 @@
 //! when a shard doubles. Because entries point at cells rather than naming tags, a tag whose cell
 //! was dropped and created again can never make an old entry valid again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -88,7 +88,15 @@ pub(crate) struct TagIndex {
     epoch: Arc<TagCell>,
     /// Moved by every invalidation before it touches a tag (see `Backend::sequence`).
     sequence: AtomicU64,
+    recent: Mutex<Recent>,
 }
+
+/// The latest invalidations, by sequence: the tags each named (`None`: the namespace).
+type Recent = VecDeque<(u64, Option<Box<[Box<str>]>>)>;
+
+/// How many invalidations the index remembers for [`TagIndex::invalidated_since`]: a fill
+/// whose load saw more land says its tags may be covered.
+const RECENT: usize = 1024;
 
 impl TagIndex {
     pub fn new() -> TagIndex {
@@ -104,6 +112,7 @@ impl TagIndex {
             hasher: RandomState::new(),
             epoch: Arc::new(TagCell::default()),
             sequence: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -150,9 +159,38 @@ impl TagIndex {
         self.sequence.load(Ordering::Acquire)
     }
 
-    /// Moves the invalidation sequence: called before an invalidation touches its tags.
-    pub fn advance(&self) {
-        self.sequence.fetch_add(1, Ordering::AcqRel);
+    /// Moves the invalidation sequence, remembering which tags the invalidation names (`None`:
+    /// the namespace): called before an invalidation touches its tags.
+    pub fn advance(&self, tags: Option<&[String]>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back((
+            seq,
+            tags.map(|t| t.iter().map(|t| t.as_str().into()).collect()),
+        ));
+    }
+
+    /// Whether an invalidation since the sequence was `since` may cover one of `tags`: one
+    /// that names one of them, a namespace flush, or one no longer remembered.
+    pub fn invalidated_since(&self, since: u64, tags: &[String]) -> bool {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.sequence();
+        if now == since {
+            return false;
+        }
+        if recent.front().is_none_or(|(first, _)| *first > since + 1) {
+            return true;
+        }
+        recent
+            .iter()
+            .filter(|(seq, _)| *seq > since)
+            .any(|(_, named)| match named {
+                None => true,
+                Some(named) => named.iter().any(|n| tags.iter().any(|t| **n == **t)),
+            })
     }
 
     /// Invalidates every entry of the namespace.
@@ -185,6 +223,34 @@ mod tests {
         assert!(b.is_current());
         idx.invalidate_all();
         assert!(!b.is_current());
+    }
+
+    #[test]
+    fn invalidations_since_a_sequence_are_told_by_tag() {
+        let idx = TagIndex::new();
+        let since = idx.sequence();
+        let tags = |t: &[&str]| t.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert!(!idx.invalidated_since(since, &tags(&["a"])));
+        idx.advance(Some(&tags(&["b", "c"])));
+        assert!(
+            !idx.invalidated_since(since, &tags(&["a"])),
+            "another tag's"
+        );
+        assert!(idx.invalidated_since(since, &tags(&["a", "c"])));
+        let later = idx.sequence();
+        idx.advance(None);
+        assert!(
+            idx.invalidated_since(later, &tags(&["a"])),
+            "a flush covers every tag"
+        );
+        // Past what is remembered: covered, whatever the tags.
+        let old = idx.sequence();
+        for _ in 0..RECENT {
+            idx.advance(Some(&tags(&["b"])));
+        }
+        assert!(!idx.invalidated_since(old, &tags(&["a"])));
+        idx.advance(Some(&tags(&["b"])));
+        assert!(idx.invalidated_since(old, &tags(&["a"])), "forgotten");
     }
 
     #[test]

@@ -317,9 +317,17 @@ impl Backend for Memory {
         Ok(self.tags.sequence())
     }
 
+    async fn invalidated_since(
+        &self,
+        since: u64,
+        tags: &[String],
+    ) -> Result<bool, crate::error::Error> {
+        Ok(self.tags.invalidated_since(since, tags))
+    }
+
     async fn invalidate(&self, tags: &[String]) -> Invalidation {
         if !tags.is_empty() {
-            self.tags.advance();
+            self.tags.advance(Some(tags));
         }
         for t in tags {
             self.tags.invalidate(t);
@@ -332,7 +340,7 @@ impl Backend for Memory {
     }
 
     async fn invalidate_all(&self) -> Invalidation {
-        self.tags.advance();
+        self.tags.advance(None);
         self.tags.invalidate_all();
         Invalidation::Delivered
     }

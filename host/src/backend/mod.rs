@@ -130,7 +130,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The invalidation sequence: every invalidation (of tags or of the namespace) that any
     /// host delivers moves it, *before* it touches a tag. A fill fenced by tags it learned
     /// only after its load compares it with the value read before the load.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     fn sequence(&self) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Whether an invalidation delivered since the sequence was `since` may cover one of
+    /// `tags`: one that names one of them, a namespace flush, or one the backend no longer
+    /// remembers (then it says yes). A fill fenced by tags it learned during its load is
+    /// stored only if none did: an invalidation of other tags meanwhile does not keep it out.
+    fn invalidated_since(
+        &self,
+        since: u64,
+        tags: &[String],
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// Invalidates tags (relative names).
     fn invalidate(&self, tags: &[String]) -> impl Future<Output = Invalidation> + Send;

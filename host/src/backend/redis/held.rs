@@ -268,12 +268,24 @@ impl Redis {
         Invalidation::Held { journaled }
     }
 
-    /// Moves the invalidation sequence, then deletes the keys (tag keys, the epoch): a fill
-    /// that learned its tags during its load sees the move if it reads its tags' versions
-    /// after the deletion (see `Backend::sequence`). The sequence key never expires.
+    /// Moves the invalidation sequence and records the keys it names (the stream of recent
+    /// invalidations, trimmed to about 1,024), then deletes the keys (tag keys, the epoch): a
+    /// fill that learned its tags during its load sees the move, and whether it names one of
+    /// its tags, if it reads its tags' versions after the deletion (see
+    /// `Backend::invalidated_since`). Neither key expires.
     async fn invalidate_now(&self, keys: &[String]) -> Result<u64, Failure> {
-        let mut c = redis::cmd("INCR");
-        c.arg(&self.keys.sequence);
+        let mut c = redis::cmd("EVALSHA");
+        c.arg(&self.scripts.advance.hash)
+            .arg(2)
+            .arg(&self.keys.sequence)
+            .arg(&self.keys.recent);
+        // What a fill in flight compares its tags with; a large batch is recorded as covering
+        // every tag.
+        if keys.len() > 256 {
+            c.arg("*");
+        } else {
+            c.arg(keys);
+        }
         self.send(&[c]).await?;
         self.unlink(keys).await
     }

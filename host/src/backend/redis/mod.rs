@@ -143,6 +143,9 @@ pub(super) struct Keys {
     epoch: String,
     /// The invalidation sequence (see `Backend::sequence`).
     sequence: String,
+    /// The latest invalidations (a stream: each the sequence it moved to and the keys it
+    /// deleted), in the sequence's cluster slot (see `Backend::invalidated_since`).
+    recent: String,
 }
 
 impl Keys {
@@ -153,6 +156,9 @@ impl Keys {
             engine: format!("{base}~"),
             epoch: format!("{base}~epoch"),
             sequence: format!("{base}~seq"),
+            // Prefix and version hold no braces (the settings refuse them): the sequence key is
+            // hashed whole, and is this key's hash tag.
+            recent: format!("{base}~recent{{{base}~seq}}"),
         }
     }
 
@@ -197,7 +203,7 @@ impl Lua {
     }
 }
 
-/// The engine's Lua scripts; each touches one key.
+/// The engine's Lua scripts; each touches one key (the invalidation's two, in one slot).
 struct Scripts {
     /// A tag's (or the epoch's) token, made if absent; its key lives at least ARGV[2] ms more.
     fence: Lua,
@@ -213,6 +219,12 @@ struct Scripts {
     get_timed: Lua,
     /// SET a key only if it still holds ARGV[1] (a stale entry that `set_if_absent` replaces).
     replace: Lua,
+    /// Moves the sequence (KEYS[1]) and records the keys ARGV names in the stream of recent
+    /// invalidations (KEYS[2]), in one step.
+    advance: Lua,
+    /// Whether an invalidation since the sequence was ARGV[1] names one of the keys ARGV[2..]
+    /// (or `*`), or is no longer recorded: 1, else 0.
+    invalidated: Lua,
 }
 
 impl Scripts {
@@ -264,10 +276,40 @@ impl Scripts {
                   end
                   return 0",
             ),
+            advance: Lua::new(
+                r"local s = redis.call('INCR', KEYS[1])
+                  local add = {'XADD', KEYS[2], 'MAXLEN', '~', '1024', '*', 's', s}
+                  for i = 1, #ARGV do
+                    add[#add + 1] = 'k'
+                    add[#add + 1] = ARGV[i]
+                  end
+                  redis.call(unpack(add))
+                  return s",
+            ),
+            invalidated: Lua::new(
+                r"local now = tonumber(redis.call('GET', KEYS[1]) or '0')
+                  local since = tonumber(ARGV[1])
+                  if now == since then return 0 end
+                  if now < since or now - since > 256 then return 1 end
+                  local wanted = {['*'] = true}
+                  for i = 2, #ARGV do wanted[ARGV[i]] = true end
+                  local seen = 0
+                  for _, e in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', now - since)) do
+                    local f = e[2]
+                    local s = tonumber(f[2])
+                    if s == nil or s <= since or s > now then return 1 end
+                    seen = seen + 1
+                    for j = 3, #f, 2 do
+                      if wanted[f[j + 1]] then return 1 end
+                    end
+                  end
+                  if seen < now - since then return 1 end
+                  return 0",
+            ),
         }
     }
 
-    fn all(&self) -> [&Lua; 7] {
+    fn all(&self) -> [&Lua; 9] {
         [
             &self.fence,
             &self.unlock,
@@ -276,6 +318,8 @@ impl Scripts {
             &self.fill_born,
             &self.get_timed,
             &self.replace,
+            &self.advance,
+            &self.invalidated,
         ]
     }
 }
@@ -756,6 +800,20 @@ impl Backend for Redis {
         Ok(self.run::<Option<u64>>(c).await?.unwrap_or(0))
     }
 
+    async fn invalidated_since(&self, since: u64, tags: &[String]) -> Result<bool, Error> {
+        let mut c = redis::cmd("EVALSHA");
+        c.arg(&self.scripts.invalidated.hash)
+            .arg(2)
+            .arg(&self.keys.sequence)
+            .arg(&self.keys.recent)
+            .arg(since)
+            .arg(&self.keys.epoch);
+        for t in tags {
+            c.arg(self.keys.tag(t));
+        }
+        Ok(self.run::<i64>(c).await? != 0)
+    }
+
     async fn invalidate(&self, tags: &[String]) -> Invalidation {
         self.invalidate_keys(tags.iter().map(|t| self.keys.tag(t)).collect())
             .await
@@ -806,6 +864,23 @@ impl Backend for Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recent_invalidations_share_the_sequences_slot() {
+        // What a cluster hashes (its specification): the first `{...}` holding something,
+        // else the whole key.
+        fn hashed(key: &str) -> &str {
+            if let Some(open) = key.find('{') {
+                if let Some(len) = key[open + 1..].find('}').filter(|l| *l > 0) {
+                    return &key[open + 1..open + 1 + len];
+                }
+            }
+            key
+        }
+        let k = Keys::new("svc:v1:");
+        assert_eq!(hashed(&k.recent), hashed(&k.sequence), "{}", k.recent);
+        assert!(k.recent.starts_with(&k.engine), "{}", k.recent);
+    }
 
     #[test]
     fn engine_keys_are_outside_the_namespace() {
