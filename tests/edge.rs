@@ -1021,6 +1021,103 @@ pub async fn learned_tags_are_fenced_each_by_their_own_invalidations(t: &Target)
     );
 }
 
+/// With the admin API on a listener of its own, the public listener answers `/_cachelet/`
+/// with `404` (its health says only up or down, token or not), and the admin listener serves
+/// the admin API behind the token.
+pub async fn the_admin_api_can_be_served_on_its_own_listener(t: &Target) {
+    let up = Upstream::start().await;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_base = format!("http://{}", admin.local_addr().unwrap());
+    let p = front_with(t.settings(), "seed-rust", &up.url, |b| {
+        b.admin_listener(admin)
+    })
+    .await;
+    p.get("/users/81").await;
+    p.hit_soon("/users/81").await;
+    let purge = r#"{"urls": ["/users/81"]}"#;
+    assert_eq!(p.admin("purge", Some(TOKEN), purge).await, 404);
+    assert_eq!(
+        p.get("/users/81").await.cache,
+        "HIT",
+        "the public listener purged nothing"
+    );
+    let health = |base: String| {
+        let client = p.client.clone();
+        async move {
+            let r = client
+                .get(format!("{base}/_cachelet/health"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        health(p.base.clone()).await,
+        (200, r#"{"status":"up"}"#.to_string())
+    );
+    let (status, details) = health(admin_base.clone()).await;
+    assert_eq!(status, 200);
+    assert!(details.contains("\"policies\""), "{details}");
+    let send = |token: Option<&'static str>| {
+        let (client, url) = (p.client.clone(), format!("{admin_base}/_cachelet/purge"));
+        async move {
+            let mut r = client.post(url).body(purge);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(send(None).await, 401);
+    assert_eq!(send(Some(TOKEN)).await, 200);
+    assert_eq!(
+        p.get("/users/81").await.cache,
+        "MISS",
+        "purged through the admin listener"
+    );
+}
+
+/// An HTTP/2 connection without a request in flight for the idle timeout is closed, though its
+/// peer answers every keep-alive ping.
+pub async fn an_idle_http2_connection_is_closed(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front_with(t.settings(), "seed-rust", &up.url, |b| {
+        b.idle_timeout(Duration::from_millis(600))
+    })
+    .await;
+    let stream = tokio::net::TcpStream::connect(p.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let open = tokio::spawn(conn);
+    let req = Request::get(format!("{}/users/91", p.base))
+        .body(Body::empty())
+        .unwrap();
+    let answer = send.send_request(req).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    axum::body::to_bytes(Body::new(answer.into_body()), 1 << 20)
+        .await
+        .unwrap();
+    let idle = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), open)
+        .await
+        .expect("an idle HTTP/2 connection stays open")
+        .unwrap()
+        .unwrap();
+    assert!(
+        idle.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        idle.elapsed()
+    );
+}
+
 /// An upstream that answers with what it was asked, as a framework does: from the URI as it
 /// came, from `Host` and the forwarding headers (which a framework builds absolute links and
 /// redirects from, without saying so in `Vary`), and from `Accept-Language`, the one header it
@@ -1291,6 +1388,8 @@ suite!(
         a_keyed_host_is_the_one_the_upstream_is_told,
         fills_past_the_budget_stream_through_unstored,
         learned_tags_are_fenced_each_by_their_own_invalidations,
+        the_admin_api_can_be_served_on_its_own_listener,
+        an_idle_http2_connection_is_closed,
     ]
 );
 

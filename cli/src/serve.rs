@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// Where to listen.
     #[arg(long, env = "CACHELET_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Serve the admin API (`/_cachelet/`) on this address instead of the public one (which
+    /// then keeps only `GET /_cachelet/health`, up or down).
+    #[arg(long, env = "CACHELET_ADMIN_LISTEN", value_name = "ADDRESS")]
+    admin_listen: Option<String>,
     /// Start a small demo service (the guide's users, orgs and profiles) and cache it; prints
     /// the commands that show a miss, a hit, a write's invalidation and a purge.
     #[arg(long)]
@@ -124,6 +128,18 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listening = listener.local_addr()?;
+    let admin_listener = match &args.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--admin-listen)"))?,
+        ),
+        None => None,
+    };
+    let admin_at = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let upstream = match (&args.upstream, args.demo_upstream) {
         (_, true) => format!("http://{}", demo_upstream().await?),
         (Some(u), false) => u.clone(),
@@ -167,8 +183,11 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
         // For this demo run only: the purge command below needs one.
         token = Some(random_token());
     }
-    let proxy = Proxy::builder(cache.clone(), &upstream)?
-        .admin_token(token.clone())
+    let mut proxy = Proxy::builder(cache.clone(), &upstream)?.admin_token(token.clone());
+    if let Some(l) = admin_listener {
+        proxy = proxy.admin_listener(l);
+    }
+    let proxy = proxy
         .metrics(Arc::new(move || recorder.render()))
         .upstream_timeout(Duration::from_secs(args.upstream_timeout))
         .max_request_body(args.max_request_body)
@@ -209,6 +228,12 @@ pub async fn run(args: ServeArgs, compile_cache: Option<PathBuf>) -> Result<()> 
         say(
             &mut std::io::stderr(),
             "admin API off (set CACHELET_ADMIN_TOKEN); GET /_cachelet/health is open",
+        );
+    }
+    if let Some(at) = admin_at {
+        say(
+            &mut std::io::stderr(),
+            &format!("admin API on http://{at}/_cachelet/"),
         );
     }
     if args.demo_upstream {

@@ -101,13 +101,25 @@ impl Serve {
         body: &str,
         token: Option<&str>,
     ) -> (u16, String, String) {
+        self.request_to(&self.base, method, path, body, token)
+    }
+
+    /// [`Serve::request`] to another of its listeners.
+    fn request_to(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, String, String) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
             let mut req = reqwest::Client::new()
-                .request(method.parse().unwrap(), format!("{}{path}", self.base))
+                .request(method.parse().unwrap(), format!("{base}{path}"))
                 .body(body.to_string());
             if let Some(t) = token {
                 req = req.bearer_auth(t);
@@ -481,5 +493,35 @@ fn surrogate_key_headers_are_settings() {
     assert!(
         err.contains("\"x tags\" is not an HTTP header name"),
         "{err}"
+    );
+}
+
+/// `--admin-listen`: the admin API answers there, behind the token; the public listener keeps
+/// only the health check (up or down).
+#[test]
+fn the_admin_api_listens_where_it_is_told() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let token = "admin-apart";
+    let s = Serve::start(
+        &["--demo-upstream", "--admin-listen", &admin],
+        &[("CACHELET_ADMIN_TOKEN", token)],
+    );
+    let base = format!("http://{admin}");
+    let (status, _, body) = s.request("GET", "/_cachelet/policies", "", Some(token));
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = s.request("GET", "/_cachelet/health", "", Some(token));
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"up"}"#));
+    let (status, _, body) = s.request_to(&base, "GET", "/_cachelet/policies", "", Some(token));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("get_user"), "{body}");
+    assert_eq!(
+        s.request_to(&base, "GET", "/_cachelet/policies", "", None)
+            .0,
+        401
     );
 }

@@ -18,7 +18,8 @@
 //! ```
 //!
 //! As a proxy must: hop-by-hop headers are dropped both ways; `Host` is the upstream's
-//! authority (as nginx sends it), so no client can make the upstream answer for another host;
+//! authority (as nginx sends it), so no client can make the upstream answer for another host
+//! (or, [as a setting](ProxyBuilder::host), the client's, which is then keyed);
 //! `X-Forwarded-For`, `-Proto` and `Forwarded` say who asked, written by the proxy (a client's
 //! are kept only from [trusted proxies](ProxyBuilder::trusted_proxies)), and headers that would
 //! tell the upstream another host or path (`X-Forwarded-Host`, `X-Original-URL`, ...) are
@@ -29,8 +30,9 @@
 //! the upstream's own errors are, only for the layer's
 //! [negative TTL](crate::axum::ResponseCacheLayer::negative_ttl)); a request body past the
 //! limit is a `413`; a connection that sends nothing, or nothing more, for the header timeout
-//! is cut; the connections served at once are bounded. HTTP/1.1 (keep-alive) and HTTP/2
-//! (prior knowledge) from clients.
+//! is cut, one without a request in flight for the idle timeout closed; the connections served
+//! at once are bounded; the admin API may have a listener of its own. HTTP/1.1 (keep-alive)
+//! and HTTP/2 (prior knowledge) from clients.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -66,6 +68,7 @@ pub struct ProxyBuilder {
     layer: ResponseCacheLayer,
     host: HostHeader,
     admin_token: Option<String>,
+    admin_listener: Option<tokio::net::TcpListener>,
     metrics: Option<MetricsRender>,
     max_request_body: u64,
     header_read_timeout: Duration,
@@ -80,6 +83,7 @@ pub struct Proxy {
     cache: Cache,
     app: BoxCloneService<Request<Body>, Response<Body>, Infallible>,
     admin: Arc<Admin>,
+    admin_listener: Option<tokio::net::TcpListener>,
     host: HostHeader,
     max_request_body: u64,
     header_read_timeout: Duration,
@@ -101,6 +105,7 @@ impl Proxy {
             upstream,
             host: HostHeader::Upstream,
             admin_token: None,
+            admin_listener: None,
             metrics: None,
             max_request_body: 16 << 20,
             header_read_timeout: Duration::from_secs(10),
@@ -117,6 +122,14 @@ impl ProxyBuilder {
     /// one) the admin API is off, but for `GET /_cachelet/health`.
     pub fn admin_token(mut self, token: Option<String>) -> Self {
         self.admin_token = token.filter(|t| !t.is_empty());
+        self
+    }
+    /// Serves the admin API (`/_cachelet/`, behind the same token) on a listener of its own,
+    /// as [`Proxy::serve`] serves clients, e.g. one bound to a private address: the public
+    /// listener then answers `/_cachelet/` with `404`, but for `GET /_cachelet/health`, which
+    /// says only up or down there.
+    pub fn admin_listener(mut self, listener: tokio::net::TcpListener) -> Self {
+        self.admin_listener = Some(listener);
         self
     }
     /// What `GET /_cachelet/metrics` answers.
@@ -162,8 +175,9 @@ impl ProxyBuilder {
         self.header_read_timeout = t.max(Duration::from_millis(1));
         self
     }
-    /// How often an HTTP/2 connection is pinged (every half of this), so that one whose peer
-    /// went away is closed: 60 s.
+    /// How long a connection may stay without a request in flight before it is closed
+    /// (HTTP/2: a `GOAWAY`, requests in flight finish), and how often an HTTP/2 connection is
+    /// pinged (every half of this), so that one whose peer went away is closed: 60 s.
     pub fn idle_timeout(mut self, t: Duration) -> Self {
         self.idle_timeout = t.max(Duration::from_millis(2));
         self
@@ -201,7 +215,9 @@ impl ProxyBuilder {
                 token: self.admin_token.map(|t| digest(t.as_bytes())),
                 metrics: self.metrics,
                 pinged: std::sync::Mutex::new(None),
+                apart: self.admin_listener.is_some(),
             }),
+            admin_listener: self.admin_listener,
             cache: self.cache,
             app,
             host: self.host,
@@ -234,7 +250,7 @@ impl Proxy {
     /// (held invalidations delivered, or kept in the journal). A stored response is always
     /// whole: a fill happens once its body has been read to the end.
     pub async fn serve(
-        self,
+        mut self,
         listener: tokio::net::TcpListener,
         signal: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
@@ -252,9 +268,17 @@ impl Proxy {
             // An HTTP/2 connection whose peer stops answering pings is closed.
             .keep_alive_interval(self.idle_timeout / 2)
             .keep_alive_timeout(self.header_read_timeout);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let connections = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
+        if let Some(l) = self.admin_listener.take() {
+            tokio::spawn(serve_admin(
+                l,
+                self.admin.clone(),
+                builder.clone(),
+                stopping.clone(),
+                self.header_read_timeout,
+            ));
+        }
         let mut signal = std::pin::pin!(signal);
         loop {
             // At most `max_connections` at once: past them, new ones wait in the listen queue.
@@ -281,20 +305,21 @@ impl Proxy {
                 self.max_request_body,
                 self.host,
             );
+            let activity = Arc::new(Activity::default());
+            let active = activity.clone();
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (admin, app) = (admin.clone(), app.clone());
+                let busy = Busy::new(active.clone());
                 async move {
+                    let _busy = busy;
                     let mut req =
                         req.map(|b| Body::new(http_body_util::Limited::new(b, limit as usize)));
                     req.extensions_mut().insert(ClientAddr(addr));
                     Ok::<_, Infallible>(dispatch(&admin, app, host, limit, req).await)
                 }
             });
-            let (builder, watcher, first_bytes) = (
-                builder.clone(),
-                graceful.watcher(),
-                self.header_read_timeout,
-            );
+            let (builder, first_bytes, idle) =
+                (builder.clone(), self.header_read_timeout, self.idle_timeout);
             let mut stopping = stopping.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -312,14 +337,34 @@ impl Proxy {
                     }
                 }
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                let mut conn = std::pin::pin!(conn);
+                // Closed gracefully at shutdown, or once idle (no request in flight) for the
+                // idle timeout: an HTTP/2 peer that answers pings keeps nothing open forever.
+                let closing = tokio::select! {
+                    r = conn.as_mut() => Some(r),
+                    _ = stopping.changed() => None,
+                    () = activity.idle_for(idle) => {
+                        tracing::debug!("connection from {addr}: idle for {idle:?}: closed");
+                        None
+                    }
+                };
+                let r = match closing {
+                    Some(r) => r,
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = r {
                     tracing::debug!("connection from {addr}: {e}");
                 }
             });
         }
         let _ = stop.send(true);
         drop(listener);
-        if tokio::time::timeout(self.shutdown_grace, graceful.shutdown())
+        // Every connection holds a permit until it is done.
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.shutdown_grace, connections.acquire_many(all))
             .await
             .is_err()
         {
@@ -333,6 +378,103 @@ impl Proxy {
     }
 }
 
+/// The admin listener's loop: each connection answers only the admin API, until shutdown.
+async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    admin: Arc<Admin>,
+    builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    first_bytes: Duration,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("admin accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stopping.changed() => return,
+        };
+        let admin = admin.clone();
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let admin = admin.clone();
+            async move {
+                let req = req.map(|b| Body::new(http_body_util::Limited::new(b, 1 << 20)));
+                Ok::<_, Infallible>(admin.handle(req).await)
+            }
+        });
+        let (builder, mut stopping) = (builder.clone(), stopping.clone());
+        tokio::spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r {
+                    tracing::debug!("admin connection from {addr}: {e}");
+                },
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(first_bytes, conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// What a connection is doing: requests in flight, and when the last one ended.
+#[derive(Default)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds since `START` when the last request ended.
+    ended: std::sync::atomic::AtomicU64,
+}
+
+fn since_start() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Activity {
+    /// Completes once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        use std::sync::atomic::Ordering;
+        self.ended.fetch_max(since_start(), Ordering::AcqRel);
+        loop {
+            let wait = if self.in_flight.load(Ordering::Acquire) > 0 {
+                idle
+            } else {
+                let quiet = since_start().saturating_sub(self.ended.load(Ordering::Acquire));
+                match idle.checked_sub(Duration::from_millis(quiet)) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return,
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A request in flight on a connection (until it is answered, or dropped).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(a: Arc<Activity>) -> Busy {
+        a.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(a)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.0.ended.fetch_max(since_start(), Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn dispatch(
     admin: &Admin,
     app: BoxCloneService<Request<Body>, Response<Body>, Infallible>,
@@ -341,7 +483,16 @@ async fn dispatch(
     mut req: Request<Body>,
 ) -> Response<Body> {
     if req.uri().path().starts_with("/_cachelet/") {
-        return admin.handle(req).await;
+        if !admin.apart {
+            return admin.handle(req).await;
+        }
+        if req.uri().path() == "/_cachelet/health" && req.method() == Method::GET {
+            return admin.health(false).await;
+        }
+        return text(
+            StatusCode::NOT_FOUND,
+            "the admin API is served on its own listener\n".into(),
+        );
     }
     if host == HostHeader::Client {
         // One spelling of each host, in `Host`: what is keyed is what the upstream is told.
@@ -808,6 +959,8 @@ struct Admin {
     metrics: Option<MetricsRender>,
     /// The last ping of the backend, and its answer.
     pinged: std::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Served on a listener of its own ([`ProxyBuilder::admin_listener`]).
+    apart: bool,
 }
 
 /// What `POST /_cachelet/purge` takes (any of the fields).
