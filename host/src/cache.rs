@@ -191,7 +191,7 @@ impl Cache {
     }
 
     /// Every policy: where it comes from (the builder, a file of the
-    /// [watched directory](CacheBuilder::policy_dir), a push), the version serving it (name,
+    /// [watched directory](crate::CacheBuilder::policy_dir), a push), the version serving it (name,
     /// version, hash, ops, faults, quarantine), and the last version that failed to load.
     ///
     /// ```
@@ -207,7 +207,7 @@ impl Cache {
         self.inner.lifecycle.status()
     }
 
-    /// Looks at the [watched directory](CacheBuilder::policy_dir) now: every file changed
+    /// Looks at the [watched directory](crate::CacheBuilder::policy_dir) now: every file changed
     /// since it was taken is taken (without waiting for it to settle), and the policies of
     /// files that are gone stop serving. Returns the status after it.
     pub async fn reload_policies(&self) -> PolicyStatus {
@@ -218,7 +218,7 @@ impl Cache {
     /// Publishes `component` to every host of this cache (`cachelet policy push`): it is
     /// checked here first (it must load), stored under its SHA-256 and made the current
     /// version of its policy (by the name its `describe` gives). Hosts that follow pushes
-    /// ([`CacheBuilder::fleet`]) pick it up at once (a notification; a periodic check
+    /// ([`CacheBuilder::fleet`](crate::CacheBuilder::fleet)) pick it up at once (a notification; a periodic check
     /// catches up with a missed one); on the memory backend this cache serves it when this
     /// returns. `options` carry its Ed25519 signature in hex ([`sign_policy`](crate::policy::signature::sign_policy)),
     /// required by hosts with a public key, and the limits it asks for ([`RequestedLimits`](crate::policy::RequestedLimits)).
@@ -379,7 +379,7 @@ impl Cache {
 
     /// Ends the cache's work before the process exits: waits (up to 10 s) for writes whose
     /// callers went away to finish invalidating, then delivers the held invalidations it can.
-    /// What stays held is in the journal if one is configured ([`CacheBuilder::journal`]),
+    /// What stays held is in the journal if one is configured ([`CacheBuilder::journal`](crate::CacheBuilder::journal)),
     /// and lost otherwise (logged). The cache stays usable.
     ///
     /// ```
