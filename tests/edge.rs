@@ -1118,6 +1118,54 @@ pub async fn an_idle_http2_connection_is_closed(t: &Target) {
     );
 }
 
+/// `Surrogate-Control` is addressed to this cache: its `max-age` is the freshness whatever
+/// `Cache-Control` tells other caches, its `no-store` keeps the answer out, and no client sees
+/// it (a miss, a hit, a pass, a remembered error).
+pub async fn surrogate_control_speaks_to_this_cache_alone(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    let script = |cc: &str, sc: &str, status: u16| {
+        Script::new(status, &[("cache-control", cc), ("surrogate-control", sc)])
+    };
+    up.script("/page/sc-long", script("max-age=0", "max-age=300", 200));
+    up.script("/page/sc-out", script("max-age=300", "no-store", 200));
+    up.script("/page/sc-error", script("max-age=300", "max-age=300", 503));
+    let first = p.get("/page/sc-long").await;
+    assert_eq!(first.cache, "MISS");
+    p.hit_soon("/page/sc-long").await;
+    for path in [
+        "/page/sc-long",
+        "/page/sc-out",
+        "/page/sc-out",
+        "/page/sc-error",
+        "/page/sc-error",
+    ] {
+        let got = p.get(path).await;
+        assert!(
+            !got.headers.contains_key("surrogate-control"),
+            "{path}: {got:?}"
+        );
+        assert_eq!(
+            got.headers
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some(if path == "/page/sc-long" {
+                "max-age=0"
+            } else {
+                "max-age=300"
+            }),
+            "{path}: Cache-Control reaches the client as the upstream wrote it"
+        );
+    }
+    assert!(!first.headers.contains_key("surrogate-control"));
+    assert_eq!(up.asked("/page/sc-long"), 1);
+    assert_eq!(
+        up.asked("/page/sc-out"),
+        2,
+        "Surrogate-Control: no-store is not stored"
+    );
+}
+
 /// An upstream that answers with what it was asked, as a framework does: from the URI as it
 /// came, from `Host` and the forwarding headers (which a framework builds absolute links and
 /// redirects from, without saying so in `Vary`), and from `Accept-Language`, the one header it
@@ -1390,6 +1438,7 @@ suite!(
         learned_tags_are_fenced_each_by_their_own_invalidations,
         the_admin_api_can_be_served_on_its_own_listener,
         an_idle_http2_connection_is_closed,
+        surrogate_control_speaks_to_this_cache_alone,
     ]
 );
 

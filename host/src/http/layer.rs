@@ -303,9 +303,11 @@ async fn pass<S: Routes>(inner: S, req: Request<Body>, status: &str) -> Response
     marked(answer, "PASS", status)
 }
 
-/// Says on an answer how the cache came to it: `X-Cache` and `Cache-Status` (RFC 9211).
+/// Says on an answer how the cache came to it: `X-Cache` and `Cache-Status` (RFC 9211); what
+/// the upstream told this cache alone (`Surrogate-Control`) is not passed on.
 fn marked(mut answer: Response<Body>, x_cache: &'static str, status: &str) -> Response<Body> {
     let h = answer.headers_mut();
+    h.remove(semantics::SURROGATE_CONTROL);
     h.insert("x-cache", HeaderValue::from_static(x_cache));
     h.insert("cache-status", cache_status(status));
     answer
@@ -805,6 +807,7 @@ async fn fetch<S: Routes>(
             client_headers.remove(n);
         }
     }
+    client_headers.remove(semantics::SURROGATE_CONTROL);
     client_headers.insert("x-cache", HeaderValue::from_static("MISS"));
     // Not `stored`: the answer's head goes out before its body is read and the fill tried (a
     // body that breaks off, or a write landing meanwhile, stores nothing).
@@ -1038,6 +1041,7 @@ async fn failure(
     };
     semantics::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::AGE);
+    parts.headers.remove(semantics::SURROGATE_CONTROL);
     let encoded = Stored::encode(parts.status, &parts.headers, &bytes, freshness);
     let Ok(HttpEntry {
         kind: Kind::Response(stored),
@@ -1153,6 +1157,7 @@ fn keeping(
     let mut headers = parts.headers.clone();
     semantics::strip_hop_by_hop(&mut headers);
     headers.remove(header::AGE);
+    headers.remove(semantics::SURROGATE_CONTROL);
     let mut tags = semantics::surrogate_keys(&headers, &ctx.surrogate);
     // Held to the limits a policy's tags are held to: a tag past them is never truncated (it
     // would name another tag), the answer is not stored.

@@ -178,7 +178,18 @@ pub(crate) fn personal(h: &HeaderMap) -> bool {
 
 /// The directives of every `Cache-Control` header, lowercase, with their values.
 fn directives(h: &HeaderMap) -> impl Iterator<Item = (String, Option<String>)> + '_ {
-    h.get_all(header::CACHE_CONTROL)
+    directives_of(h, header::CACHE_CONTROL)
+}
+
+/// `Surrogate-Control` (Edge Architecture 1.0): what an upstream tells the caches in front of
+/// it, over what its `Cache-Control` tells every cache. Never passed on to clients.
+pub(crate) const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+
+fn directives_of(
+    h: &HeaderMap,
+    name: HeaderName,
+) -> impl Iterator<Item = (String, Option<String>)> + '_ {
+    h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -258,6 +269,16 @@ pub(crate) fn assess(
     if has(h, "private") {
         return Err("private");
     }
+    // Surrogate-Control is addressed to this cache: its `no-store` keeps the answer out, its
+    // `max-age` is the freshness, whatever Cache-Control says of it to other caches.
+    let mut surrogate_max_age = None;
+    for (k, v) in directives_of(h, SURROGATE_CONTROL) {
+        match k.as_str() {
+            "no-store" => return Err("Surrogate-Control: no-store"),
+            "max-age" => surrogate_max_age = v.and_then(|v| v.parse::<u64>().ok()),
+            _ => {}
+        }
+    }
     // The route opted in to credentials: judge the response as if the request had none. The
     // request's own directives (`no-store`, `max-age`, ...) and its range bind that request
     // only: they never decide what is stored for the next client.
@@ -284,7 +305,9 @@ pub(crate) fn assess(
         || seconds(h, "max-age").is_some()
         || h.contains_key(header::EXPIRES);
     let age = policy.age(now);
-    let fresh_left = if has(h, "no-cache") {
+    let fresh_left = if let (Some(secs), false) = (surrogate_max_age, options.policy_ttl) {
+        Duration::from_secs(secs).saturating_sub(age)
+    } else if has(h, "no-cache") {
         Duration::ZERO
     } else if explicit && !options.policy_ttl {
         policy.time_to_live(now)
