@@ -444,11 +444,21 @@ pub(crate) fn not_modified(req: &HeaderMap, etag: Option<&[u8]>, modified: Optio
 }
 
 /// The headers of a stored response refreshed by a `304`: the new ones replace the old of the
-/// same name (RFC 9111, 4.3.4).
+/// same name (RFC 9111, 4.3.4), but for those that describe the stored body, which a `304`
+/// does not carry (`Content-Length`, `Content-Encoding`, `Content-Range`, `Transfer-Encoding`:
+/// 3.2), and the connection's own.
 pub(crate) fn refreshed(stored: &HeaderMap, fresh: &HeaderMap) -> HeaderMap {
+    const THE_BODYS: [HeaderName; 4] = [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::CONTENT_RANGE,
+        header::TRANSFER_ENCODING,
+    ];
+    let mut fresh = fresh.clone();
+    strip_hop_by_hop(&mut fresh);
     let mut out = stored.clone();
     for name in fresh.keys() {
-        if name == header::CONTENT_LENGTH {
+        if THE_BODYS.contains(name) {
             continue;
         }
         out.remove(name);
@@ -469,6 +479,35 @@ pub(crate) fn cache_status(detail: &str) -> HeaderValue {
 mod tests {
     use super::*;
     use axum::http::{Request, Response, StatusCode};
+
+    #[test]
+    fn a_304_refreshes_the_headers_but_never_those_of_the_body() {
+        let mut stored = HeaderMap::new();
+        for (k, v) in [
+            ("content-length", "5"),
+            ("content-encoding", "gzip"),
+            ("etag", "\"v1\""),
+            ("x-version", "1"),
+        ] {
+            stored.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let mut fresh = HeaderMap::new();
+        for (k, v) in [
+            ("content-length", "0"),
+            ("content-encoding", "br"),
+            ("x-version", "2"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+        ] {
+            fresh.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = refreshed(&stored, &fresh);
+        assert_eq!(out["content-length"], "5");
+        assert_eq!(out["content-encoding"], "gzip");
+        assert_eq!(out["x-version"], "2");
+        assert_eq!(out["etag"], "\"v1\"");
+        assert!(!out.contains_key("x-hop") && !out.contains_key("connection"));
+    }
 
     #[test]
     fn varied_lists_are_one_variant_however_they_are_spaced_or_split() {
