@@ -1166,6 +1166,87 @@ pub async fn surrogate_control_speaks_to_this_cache_alone(t: &Target) {
     );
 }
 
+/// `Expires` in each date format RFC 9110 §5.6.7 makes recipients accept is freshness; one that
+/// is not a date means already expired. Statuses cacheable by default (`404`) take the
+/// policy's TTL when the upstream says nothing; others (`302`) are stored only when the upstream
+/// says how long.
+pub async fn expires_in_every_date_format_and_default_cacheable_statuses(t: &Target) {
+    let up = Upstream::start().await;
+    let p = front(t, "http-routes", &up).await;
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    // "Tue, 08 Dec 2026 04:31:35 GMT" in its two obsolete forms as well.
+    let parts: Vec<&str> = later.split([' ', ',']).filter(|p| !p.is_empty()).collect();
+    let (weekday, day, month, year, time) = (parts[0], parts[1], parts[2], parts[3], parts[4]);
+    let long = [
+        ("Mon", "Monday"),
+        ("Tue", "Tuesday"),
+        ("Wed", "Wednesday"),
+        ("Thu", "Thursday"),
+        ("Fri", "Friday"),
+        ("Sat", "Saturday"),
+        ("Sun", "Sunday"),
+    ]
+    .iter()
+    .find(|(s, _)| *s == weekday)
+    .unwrap()
+    .1;
+    let rfc850 = format!("{long}, {day}-{month}-{} {time} GMT", &year[2..]);
+    let asctime = format!(
+        "{weekday} {month} {:>2} {time} {year}",
+        day.trim_start_matches('0')
+    );
+    for (path, expires) in [
+        ("/page/exp-imf", later.as_str()),
+        ("/page/exp-850", rfc850.as_str()),
+        ("/page/exp-asctime", asctime.as_str()),
+    ] {
+        up.script(path, Script::new(200, &[("expires", expires)]));
+        p.get(path).await;
+        p.hit_soon(path).await;
+        let ttl = p.get(path).await.headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        // Fresh for about the hour Expires says, not the policy's 60 s.
+        let secs: u64 = ttl.rsplit("ttl=").next().unwrap().parse().unwrap();
+        assert!(secs > 3000, "{path} ({expires}): {ttl}");
+    }
+    for bad in ["0", "tomorrow", "-1"] {
+        let path = format!("/page/exp-bad-{bad}");
+        up.script(&path, Script::new(200, &[("expires", bad)]));
+        for _ in 0..2 {
+            assert_ne!(p.get(&path).await.cache, "HIT", "{path}");
+        }
+        assert_eq!(up.asked(&path), 2, "Expires: {bad} is already expired");
+    }
+    up.script("/page/s404", Script::new(404, &[]));
+    p.get("/page/s404").await;
+    p.hit_soon("/page/s404").await;
+    up.script(
+        "/page/s302",
+        Script::new(302, &[("location", "/page/elsewhere")]),
+    );
+    p.get("/page/s302").await;
+    p.get("/page/s302").await;
+    assert_eq!(
+        up.asked("/page/s302"),
+        2,
+        "a 302 is not stored without freshness"
+    );
+    up.script(
+        "/page/s302-fresh",
+        Script::new(
+            302,
+            &[
+                ("location", "/page/elsewhere"),
+                ("cache-control", "max-age=60"),
+            ],
+        ),
+    );
+    p.get("/page/s302-fresh").await;
+    p.hit_soon("/page/s302-fresh").await;
+}
+
 /// An upstream that answers with what it was asked, as a framework does: from the URI as it
 /// came, from `Host` and the forwarding headers (which a framework builds absolute links and
 /// redirects from, without saying so in `Vary`), and from `Accept-Language`, the one header it
@@ -1439,6 +1520,7 @@ suite!(
         the_admin_api_can_be_served_on_its_own_listener,
         an_idle_http2_connection_is_closed,
         surrogate_control_speaks_to_this_cache_alone,
+        expires_in_every_date_format_and_default_cacheable_statuses,
     ]
 );
 

@@ -289,9 +289,10 @@ pub(crate) fn assess(
     if options.credentials {
         asked.headers.remove(header::AUTHORIZATION);
     }
+    let dated = imf_dates(res);
     let policy = CachePolicy::new_options(
         &asked,
-        res,
+        dated.as_ref().unwrap_or(res),
         now,
         CacheOptions {
             shared: true,
@@ -353,6 +354,49 @@ pub(crate) fn assess(
         .min(),
         vary,
     })
+}
+
+/// The response with its `Expires` and `Date` in IMF-fixdate, the one form the freshness
+/// computation reads, when they came in another: RFC 850 and asctime dates are dates too
+/// (RFC 9110 §5.6.7), and an `Expires` that is no date means already expired (RFC 9111 §5.3).
+/// `None`: they are in that form already (or absent).
+fn imf_dates(res: &response::Parts) -> Option<response::Parts> {
+    let mut rewritten: Vec<(HeaderName, Option<HeaderValue>)> = Vec::new();
+    for name in [header::EXPIRES, header::DATE] {
+        let Some(v) = res.headers.get(&name) else {
+            continue;
+        };
+        let parsed = v
+            .to_str()
+            .ok()
+            .and_then(|t| httpdate::parse_http_date(t.trim()).ok());
+        let imf = match parsed {
+            Some(t) => Some(httpdate::fmt_http_date(t)),
+            None if name == header::EXPIRES => Some("Thu, 01 Jan 1970 00:00:00 GMT".into()),
+            None => None,
+        };
+        if imf.as_deref().map(str::as_bytes) != Some(v.as_bytes()) {
+            rewritten.push((name, imf.and_then(|t| HeaderValue::from_str(&t).ok())));
+        }
+    }
+    if rewritten.is_empty() {
+        return None;
+    }
+    let mut out = axum::http::Response::new(());
+    *out.status_mut() = res.status;
+    *out.version_mut() = res.version;
+    *out.headers_mut() = res.headers.clone();
+    for (name, value) in rewritten {
+        match value {
+            Some(v) => {
+                out.headers_mut().insert(name, v);
+            }
+            None => {
+                out.headers_mut().remove(name);
+            }
+        }
+    }
+    Some(out.into_parts().0)
 }
 
 /// The request headers a response varies by (lowercase, sorted); `Vary: *` is not storable.
