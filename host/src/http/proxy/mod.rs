@@ -290,15 +290,7 @@ impl Proxy {
                 () = &mut signal => break,
             };
             let (stream, addr) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors, a connection reset before accept: go on.
-                        tracing::warn!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
+                accepted = accept(&listener, "accept") => accepted,
                 () = &mut signal => break,
             };
             let _ = stream.set_nodelay(true);
@@ -381,6 +373,23 @@ impl Proxy {
     }
 }
 
+/// The next connection: an error accepting one (out of file descriptors, a connection reset
+/// before it was accepted) is logged, and the listener tried again.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    what: &str,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(a) => return a,
+            Err(e) => {
+                tracing::warn!("{what}: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// The admin listener's loop: each connection answers only the admin API, until shutdown.
 async fn serve_admin(
     listener: tokio::net::TcpListener,
@@ -391,14 +400,7 @@ async fn serve_admin(
 ) {
     loop {
         let (stream, addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("admin accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener, "admin accept") => accepted,
             _ = stopping.changed() => return,
         };
         let admin = admin.clone();
