@@ -35,6 +35,7 @@ mod backend;
 mod builder;
 mod cache;
 mod config;
+mod digest;
 mod embed;
 mod error;
 mod flight;

@@ -30,13 +30,7 @@ pub(crate) fn of_key(key: &str) -> String {
     if key.len() <= 512 {
         return format!("#key {key}");
     }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(key.as_bytes());
-    let mut tag = String::from("#key sha256:");
-    for b in digest {
-        tag.push_str(&format!("{b:02x}"));
-    }
-    tag
+    format!("#key sha256:{}", crate::digest::hex_sha256(key.as_bytes()))
 }
 
 /// One tag's version.

@@ -47,9 +47,10 @@ pub(super) async fn unkeyed_query(cache: &Cache, routed: &Routed, key: &str) -> 
 /// parameters percent-encoded one way, every query parameter after them), so that spellings
 /// of one request the key does not tell apart (`/users/%31`, `/users/1`; `?q=a+b`, `?q=a%20b`)
 /// reach the upstream as one URI, the one whose answer the entry holds. `None`: the request's
-/// own URI is that one already.
-pub(super) fn upstream_uri(cache: &Cache, routed: &Routed, uri: &Uri) -> Option<Uri> {
-    let path = cache.route_path(&routed.op, &routed.args)?;
+/// own URI is that one already. Made only for a request that leaves for the upstream: a hit
+/// never pays for it.
+pub(super) fn upstream_uri(cache: &Cache, op: &str, args: &Args, uri: &Uri) -> Option<Uri> {
+    let path = cache.route_path(op, args)?;
     if uri.path_and_query().map(PathAndQuery::as_str) == Some(path.as_str()) {
         return None;
     }
@@ -70,9 +71,6 @@ pub(super) fn push_host(key: &mut String, host: Option<&axum::http::HeaderValue>
     if bytes.len() <= 255 && bytes.iter().all(|b| b.is_ascii_graphic() && *b != b'|') {
         key.push_str(std::str::from_utf8(bytes).expect("ASCII"));
     } else {
-        use sha2::Digest;
-        for b in &sha2::Sha256::digest(bytes)[..16] {
-            key.push_str(&format!("{b:02x}"));
-        }
+        key.push_str(&crate::digest::hex_sha256(bytes));
     }
 }

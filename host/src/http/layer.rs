@@ -53,6 +53,19 @@ struct Ctx {
     filling: std::sync::atomic::AtomicUsize,
 }
 
+impl Ctx {
+    /// Removes what the upstream tells this cache alone: `Surrogate-Control`, and the
+    /// surrogate-key headers unless they are forwarded.
+    fn for_clients(&self, h: &mut axum::http::HeaderMap) {
+        h.remove(semantics::SURROGATE_CONTROL);
+        if !self.forward_surrogate {
+            for n in &self.surrogate {
+                h.remove(n);
+            }
+        }
+    }
+}
+
 impl ResponseCacheLayer {
     /// A layer over `cache`: bodies up to 8 MiB are stored; an uncacheable answer lets the
     /// requests of its key through without waiting for each other for 10 s (hit-for-miss);
@@ -273,6 +286,7 @@ async fn handle<S: Routes>(ctx: Arc<Ctx>, inner: S, mut req: Request<Body>) -> R
     match routed.kind {
         OpKind::Read if method == Method::GET || method == Method::HEAD => {
             if semantics::personal(req.headers()) && !routed.options.credentials {
+                let req = rebuilt(&ctx.cache, &routed, req);
                 return pass(inner, req, "fwd=bypass; detail=credentials").await;
             }
             read(&ctx, inner, routed, req).await
@@ -286,6 +300,16 @@ async fn handle<S: Routes>(ctx: Arc<Ctx>, inner: S, mut req: Request<Body>) -> R
         }
         _ => pass(inner, req, "fwd=bypass").await,
     }
+}
+
+/// A routed read as it leaves for the upstream, whatever happens to it (a pass included): it
+/// asks for the URI its arguments rebuild, so that no spelling of a URI the key does not hold
+/// reaches the upstream.
+fn rebuilt(cache: &Cache, routed: &Routed, mut req: Request<Body>) -> Request<Body> {
+    if let Some(uri) = super::key::upstream_uri(cache, &routed.op, &routed.args, req.uri()) {
+        *req.uri_mut() = uri;
+    }
+    req
 }
 
 /// A method that may change what the origin holds (RFC 9110 §9.2.1: not `GET`, `HEAD`,
@@ -316,6 +340,7 @@ fn marked(mut answer: Response<Body>, x_cache: &'static str, status: &str) -> Re
 /// A read's request, shared by its loader and its caller.
 struct ReadReq {
     op: String,
+    args: Args,
     parts: request::Parts,
     options: RouteOptions,
     /// The entry's full key and the rule's tags and TTL.
@@ -363,24 +388,20 @@ async fn read<S: Routes>(
     ctx: &Arc<Ctx>,
     inner: S,
     routed: Routed,
-    mut req: Request<Body>,
+    req: Request<Body>,
 ) -> Response<Body> {
-    // Whatever happens to it next (a pass included), the request asks the upstream for the URI
-    // its arguments rebuild: no spelling of a URI the key does not hold reaches the upstream.
-    if let Some(uri) = super::key::upstream_uri(&ctx.cache, &routed, req.uri()) {
-        *req.uri_mut() = uri;
-    }
+    let passed = |req| rebuilt(&ctx.cache, &routed, req);
     if semantics::request_no_store(req.headers()) {
-        return pass(inner, req, "fwd=bypass; detail=no-store").await;
+        return pass(inner, passed(req), "fwd=bypass; detail=no-store").await;
     }
     let plan = match ctx.cache.plan(&routed.op, &routed.args).await {
         Ok(plan) => plan,
         // TTL 0, a rule of `none`, an op or policy that fails: not cached.
-        Err(_) => return pass(inner, req, "fwd=bypass; detail=uncached").await,
+        Err(_) => return pass(inner, passed(req), "fwd=bypass; detail=uncached").await,
     };
     if let Some(why) = super::key::unkeyed_query(&ctx.cache, &routed, &plan.key).await {
         tracing::debug!(op = routed.op, "passes: {why}");
-        return pass(inner, req, "fwd=bypass; detail=unkeyed-query").await;
+        return pass(inner, passed(req), "fwd=bypass; detail=unkeyed-query").await;
     }
     let mut plan = plan;
     // The entry, and each of its variants, carries its key as a tag: a purge by key or URL is
@@ -397,6 +418,7 @@ async fn read<S: Routes>(
     parts.headers.remove(header::CONTENT_LENGTH);
     let mut r = ReadReq {
         op: routed.op,
+        args: routed.args,
         parts,
         options: routed.options,
         key: plan.key.clone(),
@@ -436,7 +458,7 @@ async fn read<S: Routes>(
                     )
                     && !semantics::only_if_cached(h)
                 {
-                    return for_this_request(inner, &stored, &shared.parts).await;
+                    return for_this_request(ctx, inner, &stored, &shared).await;
                 }
                 return replay(&stored, &shared.parts, head, detail);
             }
@@ -449,7 +471,7 @@ async fn read<S: Routes>(
                 let suffix = semantics::vary_suffix(&names, &r.parts.headers);
                 r.key.push_str(&suffix);
                 r.variant = true;
-                plan = match ctx.cache.plan(&r.op, &routed.args).await {
+                plan = match ctx.cache.plan(&r.op, &r.args).await {
                     Ok(mut p) => {
                         p.key.clone_from(&r.key);
                         p.tags.clone_from(&r.tags);
@@ -466,7 +488,9 @@ async fn read<S: Routes>(
             Read::Entry(HttpEntry {
                 kind: Kind::Pass, ..
             }) => {
-                let req = Request::from_parts(shared.parts.clone(), Body::empty());
+                let mut parts = shared.parts.clone();
+                parts.uri = shared.upstream_uri(&ctx.cache);
+                let req = Request::from_parts(parts, Body::empty());
                 return pass(inner, req, "fwd=uri-miss; detail=hit-for-miss").await;
             }
             Read::Entry(_) | Read::Nothing => {
@@ -477,13 +501,28 @@ async fn read<S: Routes>(
     }
     // Asked the origin on our own: another request's load stored nothing for us.
     if semantics::only_if_cached(&r.parts.headers) {
-        let mut answer = Response::new(Body::from("not in the cache (only-if-cached)\n"));
-        *answer.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-        return answer;
+        return not_in_the_cache();
     }
+    r.parts.uri = r.upstream_uri(&ctx.cache);
     let req = Request::from_parts(r.parts, Body::empty());
     let Ok(answer) = inner.oneshot(req).await;
     marked(answer, "MISS", "fwd=miss; detail=collapsed")
+}
+
+/// The length an answer declares, if it does.
+fn content_length(h: &axum::http::HeaderMap) -> Option<usize> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The answer to `only-if-cached` when nothing is stored: `504` (RFC 9111 §5.2.1.7).
+fn not_in_the_cache() -> Response<Body> {
+    let mut answer = Response::new(Body::from("not in the cache (only-if-cached)\n"));
+    *answer.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    answer.headers_mut().insert(
+        "cache-status",
+        cache_status("fwd=miss; detail=only-if-cached"),
+    );
+    answer
 }
 
 /// One read through the engine: a hit, a wait for another request's load, or a load by this
@@ -533,13 +572,22 @@ async fn through_engine<S: Routes>(ctx: &Arc<Ctx>, inner: S, r: Arc<ReadReq>, pl
     }
 }
 
-/// The request to the origin for a client's `parts`: its headers and extensions, without its
-/// conditions and range (the cache answers those from the whole object), with the validators
-/// of the stored answer at hand, if any.
-fn to_origin(parts: &request::Parts, method: Method, stored: Option<&Stored>) -> Request<Body> {
+impl ReadReq {
+    /// The URI the upstream is asked for ([`super::key::upstream_uri`]).
+    fn upstream_uri(&self, cache: &Cache) -> axum::http::Uri {
+        super::key::upstream_uri(cache, &self.op, &self.args, &self.parts.uri)
+            .unwrap_or_else(|| self.parts.uri.clone())
+    }
+}
+
+/// The request to the origin for a read: its URI rebuilt, its client's headers and extensions,
+/// without their conditions and range (the cache answers those from the whole object), with
+/// the validators of the stored answer at hand, if any.
+fn to_origin(cache: &Cache, r: &ReadReq, method: Method, stored: Option<&Stored>) -> Request<Body> {
+    let parts = &r.parts;
     let mut up = Request::builder()
         .method(method)
-        .uri(parts.uri.clone())
+        .uri(r.upstream_uri(cache))
         .version(parts.version)
         .body(Body::empty())
         .expect("a request from a valid one");
@@ -571,11 +619,13 @@ fn to_origin(parts: &request::Parts, method: Method, stored: Option<&Stored>) ->
 /// `304` serves the stored answer, anything else is passed on as it came. Nothing is stored
 /// nor replaced: the directives bind this request, not what the next client gets.
 async fn for_this_request<S: Routes>(
+    ctx: &Ctx,
     inner: S,
     stored: &Stored,
-    parts: &request::Parts,
+    r: &ReadReq,
 ) -> Response<Body> {
-    let up = to_origin(parts, parts.method.clone(), Some(stored));
+    let parts = &r.parts;
+    let up = to_origin(&ctx.cache, r, parts.method.clone(), Some(stored));
     let Ok(answer) = inner.oneshot(up).await;
     if answer.status() == StatusCode::NOT_MODIFIED {
         return replay(
@@ -665,13 +715,7 @@ async fn fetch<S: Routes>(
     hold: oneshot::Sender<Held>,
 ) -> Result<HttpEntry, NotStored> {
     if semantics::only_if_cached(&r.parts.headers) {
-        let mut answer = Response::new(Body::from("not in the cache (only-if-cached)\n"));
-        *answer.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-        answer.headers_mut().insert(
-            "cache-status",
-            cache_status("fwd=miss; detail=only-if-cached"),
-        );
-        let _ = reply.send(answer);
+        let _ = reply.send(not_in_the_cache());
         return Err(NotStored::Answered);
     }
     // Before anything is asked: tags the answer names are fenced by this.
@@ -683,7 +727,7 @@ async fn fetch<S: Routes>(
     });
     // The fill asks for the whole object: a range, or the client's conditions, are answered
     // from it.
-    let up = to_origin(&r.parts, Method::GET, previous.as_ref());
+    let up = to_origin(&ctx.cache, &r, Method::GET, previous.as_ref());
     let Ok(answer) = inner.oneshot(up).await;
     let now = SystemTime::now();
     let (mut parts, body) = answer.into_parts();
@@ -751,11 +795,7 @@ async fn fetch<S: Routes>(
     // alone: no hit-for-miss marker switches the route off for its other users.
     let personal = semantics::personal(&r.parts.headers);
     if personal && !semantics::shared_despite_authorization(&r.parts.headers, &parts.headers) {
-        if !ctx.forward_surrogate {
-            for n in &ctx.surrogate {
-                parts.headers.remove(n);
-            }
-        }
+        ctx.for_clients(&mut parts.headers);
         let answer = Response::from_parts(parts, body);
         let _ = reply.send(marked(
             answer,
@@ -765,11 +805,8 @@ async fn fetch<S: Routes>(
         return Err(NotStored::Answered);
     }
     let keep = semantics::assess(&r.parts, &parts, r.options, r.rule_time, now);
-    let too_big = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .is_some_and(|n| n > ctx.max_body as u64);
+    let declared = content_length(&parts.headers);
+    let too_big = declared.is_some_and(|n| n > ctx.max_body);
     let keep = match keep {
         Ok(keep) if !too_big => keep,
         refused => {
@@ -777,11 +814,7 @@ async fn fetch<S: Routes>(
                 Err(why) => why,
                 Ok(_) => "larger than the largest body stored",
             };
-            if !ctx.forward_surrogate {
-                for n in &ctx.surrogate {
-                    parts.headers.remove(n);
-                }
-            }
+            ctx.for_clients(&mut parts.headers);
             let answer = Response::from_parts(parts, body);
             let status = format!("fwd=uri-miss; detail=\"not stored: {why}\"");
             let _ = reply.send(marked(answer, "MISS", &status));
@@ -802,12 +835,7 @@ async fn fetch<S: Routes>(
 
     // Cacheable: the client gets the answer as it comes, while it is read for the fill.
     let mut client_headers = parts.headers.clone();
-    if !ctx.forward_surrogate {
-        for n in &ctx.surrogate {
-            client_headers.remove(n);
-        }
-    }
-    client_headers.remove(semantics::SURROGATE_CONTROL);
+    ctx.for_clients(&mut client_headers);
     client_headers.insert("x-cache", HeaderValue::from_static("MISS"));
     // Not `stored`: the answer's head goes out before its body is read and the fill tried (a
     // body that breaks off, or a write landing meanwhile, stores nothing).
@@ -852,10 +880,6 @@ async fn fetch<S: Routes>(
         }
         let _ = reply.send(answer);
     }
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     // The body goes straight into the entry's encoding (room made for it when its length is
     // declared): never copied again on its way to the backend. Held against the budget of
     // bytes being read for fills: past it, the answer streams through unstored.
@@ -1004,17 +1028,10 @@ async fn failure(
         "fwd=uri-miss; fwd-status={}; detail=error",
         parts.status.as_u16()
     );
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if !ctx.forward_surrogate {
-        for n in &ctx.surrogate {
-            parts.headers.remove(n);
-        }
-    }
+    let declared = content_length(&parts.headers);
+    ctx.for_clients(&mut parts.headers);
     // A user's error is not shared with other users, nor kept.
-    if declared.is_some_and(|n| n > ctx.max_body as u64) || semantics::personal(&r.parts.headers) {
+    if declared.is_some_and(|n| n > ctx.max_body) || semantics::personal(&r.parts.headers) {
         let _ = reply.send(marked(Response::from_parts(parts, body), "MISS", &status));
         return Err(NotStored::Answered);
     }
@@ -1041,7 +1058,6 @@ async fn failure(
     };
     semantics::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::AGE);
-    parts.headers.remove(semantics::SURROGATE_CONTROL);
     let encoded = Stored::encode(parts.status, &parts.headers, &bytes, freshness);
     let Ok(HttpEntry {
         kind: Kind::Response(stored),
@@ -1157,7 +1173,6 @@ fn keeping(
     let mut headers = parts.headers.clone();
     semantics::strip_hop_by_hop(&mut headers);
     headers.remove(header::AGE);
-    headers.remove(semantics::SURROGATE_CONTROL);
     let mut tags = semantics::surrogate_keys(&headers, &ctx.surrogate);
     // Held to the limits a policy's tags are held to: a tag past them is never truncated (it
     // would name another tag), the answer is not stored.
@@ -1181,11 +1196,7 @@ fn keeping(
         );
         return None;
     }
-    if !ctx.forward_surrogate {
-        for n in &ctx.surrogate {
-            headers.remove(n);
-        }
-    }
+    ctx.for_clients(&mut headers);
     tags.retain(|t| !r.tags.contains(t));
     let encoded = Stored::head(parts.status, &headers, keep.freshness, body);
     Some(Keeping {

@@ -933,14 +933,7 @@ impl Policy {
     }
 }
 
-/// SHA-256 of `bytes`, as lowercase hex.
-pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub(crate) use crate::digest::hex_sha256;
 
 /// A clear word for bytes that are not a component at all.
 fn check_header(bytes: &[u8]) -> Result<(), String> {

@@ -15,7 +15,6 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -107,10 +106,9 @@ fn prune(dir: &Path, max_bytes: u64) {
 
 /// `{sha256 of the component}-{engine compatibility hash}.cwasm`.
 fn entry_name(engine: &Engine, bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::digest::hex_sha256(bytes);
     format!("{hex}-{:016x}.cwasm", h.finish())
 }
 

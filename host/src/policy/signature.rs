@@ -14,9 +14,7 @@ fn message(hash: &str) -> Vec<u8> {
     format!("cachelet policy push\n{hash}").into_bytes()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::digest::hex;
 
 fn unhex<const N: usize>(what: &str, text: &str) -> Result<[u8; N], Error> {
     let text = text.trim();
